@@ -1,0 +1,477 @@
+//! In-process FIFO queue with the SQS FIFO semantics the pipeline relies on.
+//!
+//! - Messages of one group are delivered in order, and a group with messages in flight
+//!   delivers nothing more until they are deleted or their visibility timeout ends.
+//! - A deduplication id seen within the deduplication window is accepted and dropped.
+//! - A message received `max_receive_count` times without being deleted moves to the
+//!   dead-letter queue on its next receive, which unblocks its group.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::message::Envelope;
+use crate::ports::{MessageQueue, QueueError, QueuedMessage};
+
+#[derive(Clone, Copy, Debug)]
+pub struct QueueConfig {
+    pub visibility_timeout: Duration,
+    pub max_receive_count: u32,
+    pub deduplication_window: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+            deduplication_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A message handed to a consumer, with the attributes SQS would report.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub group_id: String,
+    pub deduplication_id: String,
+    pub sequence_number: u64,
+    pub receive_count: u32,
+    pub sent_timestamp_ms: u64,
+    pub first_receive_timestamp_ms: u64,
+}
+
+/// What the queue holds right now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct QueueDepth {
+    pub visible: usize,
+    pub in_flight: usize,
+    pub dead: usize,
+}
+
+pub struct EmbeddedQueue {
+    state: Mutex<State>,
+    wake: Notify,
+    config: QueueConfig,
+}
+
+struct Message {
+    id: String,
+    sequence: u64,
+    body: String,
+    deduplication_id: String,
+    receive_count: u32,
+    sent_ms: u64,
+    first_receive_ms: Option<u64>,
+}
+
+#[derive(Default)]
+struct Group {
+    messages: VecDeque<Message>,
+    /// The first `in_flight` messages are out with a consumer under `lease`.
+    in_flight: usize,
+    lease: u64,
+    /// Whether the group is in `State::ready`.
+    ready: bool,
+}
+
+#[derive(Default)]
+struct State {
+    groups: HashMap<Arc<str>, Group>,
+    /// Groups with messages and nothing in flight, in the order they became so.
+    ready: VecDeque<Arc<str>>,
+    /// When each lease's visibility timeout ends.
+    leases: BinaryHeap<Reverse<(Instant, u64, Arc<str>)>>,
+    seen: HashMap<String, Instant>,
+    seen_order: VecDeque<(Instant, String)>,
+    dead: Vec<(Arc<str>, Message)>,
+    next_sequence: u64,
+    next_lease: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl State {
+    fn mark_ready(&mut self, group_id: &Arc<str>) {
+        if let Some(group) = self.groups.get_mut(group_id) {
+            if !group.ready && group.in_flight == 0 && !group.messages.is_empty() {
+                group.ready = true;
+                self.ready.push_back(group_id.clone());
+            }
+        }
+    }
+
+    fn end_expired_leases(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, lease, _))) = self.leases.peek() {
+            if *deadline > now {
+                break;
+            }
+            let lease = *lease;
+            let Reverse((_, _, group_id)) = self.leases.pop().expect("peeked");
+            if let Some(group) = self.groups.get_mut(&group_id) {
+                if group.lease == lease && group.in_flight > 0 {
+                    group.in_flight = 0;
+                    self.mark_ready(&group_id);
+                }
+            }
+        }
+    }
+
+    fn forget_old_ids(&mut self, now: Instant) {
+        while let Some((expires, _)) = self.seen_order.front() {
+            if *expires > now {
+                break;
+            }
+            let (expires, id) = self.seen_order.pop_front().expect("peeked");
+            if self.seen.get(&id) == Some(&expires) {
+                self.seen.remove(&id);
+            }
+        }
+    }
+
+    fn push(&mut self, group_id: &str, deduplication_id: String, body: String) -> String {
+        self.next_sequence += 1;
+        let sequence = self.next_sequence;
+        let id = format!("{sequence:020}-local");
+        let group_id: Arc<str> = match self.groups.get_key_value(group_id) {
+            Some((key, _)) => key.clone(),
+            None => group_id.into(),
+        };
+        self.groups
+            .entry(group_id.clone())
+            .or_default()
+            .messages
+            .push_back(Message {
+                id: id.clone(),
+                sequence,
+                body,
+                deduplication_id,
+                receive_count: 0,
+                sent_ms: now_ms(),
+                first_receive_ms: None,
+            });
+        self.mark_ready(&group_id);
+        id
+    }
+}
+
+impl EmbeddedQueue {
+    pub fn new(config: QueueConfig) -> Self {
+        EmbeddedQueue {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> QueueConfig {
+        self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Enqueues a message; returns its id, or `None` when its deduplication id was seen
+    /// within the window (the send still succeeds, as with SQS).
+    pub fn send_message(&self, message: QueuedMessage) -> Option<String> {
+        let now = Instant::now();
+        let id = {
+            let mut state = self.lock();
+            state.forget_old_ids(now);
+            if state.seen.contains_key(&message.deduplication_id) {
+                return None;
+            }
+            let expires = now + self.config.deduplication_window;
+            state.seen.insert(message.deduplication_id.clone(), expires);
+            state
+                .seen_order
+                .push_back((expires, message.deduplication_id.clone()));
+            state.push(&message.group_id, message.deduplication_id, message.body)
+        };
+        self.wake.notify_waiters();
+        Some(id)
+    }
+
+    /// Receives up to `max` messages without waiting.
+    pub fn try_receive(&self, max: usize) -> Vec<ReceivedMessage> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.end_expired_leases(now);
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            let Some(group_id) = state.ready.pop_front() else {
+                break;
+            };
+            state.next_lease += 1;
+            let lease = state.next_lease;
+            let group = state.groups.get_mut(&group_id).expect("ready groups exist");
+            group.ready = false;
+            while batch.len() < max && group.in_flight < group.messages.len() {
+                let message = &mut group.messages[group.in_flight];
+                if message.receive_count >= self.config.max_receive_count {
+                    let message = group.messages.remove(group.in_flight).expect("in range");
+                    state.dead.push((group_id.clone(), message));
+                    continue;
+                }
+                message.receive_count += 1;
+                let first = *message.first_receive_ms.get_or_insert_with(now_ms);
+                batch.push(ReceivedMessage {
+                    message_id: message.id.clone(),
+                    receipt_handle: format!("{lease}:{}:{group_id}", message.sequence),
+                    body: message.body.clone(),
+                    group_id: group_id.to_string(),
+                    deduplication_id: message.deduplication_id.clone(),
+                    sequence_number: message.sequence,
+                    receive_count: message.receive_count,
+                    sent_timestamp_ms: message.sent_ms,
+                    first_receive_timestamp_ms: first,
+                });
+                group.in_flight += 1;
+            }
+            if group.in_flight > 0 {
+                group.lease = lease;
+                let deadline = now + self.config.visibility_timeout;
+                state.leases.push(Reverse((deadline, lease, group_id)));
+            } else if group.messages.is_empty() {
+                state.groups.remove(&group_id);
+            }
+        }
+        batch
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait` for the first one (long polling).
+    pub async fn receive(&self, max: usize, wait: Duration) -> Vec<ReceivedMessage> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let batch = self.try_receive(max);
+            let now = Instant::now();
+            if !batch.is_empty() || now >= deadline {
+                return batch;
+            }
+            let next_expiry = self.lock().leases.peek().map(|Reverse((at, _, _))| *at);
+            let until = next_expiry.map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// Deletes a received message. Returns false for a receipt whose visibility timeout has
+    /// ended (the message may already be with another consumer), as SQS FIFO does.
+    pub fn delete(&self, receipt_handle: &str) -> bool {
+        let mut parts = receipt_handle.splitn(3, ':');
+        let (Some(lease), Some(sequence), Some(group_id)) = (
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+            parts.next(),
+        ) else {
+            return false;
+        };
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.end_expired_leases(Instant::now());
+        let Some((group_id, group)) = state.groups.get_key_value(group_id) else {
+            return false;
+        };
+        let group_id = group_id.clone();
+        if group.lease != lease || group.in_flight == 0 {
+            return false;
+        }
+        let group = state.groups.get_mut(&group_id).expect("just found");
+        let Some(at) = group
+            .messages
+            .iter()
+            .take(group.in_flight)
+            .position(|m| m.sequence == sequence)
+        else {
+            return false;
+        };
+        group.messages.remove(at);
+        group.in_flight -= 1;
+        if group.in_flight == 0 {
+            if group.messages.is_empty() {
+                state.groups.remove(&group_id);
+            } else {
+                state.mark_ready(&group_id);
+                drop(guard);
+                self.wake.notify_waiters();
+            }
+        }
+        true
+    }
+
+    pub fn depth(&self) -> QueueDepth {
+        let state = self.lock();
+        let in_flight: usize = state.groups.values().map(|g| g.in_flight).sum();
+        let total: usize = state.groups.values().map(|g| g.messages.len()).sum();
+        QueueDepth {
+            visible: total - in_flight,
+            in_flight,
+            dead: state.dead.len(),
+        }
+    }
+
+    /// The bodies in the dead-letter queue, oldest first.
+    pub fn dead_letters(&self) -> Vec<String> {
+        self.lock()
+            .dead
+            .iter()
+            .map(|(_, m)| m.body.clone())
+            .collect()
+    }
+
+    /// Moves every dead letter back to the end of its group, as a DLQ redrive does: a new
+    /// message with a new deduplication id and a fresh receive count. Returns how many moved.
+    pub fn redrive(&self) -> usize {
+        let moved = {
+            let mut state = self.lock();
+            let dead = std::mem::take(&mut state.dead);
+            let moved = dead.len();
+            for (group_id, message) in dead {
+                let deduplication_id =
+                    format!("{}/redrive-{}", message.deduplication_id, message.id);
+                state.push(&group_id, deduplication_id, message.body);
+            }
+            moved
+        };
+        self.wake.notify_waiters();
+        moved
+    }
+}
+
+impl MessageQueue for EmbeddedQueue {
+    async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
+        self.send_message(QueuedMessage::of(message));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(group: &str, n: u32) -> QueuedMessage {
+        QueuedMessage {
+            group_id: group.into(),
+            deduplication_id: format!("{n}:{group}"),
+            body: format!("{group}/{n}"),
+        }
+    }
+
+    fn queue(visibility_ms: u64, max_receive_count: u32) -> EmbeddedQueue {
+        EmbeddedQueue::new(QueueConfig {
+            visibility_timeout: Duration::from_millis(visibility_ms),
+            max_receive_count,
+            deduplication_window: Duration::from_secs(300),
+        })
+    }
+
+    fn bodies(batch: &[ReceivedMessage]) -> Vec<&str> {
+        batch.iter().map(|m| m.body.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn groups_are_delivered_in_order_and_blocked_while_in_flight() {
+        let q = queue(60_000, 5);
+        for n in 1..=3 {
+            q.send_message(queued("a", n));
+        }
+        q.send_message(queued("b", 1));
+        let first = q.try_receive(2);
+        assert_eq!(bodies(&first), ["a/1", "a/2"]);
+        let second = q.try_receive(10);
+        assert_eq!(
+            bodies(&second),
+            ["b/1"],
+            "a is blocked while a/1 and a/2 are out"
+        );
+        assert!(q.delete(&first[0].receipt_handle));
+        assert!(q.try_receive(10).is_empty(), "a/2 is still in flight");
+        assert!(q.delete(&first[1].receipt_handle));
+        assert_eq!(bodies(&q.try_receive(10)), ["a/3"]);
+    }
+
+    #[tokio::test]
+    async fn duplicates_within_the_window_are_dropped() {
+        let q = queue(60_000, 5);
+        assert!(q.send_message(queued("a", 1)).is_some());
+        assert!(q.send_message(queued("a", 1)).is_none());
+        assert_eq!(q.depth().visible, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn undeleted_messages_come_back_after_the_visibility_timeout() {
+        let q = queue(1_000, 5);
+        q.send_message(queued("a", 1));
+        q.send_message(queued("a", 2));
+        let first = q.try_receive(10);
+        assert_eq!(first.len(), 2);
+        assert!(q.delete(&first[0].receipt_handle));
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        let again = q.try_receive(10);
+        assert_eq!(bodies(&again), ["a/2"]);
+        assert_eq!(again[0].receive_count, 2);
+        assert!(!q.delete(&first[1].receipt_handle), "stale receipt");
+        assert!(q.delete(&again[0].receipt_handle));
+        assert_eq!(q.depth(), QueueDepth::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_received_too_often_moves_to_the_dead_letter_queue_and_unblocks_its_group() {
+        let q = queue(10, 2);
+        q.send_message(queued("a", 1));
+        q.send_message(queued("a", 2));
+        for _ in 0..2 {
+            let batch = q.try_receive(1);
+            assert_eq!(bodies(&batch), ["a/1"]);
+            tokio::time::advance(Duration::from_millis(11)).await;
+        }
+        let batch = q.try_receive(1);
+        assert_eq!(bodies(&batch), ["a/2"]);
+        assert_eq!(q.dead_letters(), ["a/1"]);
+        assert!(q.delete(&batch[0].receipt_handle));
+
+        assert_eq!(q.redrive(), 1);
+        let batch = q.try_receive(10);
+        assert_eq!((bodies(&batch), batch[0].receive_count), (vec!["a/1"], 1));
+    }
+
+    #[tokio::test]
+    async fn long_polling_wakes_on_send() {
+        let q = Arc::new(queue(60_000, 5));
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.receive(10, Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        q.send_message(queued("a", 1));
+        let batch = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(bodies(&batch), ["a/1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_polling_returns_empty_after_the_wait() {
+        let q = queue(60_000, 5);
+        assert!(q.receive(10, Duration::from_millis(50)).await.is_empty());
+    }
+}

@@ -1,0 +1,285 @@
+//! The HTTP boundary: routes, the API's error enum and JSON responses.
+
+use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::{Body, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::message::{Channel, ValidationError};
+
+/// Every way an HTTP request can fail. Each variant names its status; 5xx details are logged
+/// with context and never sent to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; the body names the field.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// 404: no such route, or no such rocket.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists with other methods.
+    #[error("method {method} is not allowed; use {allowed}")]
+    MethodNotAllowed {
+        method: Method,
+        allowed: &'static str,
+    },
+    /// 413: the body is larger than the API accepts.
+    #[error("body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 503 with `Retry-After`: a dependency is down; the same request may succeed later.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// 500: a bug or unreadable data.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Seconds a client is asked to wait before resending after a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(e) => e.code(),
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "dependency unavailable, asking the client to retry");
+                "temporarily unavailable; retry shortly".to_string()
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut error = json!({"code": self.code(), "message": message});
+        if let ApiError::Invalid(e) = &self {
+            if !e.field().is_empty() {
+                error["field"] = json!(e.field());
+            }
+        }
+        let mut response = json_response(status, &json!({ "error": error }));
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                headers.insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_string(body).expect("response bodies serialise");
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::Text(body))
+        .expect("static response parts are valid")
+}
+
+/// Which function serves a route.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Function {
+    Ingest,
+    Query,
+}
+
+/// The API's routes, as API Gateway must route them: method, path pattern, function.
+pub const ROUTES: [(&str, &str, Function); 5] = [
+    ("POST", "/messages", Function::Ingest),
+    ("GET", "/rockets", Function::Query),
+    ("GET", "/rockets/{channel}", Function::Query),
+    ("GET", "/rockets/{channel}/events", Function::Query),
+    ("GET", "/health", Function::Query),
+];
+
+/// A request matched to a route, with its path parameters parsed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Route {
+    PostMessage,
+    ListRockets,
+    GetRocket(Channel),
+    GetHistory(Channel),
+    Health,
+}
+
+impl Route {
+    pub fn function(&self) -> Function {
+        match self {
+            Route::PostMessage => Function::Ingest,
+            _ => Function::Query,
+        }
+    }
+
+    /// Matches a method and path; a trailing slash is ignored.
+    pub fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
+        let trimmed = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        let segments: Vec<&str> = trimmed
+            .strip_prefix('/')
+            .unwrap_or(trimmed)
+            .split('/')
+            .collect();
+        let (route, allowed) = match segments.as_slice() {
+            ["messages"] => (Some(Route::PostMessage), "POST"),
+            ["rockets"] => (Some(Route::ListRockets), "GET"),
+            ["rockets", channel] => (Some(Route::GetRocket(path_channel(channel)?)), "GET"),
+            ["rockets", channel, "events"] => {
+                (Some(Route::GetHistory(path_channel(channel)?)), "GET")
+            }
+            ["health"] => (Some(Route::Health), "GET"),
+            _ => (None, ""),
+        };
+        let Some(route) = route else {
+            return Err(ApiError::NotFound(format!("no route for {path}")));
+        };
+        if method.as_str() != allowed {
+            return Err(ApiError::MethodNotAllowed {
+                method: method.clone(),
+                allowed,
+            });
+        }
+        Ok(route)
+    }
+}
+
+fn path_channel(segment: &str) -> Result<Channel, ApiError> {
+    let decoded = percent_decode(segment)
+        .ok_or_else(|| ValidationError::invalid("channel", "is not validly percent-encoded"))?;
+    Channel::parse(&decoded).map_err(|reason| ValidationError::invalid("channel", reason).into())
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(method: Method, path: &str) -> Result<Route, ApiError> {
+        Route::resolve(&method, path)
+    }
+
+    #[test]
+    fn routes_match_the_route_table() {
+        let c = Channel::parse("abc:1").unwrap();
+        assert_eq!(
+            resolve(Method::POST, "/messages").unwrap(),
+            Route::PostMessage
+        );
+        assert_eq!(
+            resolve(Method::GET, "/rockets").unwrap(),
+            Route::ListRockets
+        );
+        assert_eq!(
+            resolve(Method::GET, "/rockets/").unwrap(),
+            Route::ListRockets
+        );
+        assert_eq!(
+            resolve(Method::GET, "/rockets/abc:1").unwrap(),
+            Route::GetRocket(c.clone())
+        );
+        assert_eq!(
+            resolve(Method::GET, "/rockets/abc%3A1").unwrap(),
+            Route::GetRocket(c.clone())
+        );
+        assert_eq!(
+            resolve(Method::GET, "/rockets/abc:1/events").unwrap(),
+            Route::GetHistory(c)
+        );
+        assert_eq!(resolve(Method::GET, "/health").unwrap(), Route::Health);
+        for (method, pattern, function) in ROUTES {
+            let path = pattern.replace("{channel}", "x");
+            let route = resolve(method.parse().unwrap(), &path).unwrap();
+            assert_eq!(route.function(), function, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn wrong_method_unknown_path_and_bad_channel() {
+        let err = resolve(Method::GET, "/messages").unwrap_err();
+        assert_eq!(err.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(err.into_response().headers()["allow"], "POST");
+        assert_eq!(
+            resolve(Method::DELETE, "/rockets/x").unwrap_err().status(),
+            405
+        );
+        assert_eq!(resolve(Method::GET, "/").unwrap_err().status(), 404);
+        assert_eq!(
+            resolve(Method::GET, "/rockets/a/b").unwrap_err().status(),
+            404
+        );
+        assert_eq!(resolve(Method::GET, "/rocketsx").unwrap_err().status(), 404);
+        let bad = resolve(Method::GET, "/rockets/a%20b").unwrap_err();
+        assert_eq!(bad.status(), 400);
+        assert_eq!(
+            resolve(Method::GET, "/rockets/%zz").unwrap_err().status(),
+            400
+        );
+    }
+
+    #[test]
+    fn error_bodies_name_the_field_and_hide_internals() {
+        let invalid = ApiError::from(ValidationError::Missing {
+            field: "metadata.channel",
+        });
+        let body = body_json(invalid.into_response());
+        assert_eq!(body["error"]["field"], "metadata.channel");
+        assert_eq!(body["error"]["code"], "missing_field");
+
+        let internal = ApiError::Internal("table rockets: secret detail".into()).into_response();
+        assert_eq!(internal.status(), 500);
+        assert!(!format!("{:?}", internal.body()).contains("secret"));
+
+        let unavailable = ApiError::Unavailable("sqs down".into()).into_response();
+        assert_eq!(unavailable.status(), 503);
+        assert_eq!(unavailable.headers()["retry-after"], "1");
+        assert_eq!(unavailable.headers()["content-type"], "application/json");
+    }
+
+    fn body_json(response: Response<Body>) -> serde_json::Value {
+        serde_json::from_slice(response.body().as_ref()).unwrap()
+    }
+}

@@ -1,0 +1,314 @@
+//! `GET /rockets`: sort keys, parameters, and keyset pagination with an opaque cursor.
+//!
+//! Every order is total: rockets sort by (value of the sort key, channel), nulls first, and
+//! `desc` is the exact reverse of `asc`. A page ends at a [`Position`], and the next page starts
+//! strictly after it, so a walk visits each rocket once even while other rockets change.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::message::{Channel, ValidationError};
+use crate::rocket::{Rocket, Status};
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+/// A field `GET /rockets` can sort by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum SortKey {
+    #[serde(rename = "channel")]
+    Channel,
+    #[serde(rename = "type")]
+    Type,
+    #[serde(rename = "mission")]
+    Mission,
+    #[serde(rename = "speed")]
+    Speed,
+    #[serde(rename = "status")]
+    Status,
+    #[serde(rename = "launchTime")]
+    LaunchTime,
+    #[serde(rename = "lastMessageTime")]
+    LastMessageTime,
+    #[serde(rename = "lastMessageNumber")]
+    LastMessageNumber,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 8] = [
+        SortKey::Channel,
+        SortKey::Type,
+        SortKey::Mission,
+        SortKey::Speed,
+        SortKey::Status,
+        SortKey::LaunchTime,
+        SortKey::LastMessageTime,
+        SortKey::LastMessageNumber,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::Channel => "channel",
+            SortKey::Type => "type",
+            SortKey::Mission => "mission",
+            SortKey::Speed => "speed",
+            SortKey::Status => "status",
+            SortKey::LaunchTime => "launchTime",
+            SortKey::LastMessageTime => "lastMessageTime",
+            SortKey::LastMessageNumber => "lastMessageNumber",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<SortKey> {
+        SortKey::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// Dense index, for per-key tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Where a rocket stands in this key's order.
+    pub fn position(self, rocket: &Rocket) -> Position {
+        let text = |v: &Option<String>| v.clone().map_or(SortValue::Null, SortValue::Text);
+        let time = |v: &Option<chrono::DateTime<chrono::FixedOffset>>| {
+            v.map_or(SortValue::Null, |t| SortValue::Time(t.with_timezone(&Utc)))
+        };
+        let value = match self {
+            // The channel is already the tie-breaker, so the value carries nothing.
+            SortKey::Channel => SortValue::Null,
+            SortKey::Type => text(&rocket.rocket_type),
+            SortKey::Mission => text(&rocket.mission),
+            SortKey::Speed => SortValue::Int(i128::from(rocket.speed)),
+            SortKey::Status => SortValue::Int(rocket.status.index() as i128),
+            SortKey::LaunchTime => time(&rocket.launch_time),
+            SortKey::LastMessageTime => time(&rocket.last_message_time),
+            SortKey::LastMessageNumber => SortValue::Int(i128::from(rocket.last_message_number)),
+        };
+        Position {
+            value,
+            channel: rocket.channel.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// A sort key's value for one rocket. `Null` sorts before every value; times compare as
+/// instants, whatever offset they were sent with.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum SortValue {
+    Null,
+    Int(i128),
+    Text(String),
+    Time(DateTime<Utc>),
+}
+
+/// A rocket's place in one order: by value, then by channel.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct Position {
+    pub value: SortValue,
+    pub channel: Channel,
+}
+
+/// A validated `GET /rockets` request.
+#[derive(Clone, PartialEq, Debug)]
+pub struct ListQuery {
+    pub sort_by: SortKey,
+    pub order: Order,
+    pub status: Option<Status>,
+    pub limit: usize,
+    /// Start strictly after this position (from the cursor).
+    pub after: Option<Position>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            sort_by: SortKey::Channel,
+            order: Order::Asc,
+            status: None,
+            limit: DEFAULT_LIMIT,
+            after: None,
+        }
+    }
+}
+
+/// One page of rockets and where the next one starts.
+#[derive(Clone, PartialEq, Debug)]
+pub struct RocketPage {
+    pub rockets: Vec<Rocket>,
+    pub next: Option<Position>,
+}
+
+/// What the cursor carries: the position, and the query it belongs to.
+#[derive(Serialize, Deserialize)]
+struct CursorBody {
+    #[serde(rename = "s")]
+    sort_by: SortKey,
+    #[serde(rename = "o")]
+    order: Order,
+    #[serde(rename = "f")]
+    status: Option<Status>,
+    #[serde(rename = "p")]
+    after: Position,
+}
+
+impl ListQuery {
+    /// Reads the query string parameters; unknown parameters are ignored.
+    pub fn from_params<'a>(
+        param: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<ListQuery, ValidationError> {
+        let mut query = ListQuery::default();
+        if let Some(raw) = param("sortBy") {
+            query.sort_by = SortKey::parse(raw).ok_or_else(|| {
+                let keys: Vec<_> = SortKey::ALL.iter().map(|k| k.as_str()).collect();
+                ValidationError::invalid("sortBy", format!("must be one of {}", keys.join(", ")))
+            })?;
+        }
+        if let Some(raw) = param("order") {
+            query.order = match raw {
+                "asc" => Order::Asc,
+                "desc" => Order::Desc,
+                _ => return Err(ValidationError::invalid("order", "must be asc or desc")),
+            };
+        }
+        if let Some(raw) = param("status") {
+            query.status = Some(Status::parse(raw).ok_or_else(|| {
+                ValidationError::invalid("status", "must be one of pending, launched, exploded")
+            })?);
+        }
+        if let Some(raw) = param("limit") {
+            query.limit = parse_limit(raw, "limit", MAX_LIMIT)?;
+        }
+        if let Some(raw) = param("cursor") {
+            query.after = Some(query.decode_cursor(raw)?);
+        }
+        Ok(query)
+    }
+
+    /// The opaque token that continues this query after `position`.
+    pub fn cursor(&self, position: &Position) -> String {
+        let body = CursorBody {
+            sort_by: self.sort_by,
+            order: self.order,
+            status: self.status,
+            after: position.clone(),
+        };
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).expect("cursor serialises"))
+    }
+
+    fn decode_cursor(&self, raw: &str) -> Result<Position, ValidationError> {
+        let body: CursorBody = URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| ValidationError::invalid("cursor", "is not a cursor this API issued"))?;
+        if (body.sort_by, body.order, body.status) != (self.sort_by, self.order, self.status) {
+            return Err(ValidationError::invalid(
+                "cursor",
+                "belongs to a different sortBy, order or status",
+            ));
+        }
+        Ok(body.after)
+    }
+}
+
+/// An integer page size between 1 and `max`.
+pub fn parse_limit(raw: &str, field: &'static str, max: usize) -> Result<usize, ValidationError> {
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ValidationError::invalid(
+            field,
+            format!("must be an integer from 1 to {max}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn query(pairs: &[(&str, &str)]) -> Result<ListQuery, ValidationError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ListQuery::from_params(|k| map.get(k).map(String::as_str))
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(query(&[]).unwrap(), ListQuery::default());
+        assert_eq!(query(&[("unknown", "x")]).unwrap(), ListQuery::default());
+    }
+
+    #[test]
+    fn every_parameter_is_checked_and_named() {
+        for (name, bad) in [
+            ("sortBy", "velocity"),
+            ("order", "up"),
+            ("status", "landed"),
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("limit", "ten"),
+            ("cursor", "!!!"),
+            ("cursor", "e30"),
+        ] {
+            let err = query(&[(name, bad)]).unwrap_err();
+            assert_eq!(err.field(), name, "{name}={bad}");
+            assert_eq!(err.code(), "invalid_value");
+        }
+        assert_eq!(query(&[("limit", "1000")]).unwrap().limit, 1000);
+    }
+
+    #[test]
+    fn cursor_round_trips_and_is_bound_to_its_query() {
+        let q = query(&[
+            ("sortBy", "speed"),
+            ("order", "desc"),
+            ("status", "launched"),
+        ])
+        .unwrap();
+        let position = Position {
+            value: SortValue::Int(-5),
+            channel: Channel::parse("abc").unwrap(),
+        };
+        let token = q.cursor(&position);
+        let again = query(&[
+            ("sortBy", "speed"),
+            ("order", "desc"),
+            ("status", "launched"),
+            ("cursor", &token),
+        ])
+        .unwrap();
+        assert_eq!(again.after, Some(position));
+        let err = query(&[("sortBy", "speed"), ("cursor", &token)]).unwrap_err();
+        assert_eq!(err.field(), "cursor");
+    }
+
+    #[test]
+    fn nulls_sort_first_and_channel_breaks_ties() {
+        let a = Position {
+            value: SortValue::Null,
+            channel: Channel::parse("z").unwrap(),
+        };
+        let b = Position {
+            value: SortValue::Text("A".into()),
+            channel: Channel::parse("a").unwrap(),
+        };
+        let c = Position {
+            value: SortValue::Text("A".into()),
+            channel: Channel::parse("b").unwrap(),
+        };
+        assert!(a < b && b < c);
+    }
+}

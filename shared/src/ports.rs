@@ -1,0 +1,153 @@
+//! The narrow interfaces the handlers depend on, one per side of each function.
+//!
+//! Ingest only sends ([`MessageQueue`]); apply only loads and commits channels
+//! ([`ChannelStore`]); query only reads ([`RocketReader`]). Each has an embedded implementation
+//! in [`crate::embedded`] and an AWS one, and the same handler code runs over either.
+
+use std::future::Future;
+
+use crate::listing::{ListQuery, RocketPage};
+use crate::message::{Channel, Envelope, MessageNumber};
+use crate::ordering::ChannelChange;
+use crate::rocket::Rocket;
+
+/// A backend could not do what was asked. Handlers never show the detail to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Throttled, timed out or unreachable: worth retrying later (HTTP 503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with something this code cannot read (HTTP 500).
+    #[error("store returned unreadable data: {0}")]
+    Corrupt(String),
+}
+
+/// The queue refused or could not take a message (HTTP 503, so the sender resends).
+#[derive(Debug, thiserror::Error)]
+#[error("queue unavailable: {0}")]
+pub struct QueueError(pub String);
+
+/// A message as it goes onto the FIFO queue.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct QueuedMessage {
+    /// The channel: SQS keeps each group in order and hands it to one consumer at a time.
+    pub group_id: String,
+    /// Stable for a (channel, messageNumber), so the queue drops resends within its window.
+    pub deduplication_id: String,
+    /// The canonical JSON of the message.
+    pub body: String,
+}
+
+impl QueuedMessage {
+    pub fn of(message: &Envelope) -> Self {
+        QueuedMessage {
+            group_id: message.channel.as_str().to_owned(),
+            deduplication_id: deduplication_id(&message.channel, message.number),
+            body: message.to_json(),
+        }
+    }
+}
+
+/// `{number}:{channel}` while that fits SQS's 128-character limit, otherwise the number and a
+/// 128-bit hash of the channel. The characters are all ones SQS accepts.
+pub fn deduplication_id(channel: &Channel, number: MessageNumber) -> String {
+    let plain = format!("{number}:{channel}");
+    if plain.len() <= 128 {
+        return plain;
+    }
+    // FNV-1a, 128-bit: stable across builds and platforms, which std's hasher is not.
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for byte in channel.as_str().bytes() {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    format!("{number}:#{hash:032x}")
+}
+
+/// Sends validated messages to the apply side.
+pub trait MessageQueue: Send + Sync {
+    /// Returns only once the queue has durably accepted the message.
+    fn send(&self, message: &Envelope) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// What the store holds for one channel, and the version to commit against.
+#[derive(Clone, PartialEq, Debug)]
+pub struct ChannelSnapshot {
+    pub rocket: Rocket,
+    pub parked: Vec<Envelope>,
+    /// Increases with every commit; 0 means nothing is stored yet.
+    pub version: u64,
+}
+
+/// Whether a conditional commit took effect.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CommitOutcome {
+    Committed,
+    /// Someone committed since the snapshot was read: re-read and try again.
+    VersionMismatch,
+}
+
+/// The apply side of the store: per-channel state, parked messages and history.
+pub trait ChannelStore: Send + Sync {
+    /// The channel's rocket, parked messages and version; `None` if never stored.
+    fn load(
+        &self,
+        channel: &Channel,
+    ) -> impl Future<Output = Result<Option<ChannelSnapshot>, StoreError>> + Send;
+
+    /// Writes the change atomically if the channel is still at `expected_version`.
+    fn commit(
+        &self,
+        expected_version: u64,
+        change: &ChannelChange,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+
+    /// The applied messages with these numbers, for telling a resend from a conflict.
+    fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
+}
+
+/// The query side of the store.
+pub trait RocketReader: Send + Sync {
+    fn rocket(
+        &self,
+        channel: &Channel,
+    ) -> impl Future<Output = Result<Option<Rocket>, StoreError>> + Send;
+
+    fn rockets(
+        &self,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<RocketPage, StoreError>> + Send;
+
+    /// Applied messages numbered above `after`, in order, at most `limit`; `None` for a channel
+    /// never seen.
+    fn history(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Envelope>>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deduplication_ids_are_stable_and_within_limits() {
+        let short = Channel::parse("abc").unwrap();
+        let n = MessageNumber::new(42).unwrap();
+        assert_eq!(deduplication_id(&short, n), "42:abc");
+        let long = Channel::parse(&"x".repeat(128)).unwrap();
+        let max = MessageNumber::new(i64::MAX as u64).unwrap();
+        let id = deduplication_id(&long, max);
+        assert!(id.len() <= 128, "{id}");
+        assert_eq!(id, deduplication_id(&long, max));
+        let other = Channel::parse(&format!("{}y", "x".repeat(127))).unwrap();
+        assert_ne!(id, deduplication_id(&other, max));
+        assert_ne!(id, deduplication_id(&long, MessageNumber::new(1).unwrap()));
+    }
+}
