@@ -1,7 +1,10 @@
 //! The HTTP boundary: routes, the API's error enum and JSON responses.
 
-use lambda_http::http::{Method, StatusCode, header};
-use lambda_http::{Body, Response};
+use base64::Engine as _;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::http::{HeaderMap, Method, StatusCode, header};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde_json::json;
 
@@ -101,6 +104,42 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::Text(body))
         .expect("static response parts are valid")
+}
+
+/// The request API Gateway's HTTP API (payload format 2.0, `$default` stage) hands a function,
+/// built through lambda_http's own event conversion, so that local serving and tests give the
+/// handlers exactly what Lambda gives them.
+pub fn api_gateway_request(
+    method: Method,
+    path: &str,
+    query: Option<&str>,
+    headers: HeaderMap,
+    body: Vec<u8>,
+) -> Request {
+    let mut event = ApiGatewayV2httpRequest::default();
+    event.version = Some("2.0".into());
+    event.route_key = Some("$default".into());
+    event.raw_path = Some(path.into());
+    event.raw_query_string = Some(query.unwrap_or_default().into());
+    event.headers = headers;
+    if !body.is_empty() {
+        match String::from_utf8(body) {
+            Ok(text) => event.body = Some(text),
+            Err(binary) => {
+                let bytes = binary.into_bytes();
+                event.body = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+                event.is_base64_encoded = true;
+            }
+        }
+    }
+    let context = &mut event.request_context;
+    context.stage = Some("$default".into());
+    context.route_key = Some("$default".into());
+    context.time_epoch = chrono::Utc::now().timestamp_millis();
+    context.http.method = method;
+    context.http.path = Some(path.into());
+    context.http.protocol = Some("HTTP/1.1".into());
+    LambdaRequest::ApiGatewayV2(event).into()
 }
 
 /// Which function serves a route.

@@ -1,1 +1,14 @@
-fn main() {}
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use rockets::embedded::EmbeddedStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    rockets::telemetry::init();
+    let store = EmbeddedStore::new();
+    let store = &store;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        apply::handle(store, event.payload).await
+    }))
+    .await
+}

@@ -1,0 +1,41 @@
+//! `POST /messages`: validate a message and put it on the FIFO queue of its channel.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use rockets::http::{ApiError, Route, json_response};
+use rockets::message::{Envelope, MAX_BODY_BYTES};
+use rockets::ports::MessageQueue;
+use serde_json::json;
+
+/// Answers 202 only once the queue has the message; a refusal from the queue is a 503 with
+/// `Retry-After`, so the sender resends and nothing is lost.
+pub async fn handle<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Body> {
+    accept(queue, request)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Result<Response<Body>, ApiError> {
+    if Route::resolve(request.method(), request.uri().path())? != Route::PostMessage {
+        return Err(ApiError::NotFound(format!(
+            "no route for {}",
+            request.uri().path()
+        )));
+    }
+    let body = request.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let message = Envelope::parse(body)?;
+    queue
+        .send(&message)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("{e} (channel {})", message.channel)))?;
+    tracing::debug!(channel = %message.channel, number = %message.number, "message queued");
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"channel": message.channel, "messageNumber": message.number}),
+    ))
+}

@@ -1,0 +1,100 @@
+//! `GET /rockets`, `GET /rockets/{channel}`, `GET /rockets/{channel}/events`, `GET /health`.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, RequestExt, Response};
+use rockets::http::{ApiError, Route, json_response};
+use rockets::listing::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, parse_limit};
+use rockets::message::{Channel, ValidationError};
+use rockets::message::{Envelope, MessageNumber};
+use rockets::ports::{RocketReader, StoreError};
+use rockets::rocket::Rocket;
+use serde::Serialize;
+use serde_json::json;
+
+/// `GET /rockets`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RocketList {
+    rockets: Vec<Rocket>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /rockets/{channel}/events`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct History {
+    channel: Channel,
+    events: Vec<Envelope>,
+    next_after: Option<MessageNumber>,
+}
+
+pub async fn handle<R: RocketReader>(reader: &R, request: Request) -> Response<Body> {
+    respond(reader, request)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn respond<R: RocketReader>(
+    reader: &R,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
+    let params = request.query_string_parameters();
+    let param = |name: &str| params.first(name);
+    match Route::resolve(request.method(), request.uri().path())? {
+        Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::ListRockets => {
+            let query = ListQuery::from_params(param)?;
+            let page = reader.rockets(&query).await.map_err(store_error)?;
+            let list = RocketList {
+                next_cursor: page.next.map(|position| query.cursor(&position)),
+                rockets: page.rockets,
+            };
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        Route::GetRocket(channel) => match reader.rocket(&channel).await.map_err(store_error)? {
+            Some(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
+            None => Err(not_found(&channel)),
+        },
+        Route::GetHistory(channel) => {
+            let after = match param("after") {
+                None => 0,
+                Some(raw) => raw.parse::<u64>().map_err(|_| ValidationError::Invalid {
+                    field: "after",
+                    reason: "must be a non-negative integer".into(),
+                })?,
+            };
+            let limit = param("limit").map_or(Ok(DEFAULT_LIMIT), |raw| {
+                parse_limit(raw, "limit", MAX_LIMIT)
+            })?;
+            let events = reader
+                .history(&channel, after, limit)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| not_found(&channel))?;
+            let next_after = (events.len() == limit)
+                .then(|| events.last().map(|m| m.number))
+                .flatten();
+            let history = History {
+                channel,
+                events,
+                next_after,
+            };
+            Ok(json_response(StatusCode::OK, &history))
+        }
+        Route::PostMessage => Err(ApiError::NotFound(format!(
+            "no route for {}",
+            request.uri().path()
+        ))),
+    }
+}
+
+fn not_found(channel: &Channel) -> ApiError {
+    ApiError::NotFound(format!("no rocket has been seen on channel {channel}"))
+}
+
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+        StoreError::Corrupt(detail) => ApiError::Internal(detail),
+    }
+}
