@@ -11,6 +11,7 @@
 //! - [`listing`]: sort keys, query parameters and cursors for `GET /rockets`.
 //! - [`http`]: routes, the API error enum and JSON responses.
 //! - [`config`], [`telemetry`]: environment configuration and logging setup.
+//! - `testing` (feature `testing`): fixtures for tests and benchmarks.
 
 pub mod config;
 pub mod embedded;
@@ -21,3 +22,5 @@ pub mod ordering;
 pub mod ports;
 pub mod rocket;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

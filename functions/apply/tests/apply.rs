@@ -1,0 +1,337 @@
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use apply::{BatchSummary, apply_batch};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chrono::Utc;
+use proptest::prelude::*;
+use rockets::embedded::EmbeddedStore;
+use rockets::message::{Channel, Envelope, Event, MessageNumber};
+use rockets::ordering::ChannelChange;
+use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
+use rockets::rocket::Rocket;
+use rockets::testing::{Rng, channel, flight, message, sqs_record};
+
+/// Wraps the embedded store and fails on purpose: before reading, before writing, or after
+/// writing (a crash between the state write and the SQS delete). It can also pause between
+/// load and commit so concurrent appliers interleave.
+struct FaultyStore {
+    inner: EmbeddedStore,
+    rng: Mutex<Rng>,
+    failure_percent: u64,
+    failing_channel: Option<Channel>,
+    interleave: bool,
+}
+
+impl FaultyStore {
+    fn new(failure_percent: u64, seed: u64) -> Self {
+        FaultyStore {
+            inner: EmbeddedStore::new(),
+            rng: Mutex::new(Rng::new(seed)),
+            failure_percent,
+            failing_channel: None,
+            interleave: false,
+        }
+    }
+
+    fn roll(&self) -> bool {
+        self.failure_percent > 0 && self.rng.lock().unwrap().chance(self.failure_percent)
+    }
+
+    fn check(&self, channel: &Channel) -> Result<(), StoreError> {
+        if self.failing_channel.as_ref() == Some(channel) || self.roll() {
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        Ok(())
+    }
+}
+
+impl ChannelStore for FaultyStore {
+    async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+        self.check(channel)?;
+        let snapshot = self.inner.load(channel).await;
+        if self.interleave {
+            tokio::task::yield_now().await;
+        }
+        snapshot
+    }
+
+    async fn commit(
+        &self,
+        version: u64,
+        change: &ChannelChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.check(&change.rocket.channel)?;
+        let outcome = self.inner.commit(version, change).await?;
+        if self.roll() {
+            return Err(StoreError::Unavailable("injected after the write".into()));
+        }
+        Ok(outcome)
+    }
+
+    async fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.inner.applied(channel, numbers).await
+    }
+}
+
+fn records(messages: &[&Envelope]) -> Vec<SqsMessage> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| sqs_record(&format!("{}-{}-{i}", m.channel, m.number), m))
+        .collect()
+}
+
+fn speed(n: u64, by: i64) -> Event {
+    if n == 1 {
+        Event::Launched {
+            rocket_type: "Falcon-9".into(),
+            launch_speed: 100,
+            mission: "ARTEMIS".into(),
+        }
+    } else {
+        Event::SpeedIncreased { by }
+    }
+}
+
+async fn rocket(store: &EmbeddedStore, c: &Channel) -> Rocket {
+    store.rocket(c).await.unwrap().expect("rocket exists")
+}
+
+async fn run(store: &impl ChannelStore, batch: Vec<SqsMessage>) -> (Vec<String>, BatchSummary) {
+    let (response, summary) = apply_batch(store, &batch).await.unwrap();
+    let failed = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    (failed, summary)
+}
+
+#[tokio::test]
+async fn a_gap_parks_later_messages_until_it_fills() {
+    let store = EmbeddedStore::new();
+    let c = channel("gap");
+    let m: Vec<_> = (1..=3).map(|n| message(&c, n, speed(n, 10))).collect();
+
+    let (failed, summary) = run(&store, records(&[&m[2], &m[1]])).await;
+    assert!(failed.is_empty());
+    assert_eq!(summary.parked, 2);
+    let parked = rocket(&store, &c).await;
+    assert_eq!(
+        (parked.last_message_number, parked.pending_messages),
+        (0, 2)
+    );
+    assert_eq!(parked.status, rockets::rocket::Status::Pending);
+
+    let (_, summary) = run(&store, records(&[&m[0]])).await;
+    assert_eq!(summary.applied, 3);
+    let done = rocket(&store, &c).await;
+    assert!(done.same_state(&Rocket::fold(c.clone(), &m, Utc::now())));
+    assert_eq!(done.pending_messages, 0);
+}
+
+#[tokio::test]
+async fn duplicates_are_no_ops() {
+    let store = EmbeddedStore::new();
+    let c = channel("dup");
+    let m: Vec<_> = (1..=2).map(|n| message(&c, n, speed(n, 10))).collect();
+    let (_, first) = run(&store, records(&[&m[0], &m[1], &m[0], &m[1]])).await;
+    assert_eq!((first.applied, first.duplicates), (2, 2));
+    let before = rocket(&store, &c).await;
+    let (failed, again) = run(&store, records(&[&m[1], &m[0]])).await;
+    assert!(failed.is_empty());
+    assert_eq!((again.applied, again.duplicates), (0, 2));
+    assert_eq!(rocket(&store, &c).await, before, "not even updatedAt moves");
+}
+
+#[tokio::test]
+async fn a_conflicting_resend_is_kept_out_and_counted() {
+    let store = EmbeddedStore::new();
+    let c = channel("conflict");
+    let first = [
+        message(&c, 1, speed(1, 0)),
+        message(&c, 2, speed(2, 10)),
+        message(&c, 4, speed(4, 10)),
+    ];
+    run(&store, records(&[&first[0], &first[1], &first[2]])).await;
+    let before = rocket(&store, &c).await;
+
+    let applied_twin = message(&c, 2, speed(2, 999));
+    let parked_twin = message(&c, 4, speed(4, 999));
+    let (failed, summary) = run(&store, records(&[&applied_twin, &parked_twin])).await;
+    assert!(failed.is_empty(), "a conflict is not retried");
+    assert_eq!(summary.conflicts, 2);
+    assert_eq!(rocket(&store, &c).await, before);
+    let history = store.history(&c, 0, 10).await.unwrap().unwrap();
+    assert_eq!(history, first[..2]);
+}
+
+#[tokio::test]
+async fn one_batch_applies_several_channels() {
+    let store = EmbeddedStore::new();
+    let (a, b) = (channel("a"), channel("b"));
+    let ma: Vec<_> = (1..=2).map(|n| message(&a, n, speed(n, 1))).collect();
+    let mb: Vec<_> = (1..=2).map(|n| message(&b, n, speed(n, 2))).collect();
+    let (failed, summary) = run(&store, records(&[&ma[0], &mb[0], &ma[1], &mb[1]])).await;
+    assert!(failed.is_empty());
+    assert_eq!(summary.applied, 4);
+    assert_eq!(rocket(&store, &a).await.speed, 101);
+    assert_eq!(rocket(&store, &b).await.speed, 102);
+}
+
+#[tokio::test]
+async fn a_bad_record_fails_with_every_later_record_of_its_channel_only() {
+    let store = EmbeddedStore::new();
+    let (a, b) = (channel("a"), channel("b"));
+    let ma: Vec<_> = (1..=3).map(|n| message(&a, n, speed(n, 1))).collect();
+    let mb: Vec<_> = (1..=2).map(|n| message(&b, n, speed(n, 2))).collect();
+    let mut batch = records(&[&ma[0], &mb[0], &ma[1], &mb[1], &ma[2]]);
+    batch[2].body = Some("{\"metadata\":{}}".into());
+    let ids: Vec<String> = batch
+        .iter()
+        .map(|r| r.message_id.clone().unwrap())
+        .collect();
+
+    let (failed, _) = run(&store, batch).await;
+    assert_eq!(failed, [ids[2].clone(), ids[4].clone()]);
+    assert_eq!(
+        rocket(&store, &a).await.last_message_number,
+        1,
+        "a1 before the bad record applied"
+    );
+    assert_eq!(rocket(&store, &b).await.last_message_number, 2);
+}
+
+#[tokio::test]
+async fn a_record_whose_body_names_another_channel_than_its_group_is_refused() {
+    let store = EmbeddedStore::new();
+    let (a, b) = (channel("a"), channel("b"));
+    let mut batch = records(&[&message(&a, 1, speed(1, 0))]);
+    batch[0]
+        .attributes
+        .insert("MessageGroupId".into(), b.to_string());
+    let (failed, _) = run(&store, batch).await;
+    assert_eq!(failed.len(), 1);
+    assert!(store.rocket(&a).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_store_failure_fails_that_channels_records_and_no_others() {
+    let mut store = FaultyStore::new(0, 1);
+    let (a, b) = (channel("a"), channel("b"));
+    store.failing_channel = Some(a.clone());
+    let batch = records(&[
+        &message(&a, 1, speed(1, 0)),
+        &message(&b, 1, speed(1, 0)),
+        &message(&a, 2, speed(2, 5)),
+    ]);
+    let ids: Vec<String> = batch
+        .iter()
+        .map(|r| r.message_id.clone().unwrap())
+        .collect();
+    let (failed, summary) = run(&store, batch).await;
+    assert_eq!(failed, [ids[0].clone(), ids[2].clone()]);
+    assert_eq!((summary.applied, summary.failed), (1, 2));
+}
+
+#[tokio::test]
+async fn a_record_without_a_message_id_fails_the_whole_batch() {
+    let store = EmbeddedStore::new();
+    let mut batch = records(&[&message(&channel("a"), 1, speed(1, 0))]);
+    batch[0].message_id = None;
+    let mut event = SqsEvent::default();
+    event.records = batch;
+    assert!(apply::handle(&store, event).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appliers_on_one_channel_never_apply_twice_or_skip() {
+    for round in 0..20 {
+        let mut store = FaultyStore::new(0, round);
+        store.interleave = true;
+        let store = Arc::new(store);
+        let c = channel("race");
+        let m = flight(&c, 12, &mut Rng::new(round));
+        let mut rng = Rng::new(round + 100);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let mut mine: Vec<&Envelope> = m.iter().filter(|_| rng.chance(60)).collect();
+            rng.shuffle(&mut mine);
+            let batch = records(&mine);
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { run(&*store, batch).await }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap().0.is_empty());
+        }
+        // Whatever the race left out arrives afterwards, in one batch.
+        run(&*store, records(&m.iter().collect::<Vec<_>>())).await;
+        let stored = store.inner.rocket(&c).await.unwrap().unwrap();
+        assert!(
+            stored.same_state(&Rocket::fold(c.clone(), &m, Utc::now())),
+            "round {round}"
+        );
+        assert_eq!(store.inner.history(&c, 0, 100).await.unwrap().unwrap(), m);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random flights on several channels, delivered in any order with duplicates, in random
+    /// batches, with store failures (before and after writes) whose records are delivered
+    /// again: every rocket ends equal to the in-order fold, with nothing parked.
+    #[test]
+    fn any_delivery_converges_to_the_in_order_fold(
+        seed in any::<u64>(),
+        channels in 1usize..5,
+        max_len in 1u64..25,
+        duplicate_percent in 0u64..60,
+        failure_percent in 0u64..30,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut rng = Rng::new(seed);
+        let flights: Vec<Vec<Envelope>> = (0..channels)
+            .map(|i| {
+                let len = 1 + rng.below(max_len);
+                flight(&channel(&format!("rocket-{i}")), len, &mut rng)
+            })
+            .collect();
+        let mut arrivals: Vec<&Envelope> = flights.iter().flatten().collect();
+        let originals = arrivals.len();
+        for i in 0..originals {
+            if rng.chance(duplicate_percent) {
+                arrivals.push(arrivals[i]);
+            }
+        }
+        rng.shuffle(&mut arrivals);
+        let mut pending: VecDeque<SqsMessage> = records(&arrivals).into();
+
+        let store = FaultyStore::new(failure_percent, seed);
+        let mut deliveries = 0;
+        while !pending.is_empty() {
+            deliveries += 1;
+            prop_assert!(deliveries < 10_000, "no convergence");
+            let size = (1 + rng.below(10) as usize).min(pending.len());
+            let batch: Vec<SqsMessage> = pending.drain(..size).collect();
+            let (failed, _) = runtime.block_on(run(&store, batch.clone()));
+            let failed: HashSet<String> = failed.into_iter().collect();
+            pending.extend(batch.into_iter().filter(|r| failed.contains(r.message_id.as_ref().unwrap())));
+        }
+
+        for flight in &flights {
+            let c = &flight[0].channel;
+            let stored = runtime.block_on(store.inner.rocket(c)).unwrap().unwrap();
+            let expected = Rocket::fold(c.clone(), flight, Utc::now());
+            prop_assert!(stored.same_state(&expected), "{stored:?}\n!=\n{expected:?}");
+            prop_assert_eq!(stored.pending_messages, 0);
+            let history = runtime.block_on(store.inner.history(c, 0, 1000)).unwrap().unwrap();
+            prop_assert_eq!(&history, flight);
+        }
+    }
+}
