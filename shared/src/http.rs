@@ -77,10 +77,10 @@ impl ApiError {
             other => other.to_string(),
         };
         let mut error = json!({"code": self.code(), "message": message});
-        if let ApiError::Invalid(e) = &self {
-            if !e.field().is_empty() {
-                error["field"] = json!(e.field());
-            }
+        if let ApiError::Invalid(e) = &self
+            && !e.field().is_empty()
+        {
+            error["field"] = json!(e.field());
         }
         let mut response = json_response(status, &json!({ "error": error }));
         let headers = response.headers_mut();

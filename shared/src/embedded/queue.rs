@@ -104,11 +104,13 @@ fn now_ms() -> u64 {
 
 impl State {
     fn mark_ready(&mut self, group_id: &Arc<str>) {
-        if let Some(group) = self.groups.get_mut(group_id) {
-            if !group.ready && group.in_flight == 0 && !group.messages.is_empty() {
-                group.ready = true;
-                self.ready.push_back(group_id.clone());
-            }
+        if let Some(group) = self.groups.get_mut(group_id)
+            && !group.ready
+            && group.in_flight == 0
+            && !group.messages.is_empty()
+        {
+            group.ready = true;
+            self.ready.push_back(group_id.clone());
         }
     }
 
@@ -119,11 +121,12 @@ impl State {
             }
             let lease = *lease;
             let Reverse((_, _, group_id)) = self.leases.pop().expect("peeked");
-            if let Some(group) = self.groups.get_mut(&group_id) {
-                if group.lease == lease && group.in_flight > 0 {
-                    group.in_flight = 0;
-                    self.mark_ready(&group_id);
-                }
+            if let Some(group) = self.groups.get_mut(&group_id)
+                && group.lease == lease
+                && group.in_flight > 0
+            {
+                group.in_flight = 0;
+                self.mark_ready(&group_id);
             }
         }
     }

@@ -1,0 +1,281 @@
+use std::cmp::Ordering;
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use lambda_http::http::{HeaderMap, Method};
+use rockets::embedded::EmbeddedStore;
+use rockets::ordering::Timeline;
+use rockets::ports::ChannelStore;
+use rockets::testing::{Rng, channel, flight};
+use serde_json::{Value, json};
+
+const SORT_KEYS: [&str; 8] = [
+    "channel",
+    "type",
+    "mission",
+    "speed",
+    "status",
+    "launchTime",
+    "lastMessageTime",
+    "lastMessageNumber",
+];
+
+/// Rockets in every state: launched, exploded, and pending ones that wait on a gap.
+async fn fleet(size: usize, seed: u64) -> EmbeddedStore {
+    let store = EmbeddedStore::new();
+    let mut rng = Rng::new(seed);
+    for i in 0..size {
+        let c = channel(&format!("rocket-{:03}", rng.below(1000) * 1000 + i as u64));
+        let messages = flight(&c, 1 + rng.below(8), &mut rng);
+        let mut timeline = Timeline::empty(c, Utc::now());
+        let skip_first = rng.chance(15);
+        for m in messages.into_iter().skip(usize::from(skip_first)) {
+            timeline.receive(m);
+        }
+        if let Some(change) = timeline.into_change() {
+            store.commit(0, &change).await.unwrap();
+        }
+    }
+    store
+}
+
+async fn get(store: &EmbeddedStore, path_and_query: &str) -> (u16, Value) {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let request =
+        rockets::http::api_gateway_request(Method::GET, path, query, HeaderMap::new(), Vec::new());
+    let response = query::handle(store, request).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = serde_json::from_slice(response.body().as_ref()).unwrap();
+    (response.status().as_u16(), body)
+}
+
+/// Walks every page of a listing; returns the rockets in the order served.
+async fn walk(store: &EmbeddedStore, params: &str, limit: usize) -> Vec<Value> {
+    let mut rockets = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("/rockets?{params}&limit={limit}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, body) = get(store, &url).await;
+        assert_eq!(status, 200, "{url}: {body}");
+        let page = body["rockets"].as_array().unwrap();
+        assert!(page.len() <= limit);
+        rockets.extend(page.iter().cloned());
+        match body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return rockets,
+        }
+    }
+}
+
+/// The test's own reading of the sort order, independent of the implementation's.
+fn compare(key: &str, a: &Value, b: &Value) -> Ordering {
+    fn time(v: &Value) -> Option<DateTime<Utc>> {
+        v.as_str()
+            .map(|s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+    }
+    fn status_rank(v: &Value) -> u8 {
+        match v.as_str().unwrap() {
+            "pending" => 0,
+            "launched" => 1,
+            _ => 2,
+        }
+    }
+    let by_value = match key {
+        "channel" => Ordering::Equal,
+        "type" | "mission" => a[key].as_str().cmp(&b[key].as_str()),
+        "speed" | "lastMessageNumber" => a[key].as_i64().cmp(&b[key].as_i64()),
+        "status" => status_rank(&a[key]).cmp(&status_rank(&b[key])),
+        _ => time(&a[key]).cmp(&time(&b[key])),
+    };
+    by_value.then_with(|| a["channel"].as_str().cmp(&b["channel"].as_str()))
+}
+
+#[tokio::test]
+async fn every_sort_key_both_ways_walks_every_rocket_once_in_order() {
+    let store = fleet(60, 7).await;
+    let (_, all) = get(&store, "/rockets?limit=1000").await;
+    let everyone: HashSet<String> = all["rockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(everyone.len(), 60);
+
+    for key in SORT_KEYS {
+        for order in ["asc", "desc"] {
+            for status in [None, Some("pending"), Some("launched"), Some("exploded")] {
+                let mut params = format!("sortBy={key}&order={order}");
+                if let Some(s) = status {
+                    params.push_str(&format!("&status={s}"));
+                }
+                let rockets = walk(&store, &params, 7).await;
+                let channels: Vec<&str> = rockets
+                    .iter()
+                    .map(|r| r["channel"].as_str().unwrap())
+                    .collect();
+                let unique: HashSet<&str> = channels.iter().copied().collect();
+                assert_eq!(
+                    unique.len(),
+                    channels.len(),
+                    "{params}: a rocket appeared twice"
+                );
+                let expected = all["rockets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| status.is_none_or(|s| r["status"] == s))
+                    .count();
+                assert_eq!(
+                    channels.len(),
+                    expected,
+                    "{params}: not every rocket was listed"
+                );
+                for pair in rockets.windows(2) {
+                    let ordering = compare(key, &pair[0], &pair[1]);
+                    let wanted = if order == "asc" {
+                        Ordering::Less
+                    } else {
+                        Ordering::Greater
+                    };
+                    assert_eq!(ordering, wanted, "{params}: {} then {}", pair[0], pair[1]);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn nulls_sort_first_ascending_and_last_descending() {
+    let store = fleet(60, 3).await;
+    let asc = walk(&store, "sortBy=launchTime&order=asc", 100).await;
+    let desc = walk(&store, "sortBy=launchTime&order=desc", 100).await;
+    assert!(
+        asc.first().unwrap()["launchTime"].is_null(),
+        "fixture has pending rockets"
+    );
+    assert!(desc.last().unwrap()["launchTime"].is_null());
+    let reversed: Vec<_> = desc.into_iter().rev().collect();
+    assert_eq!(asc, reversed, "desc is the exact reverse of asc");
+}
+
+#[tokio::test]
+async fn defaults_are_channel_order_and_a_hundred_per_page() {
+    let store = fleet(150, 11).await;
+    let (status, body) = get(&store, "/rockets").await;
+    assert_eq!(status, 200);
+    let page = body["rockets"].as_array().unwrap();
+    assert_eq!(page.len(), 100);
+    assert!(
+        page.windows(2)
+            .all(|w| w[0]["channel"].as_str() < w[1]["channel"].as_str())
+    );
+    assert!(body["nextCursor"].is_string());
+}
+
+#[tokio::test]
+async fn an_empty_store_lists_nothing() {
+    let store = EmbeddedStore::new();
+    assert_eq!(
+        get(&store, "/rockets").await,
+        (200, json!({"rockets": [], "nextCursor": null}))
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400s_naming_them() {
+    let store = fleet(3, 1).await;
+    let (_, page) = get(&store, "/rockets?sortBy=speed&limit=1").await;
+    let cursor = page["nextCursor"].as_str().unwrap().to_string();
+    for (query, field) in [
+        ("sortBy=velocity", "sortBy"),
+        ("order=sideways", "order"),
+        ("status=orbiting", "status"),
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("cursor=garbage", "cursor"),
+        (&*format!("sortBy=mission&cursor={cursor}"), "cursor"),
+    ] {
+        let (status, body) = get(&store, &format!("/rockets?{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(body["error"]["field"], field, "{query}");
+    }
+    let (status, body) = get(&store, "/rockets/x/events?after=-1").await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("after"))
+    );
+    let (status, body) = get(&store, "/rockets/x/events?limit=0").await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("limit"))
+    );
+    let (status, body) = get(&store, "/rockets/bad%20channel").await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("channel"))
+    );
+}
+
+#[tokio::test]
+async fn one_rocket_and_its_history() {
+    let store = EmbeddedStore::new();
+    let c = channel("apollo-11");
+    let messages = flight(&c, 5, &mut Rng::new(5));
+    let mut timeline = Timeline::empty(c.clone(), Utc::now());
+    for m in messages.iter().cloned() {
+        timeline.receive(m);
+    }
+    store
+        .commit(0, &timeline.into_change().unwrap())
+        .await
+        .unwrap();
+
+    let (status, rocket) = get(&store, "/rockets/apollo-11").await;
+    assert_eq!(status, 200);
+    assert_eq!(rocket["lastMessageNumber"], 5);
+    assert_eq!(rocket["pendingMessages"], 0);
+
+    let (status, page) = get(&store, "/rockets/apollo-11/events?limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page["events"][0]["metadata"]["messageNumber"], 1);
+    assert_eq!(page["nextAfter"], 2);
+    let (_, rest) = get(&store, "/rockets/apollo-11/events?after=2").await;
+    let numbers: Vec<_> = rest["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["metadata"]["messageNumber"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3, 4, 5]);
+    assert_eq!(rest["nextAfter"], Value::Null);
+    assert_eq!(
+        rest["events"][0],
+        serde_json::to_value(&messages[2]).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn unknown_rockets_are_404s() {
+    let store = EmbeddedStore::new();
+    for path in ["/rockets/nobody", "/rockets/nobody/events"] {
+        let (status, body) = get(&store, path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+}
+
+#[tokio::test]
+async fn health() {
+    assert_eq!(
+        get(&EmbeddedStore::new(), "/health").await,
+        (200, json!({"status": "ok"}))
+    );
+}
