@@ -121,7 +121,7 @@ pub async fn start<Q, R, E, S>(
 where
     Q: MessageQueue + 'static,
     R: RocketReader + 'static,
-    E: event_source::EventSource,
+    E: rockets::ports::QueueConsumer + 'static,
     S: rockets::ports::ChannelStore + 'static,
 {
     let listener = TcpListener::bind(config.addr).await?;

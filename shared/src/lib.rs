@@ -6,6 +6,7 @@
 //!   when it fills, and recognises duplicates and conflicts.
 //! - [`ports`]: the narrow traits the handlers use: a queue to send to, a store to apply to,
 //!   a store to read from.
+//! - [`aws`]: the same ports on DynamoDB and SQS, plus provisioning for local endpoints.
 //! - [`embedded`]: in-process implementations of those ports with SQS FIFO and DynamoDB
 //!   semantics, for the local server and tests.
 //! - [`listing`]: sort keys, query parameters and cursors for `GET /rockets`.
@@ -13,6 +14,7 @@
 //! - [`config`], [`telemetry`]: environment configuration and logging setup.
 //! - `testing` (feature `testing`): fixtures for tests and benchmarks.
 
+pub mod aws;
 pub mod config;
 pub mod embedded;
 pub mod http;

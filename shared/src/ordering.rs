@@ -50,8 +50,11 @@ pub struct ChannelChange {
 pub struct Timeline {
     rocket: Rocket,
     parked: BTreeMap<MessageNumber, Envelope>,
-    /// Numbers that were parked when the timeline was loaded.
+    /// Numbers that were parked when the timeline was loaded, including leftovers that were
+    /// applied but not yet removed; every one not parked any more is removed by the change.
     stored_parked: Vec<MessageNumber>,
+    /// Whether the stored `pendingMessages` disagreed with the parked messages found.
+    recount: bool,
     applied: Vec<Envelope>,
     now: DateTime<Utc>,
 }
@@ -63,10 +66,24 @@ impl Timeline {
     }
 
     /// A channel as the store holds it.
-    pub fn load(rocket: Rocket, parked: Vec<Envelope>, now: DateTime<Utc>) -> Self {
-        let parked: BTreeMap<_, _> = parked.into_iter().map(|m| (m.number, m)).collect();
+    ///
+    /// A store that cannot write everything atomically may hold parked messages that were
+    /// already applied (their removal was interrupted) or parked messages its rocket does not
+    /// count yet (the commit that counted them lost a race). Loading repairs both: leftovers
+    /// are dropped, and the count is taken from what is parked.
+    pub fn load(mut rocket: Rocket, parked: Vec<Envelope>, now: DateTime<Utc>) -> Self {
+        let mut stored_parked: Vec<MessageNumber> = parked.iter().map(|m| m.number).collect();
+        stored_parked.sort_unstable();
+        let parked: BTreeMap<_, _> = parked
+            .into_iter()
+            .filter(|m| !rocket.has_applied(m.number))
+            .map(|m| (m.number, m))
+            .collect();
+        let recount = rocket.pending_messages != parked.len() as u64;
+        rocket.pending_messages = parked.len() as u64;
         Timeline {
-            stored_parked: parked.keys().copied().collect(),
+            stored_parked,
+            recount,
             rocket,
             parked,
             applied: Vec::new(),
@@ -132,7 +149,7 @@ impl Timeline {
             .filter(|n| !self.parked.contains_key(n))
             .copied()
             .collect::<Vec<_>>();
-        if self.applied.is_empty() && newly_parked.is_empty() {
+        if self.applied.is_empty() && newly_parked.is_empty() && !self.recount {
             return None;
         }
         let mut rocket = self.rocket;
@@ -296,6 +313,23 @@ mod tests {
         t.receive(message(2, 10));
         assert_eq!(t.receive(message(2, 99)), Received::Conflict);
         assert_eq!(t.rocket().speed, 110);
+    }
+
+    #[test]
+    fn loading_drops_applied_leftovers_and_recounts_what_is_parked() {
+        let mut rocket = Rocket::new(channel(), Utc::now());
+        rocket.apply(&message(1, 0));
+        rocket.apply(&message(2, 5));
+        rocket.pending_messages = 0;
+        let leftover = message(2, 5);
+        let uncounted = message(4, 1);
+        let mut t = Timeline::load(rocket, vec![uncounted, leftover], Utc::now());
+        assert_eq!(t.rocket().pending_messages, 1);
+        assert_eq!(t.receive(message(2, 5)), Received::AlreadyApplied);
+        let change = t.into_change().expect("the count changed");
+        assert_eq!(change.unparked, [MessageNumber::new(2).unwrap()]);
+        assert!(change.applied.is_empty() && change.parked.is_empty());
+        assert_eq!(change.rocket.pending_messages, 1);
     }
 
     fn stream(len: u64, seed: &[i64]) -> Vec<Envelope> {

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 
+use aws_lambda_events::event::sqs::SqsMessage;
+
 use crate::listing::{ListQuery, RocketPage};
 use crate::message::{Channel, Envelope, MessageNumber};
 use crate::ordering::ChannelChange;
@@ -17,9 +19,10 @@ pub enum StoreError {
     /// Throttled, timed out or unreachable: worth retrying later (HTTP 503).
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The backend answered with something this code cannot read (HTTP 500).
-    #[error("store returned unreadable data: {0}")]
-    Corrupt(String),
+    /// Refused for a reason retrying will not fix, or answered with something this code
+    /// cannot read (HTTP 500).
+    #[error("store failed: {0}")]
+    Failed(String),
 }
 
 /// The queue refused or could not take a message (HTTP 503, so the sender resends).
@@ -70,6 +73,19 @@ pub trait MessageQueue: Send + Sync {
     fn send(&self, message: &Envelope) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
+/// The consuming side of the queue, for an event source that feeds the apply handler.
+pub trait QueueConsumer: Send + Sync {
+    /// Up to `max` records shaped as Lambda delivers them, waiting up to `wait` for the first.
+    fn receive(
+        &self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<Vec<SqsMessage>, QueueError>> + Send;
+
+    /// Deletes the records with these receipt handles.
+    fn delete(&self, receipt_handles: Vec<String>) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
 /// What the store holds for one channel, and the version to commit against.
 #[derive(Clone, PartialEq, Debug)]
 pub struct ChannelSnapshot {
@@ -80,11 +96,15 @@ pub struct ChannelSnapshot {
 }
 
 /// Whether a conditional commit took effect.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum CommitOutcome {
     Committed,
     /// Someone committed since the snapshot was read: re-read and try again.
     VersionMismatch,
+    /// Nothing was committed because these messages, with the same numbers as messages the
+    /// change applies but other content, were accepted first. They win: re-read and apply
+    /// them instead. (Only stores that record history ahead of the state can say this.)
+    Superseded(Vec<Envelope>),
 }
 
 /// The apply side of the store: per-channel state, parked messages and history.

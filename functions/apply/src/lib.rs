@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use futures_util::future::join_all;
-use rockets::message::{Channel, Envelope};
+use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{Received, Timeline, same_or_conflict};
 use rockets::ports::{ChannelStore, CommitOutcome, StoreError};
 
@@ -198,6 +198,9 @@ async fn apply_messages<S: ChannelStore>(
     channel: &Channel,
     messages: &[Envelope],
 ) -> Result<BatchSummary, ChannelError> {
+    // Messages the store says were accepted first under the same numbers as ours; they
+    // replace ours from then on.
+    let mut accepted: HashMap<MessageNumber, Envelope> = HashMap::new();
     for attempt in 1..=MAX_COMMIT_ATTEMPTS {
         let now = Utc::now();
         let (mut timeline, version) = match store.load(channel).await? {
@@ -209,17 +212,24 @@ async fn apply_messages<S: ChannelStore>(
         };
         let outcomes: Vec<Received> = messages
             .iter()
-            .map(|m| timeline.receive(m.clone()))
+            .map(|m| timeline.receive(accepted.get(&m.number).unwrap_or(m).clone()))
             .collect();
-        let committed = match timeline.into_change() {
-            None => true,
-            Some(change) => store.commit(version, &change).await? == CommitOutcome::Committed,
+        let outcome = match timeline.into_change() {
+            None => CommitOutcome::Committed,
+            Some(change) => store.commit(version, &change).await?,
         };
-        if committed {
-            return Ok(summarise(store, channel, messages, &outcomes).await);
+        match outcome {
+            CommitOutcome::Committed => {
+                return Ok(summarise(store, channel, messages, &outcomes, &accepted).await);
+            }
+            CommitOutcome::Superseded(first) => {
+                accepted.extend(first.into_iter().map(|m| (m.number, m)));
+            }
+            CommitOutcome::VersionMismatch => {
+                tracing::debug!(%channel, attempt, "commit lost to a concurrent applier; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
         }
-        tracing::debug!(%channel, attempt, "commit lost to a concurrent applier; retrying");
-        tokio::time::sleep(backoff(attempt)).await;
     }
     Err(ChannelError::Contended)
 }
@@ -230,10 +240,15 @@ async fn summarise<S: ChannelStore>(
     channel: &Channel,
     messages: &[Envelope],
     outcomes: &[Received],
+    accepted: &HashMap<MessageNumber, Envelope>,
 ) -> BatchSummary {
     let mut summary = BatchSummary::default();
     let mut earlier = Vec::new();
     for (message, outcome) in messages.iter().zip(outcomes) {
+        if accepted.get(&message.number).is_some_and(|first| first != message) {
+            summary.conflicts += 1;
+            report_conflict(message);
+        }
         match outcome {
             Received::Applied { unparked } => summary.applied += 1 + unparked,
             Received::Parked => summary.parked += 1,

@@ -95,6 +95,6 @@ fn not_found(channel: &Channel) -> ApiError {
 fn store_error(error: StoreError) -> ApiError {
     match error {
         StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
-        StoreError::Corrupt(detail) => ApiError::Internal(detail),
+        StoreError::Failed(detail) => ApiError::Internal(detail),
     }
 }

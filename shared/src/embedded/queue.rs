@@ -14,8 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use aws_lambda_events::event::sqs::SqsMessage;
+
 use crate::message::Envelope;
-use crate::ports::{MessageQueue, QueueError, QueuedMessage};
+use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage};
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
@@ -363,6 +365,51 @@ impl MessageQueue for EmbeddedQueue {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
         self.send_message(QueuedMessage::of(message));
         Ok(())
+    }
+}
+
+impl QueueConsumer for EmbeddedQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError> {
+        let batch = EmbeddedQueue::receive(self, max, wait).await;
+        Ok(batch.into_iter().map(ReceivedMessage::into_record).collect())
+    }
+
+    async fn delete(&self, receipt_handles: Vec<String>) -> Result<(), QueueError> {
+        for handle in receipt_handles {
+            if !EmbeddedQueue::delete(self, &handle) {
+                tracing::warn!(handle, "delete refused: the visibility timeout had ended");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReceivedMessage {
+    /// The record as the SQS event source hands it to Lambda.
+    pub fn into_record(self) -> SqsMessage {
+        let mut record = SqsMessage::default();
+        record.attributes = [
+            ("ApproximateReceiveCount", self.receive_count.to_string()),
+            ("SentTimestamp", self.sent_timestamp_ms.to_string()),
+            ("SenderId", "000000000000".to_string()),
+            (
+                "ApproximateFirstReceiveTimestamp",
+                self.first_receive_timestamp_ms.to_string(),
+            ),
+            ("SequenceNumber", format!("{:020}", self.sequence_number)),
+            ("MessageGroupId", self.group_id),
+            ("MessageDeduplicationId", self.deduplication_id),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        record.message_id = Some(self.message_id);
+        record.receipt_handle = Some(self.receipt_handle);
+        record.body = Some(self.body);
+        record.event_source = Some("aws:sqs".into());
+        record.event_source_arn = Some("arn:aws:sqs:local:000000000000:rockets.fifo".into());
+        record.aws_region = Some("local".into());
+        record
     }
 }
 

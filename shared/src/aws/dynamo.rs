@@ -1,0 +1,638 @@
+//! The rocket table in DynamoDB.
+//!
+//! One table, partition key `pk` (the channel) and sort key `sk`:
+//!
+//! | `sk` | item | attributes |
+//! |---|---|---|
+//! | `event#<n:020>` | applied message *n* (the history) | `body` |
+//! | `parked#<n:020>` | message *n*, waiting for a gap to fill | `body` |
+//! | `state` | the rocket | `rocket`, `version`, `st`, `by_<sortKey>` ×8 |
+//!
+//! `parked#…` sorts just before `state`, so one strongly consistent Query over that range
+//! loads a channel. A commit writes the applied messages' history items and the newly parked
+//! items first, each conditional on being absent or identical, then replaces the state item
+//! conditional on `version`, then deletes the parked items it applied. The state write is the
+//! commit point; a history item written ahead of it fixes which content message *n* has
+//! (first writer wins), and leftovers of an interrupted commit are repaired by the next one.
+//!
+//! Listing uses eight sparse global secondary indexes, one per sort key, partitioned by status
+//! (`st`) and sorted by an order-preserving string encoding of (value, channel). They project
+//! keys only, so an index is written only when its own key changes.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConsumedCapacity, KeysAndAttributes, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, Select,
+};
+use futures_util::future::join_all;
+
+use super::store_error;
+use crate::listing::{ListQuery, Order, Position, RocketPage, SortKey, SortValue};
+use crate::message::{Channel, Envelope, MessageNumber};
+use crate::ordering::ChannelChange;
+use crate::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
+use crate::rocket::{Rocket, Status};
+
+pub(crate) const PK: &str = "pk";
+pub(crate) const SK: &str = "sk";
+pub(crate) const STATUS: &str = "st";
+const STATE: &str = "state";
+const PARKED: &str = "parked#";
+const EVENT: &str = "event#";
+/// Longest index value kept for text; DynamoDB caps an index sort key at 1024 bytes.
+const MAX_INDEXED_TEXT: usize = 512;
+/// Keys per BatchGetItem call, DynamoDB's limit.
+const BATCH_GET_LIMIT: usize = 100;
+
+/// The attribute that holds a sort key's index value.
+pub(crate) fn index_attribute(key: SortKey) -> String {
+    format!("by_{}", key.as_str())
+}
+
+/// The global secondary index for a sort key.
+pub(crate) fn index_name(key: SortKey) -> String {
+    format!("by-{}", key.as_str())
+}
+
+/// Read and write units consumed, as DynamoDB reported them, in thousandths.
+#[derive(Default, Debug)]
+pub struct Capacity {
+    read_milli: AtomicU64,
+    write_milli: AtomicU64,
+}
+
+impl Capacity {
+    pub fn read_units(&self) -> f64 {
+        self.read_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    pub fn write_units(&self) -> f64 {
+        self.write_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+/// The rocket table, implementing both store ports.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    capacity: std::sync::Arc<Capacity>,
+}
+
+enum PutOnce {
+    Written,
+    /// Another message is already stored under this key; it wins.
+    Taken(Envelope),
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn sort_key(prefix: &str, number: MessageNumber) -> String {
+    format!("{prefix}{:020}", number.get())
+}
+
+fn key(channel: &Channel, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.into(), s(channel.as_str())), (SK.into(), s(sk))])
+}
+
+fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| StoreError::Failed(format!("item without string attribute {name}")))
+}
+
+fn envelope(item: &HashMap<String, AttributeValue>) -> Result<Envelope, StoreError> {
+    Envelope::parse(text(item, "body")?.as_bytes())
+        .map_err(|e| StoreError::Failed(format!("stored message unreadable: {e}")))
+}
+
+fn rocket(item: &HashMap<String, AttributeValue>) -> Result<Rocket, StoreError> {
+    serde_json::from_str(text(item, "rocket")?)
+        .map_err(|e| StoreError::Failed(format!("stored rocket unreadable: {e}")))
+}
+
+fn version(item: &HashMap<String, AttributeValue>) -> Result<u64, StoreError> {
+    item.get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| StoreError::Failed("state item without a version".into()))
+}
+
+/// An order-preserving string for a position: `0` for null, `1` and the value otherwise,
+/// then the channel. Integers are fixed-width offset hex, times fixed-width UTC, and text is
+/// escaped and terminated so that no value is a prefix of another.
+pub(crate) fn index_value(position: &Position) -> String {
+    let mut out = String::with_capacity(64);
+    match &position.value {
+        SortValue::Null => out.push('0'),
+        SortValue::Int(i) => {
+            let offset = (*i as u128) ^ (1u128 << 127);
+            let _ = write!(out, "1{offset:032x}");
+        }
+        SortValue::Text(t) => {
+            out.push('1');
+            let mut end = t.len().min(MAX_INDEXED_TEXT);
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            // \u{1} escapes the two characters below \u{2}; \u{1}\u{1} ends the value and
+            // sorts before anything a value can continue with.
+            for c in t[..end].chars() {
+                match c {
+                    '\u{0}' => out.push_str("\u{1}\u{2}"),
+                    '\u{1}' => out.push_str("\u{1}\u{3}"),
+                    c => out.push(c),
+                }
+            }
+            out.push_str("\u{1}\u{1}");
+        }
+        SortValue::Time(t) => {
+            let _ = write!(out, "1{}", t.format("%Y%m%dT%H%M%S%.9f"));
+        }
+    }
+    out.push_str(position.channel.as_str());
+    out
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            capacity: Default::default(),
+        }
+    }
+
+    /// What this store's calls have consumed so far.
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
+    }
+
+    /// Adds what a call consumed (requested as TOTAL on every call) to the running totals.
+    fn record(&self, consumed: Option<&ConsumedCapacity>, write: bool) {
+        let Some(units) = consumed.and_then(ConsumedCapacity::capacity_units) else {
+            return;
+        };
+        let counter = if write {
+            &self.capacity.write_milli
+        } else {
+            &self.capacity.read_milli
+        };
+        counter.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes a message item unless another message is already stored there.
+    async fn put_once(&self, sk: String, message: &Envelope) -> Result<PutOnce, StoreError> {
+        let mut item = key(&message.channel, sk);
+        let body = message.to_json();
+        item.insert("body".into(), s(body.clone()));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR body = :body")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":body", s(body))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                self.record(output.consumed_capacity(), true);
+                Ok(PutOnce::Written)
+            }
+            Err(error) => {
+                let existing = error
+                    .as_service_error()
+                    .filter(|e| e.is_conditional_check_failed_exception())
+                    .and_then(|e| match e {
+                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
+                            c.item().cloned()
+                        }
+                        _ => None,
+                    });
+                match existing {
+                    Some(item) => {
+                        let existing = envelope(&item)?;
+                        // Same message, other spelling (e.g. the same instant in another offset).
+                        if existing == *message {
+                            Ok(PutOnce::Written)
+                        } else {
+                            Ok(PutOnce::Taken(existing))
+                        }
+                    }
+                    None => Err(store_error("put message", error)),
+                }
+            }
+        }
+    }
+
+    /// Replaces the state item if it is still at `expected_version`.
+    async fn put_state(&self, expected_version: u64, rocket: &Rocket) -> Result<bool, StoreError> {
+        let mut item = key(&rocket.channel, STATE);
+        let json = serde_json::to_string(rocket).expect("rockets serialise");
+        item.insert("rocket".into(), s(json));
+        item.insert("version".into(), AttributeValue::N((expected_version + 1).to_string()));
+        item.insert(STATUS.into(), s(rocket.status.as_str()));
+        for sort_key in SortKey::ALL {
+            let value = index_value(&sort_key.position(rocket));
+            item.insert(index_attribute(sort_key), s(value));
+        }
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .expression_attribute_names("#pk", PK)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let request = if expected_version == 0 {
+            request.condition_expression("attribute_not_exists(#pk)")
+        } else {
+            request
+                .condition_expression("attribute_exists(#pk) AND version = :version")
+                .expression_attribute_values(":version", AttributeValue::N(expected_version.to_string()))
+        };
+        match request.send().await {
+            Ok(output) => {
+                self.record(output.consumed_capacity(), true);
+                Ok(true)
+            }
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(store_error("put state", error)),
+        }
+    }
+
+    async fn get_state(&self, channel: &Channel) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(channel, STATE)))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| store_error("get state", e))?;
+        self.record(output.consumed_capacity(), false);
+        Ok(output.item)
+    }
+
+    /// Fetches items by key, in as few BatchGetItem calls as DynamoDB allows.
+    async fn batch_get(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+        consistent: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let chunks = keys.chunks(BATCH_GET_LIMIT).map(|chunk| async move {
+            let mut found = Vec::with_capacity(chunk.len());
+            let mut pending = chunk.to_vec();
+            for _ in 0..8 {
+                if pending.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(|e| StoreError::Failed(e.to_string()))?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(|e| store_error("batch get", e))?;
+                for consumed in output.consumed_capacity() {
+                    self.record(Some(consumed), false);
+                }
+                if let Some(mut responses) = output.responses {
+                    found.extend(responses.remove(&self.table).unwrap_or_default());
+                }
+                if let Some(mut unprocessed) = output.unprocessed_keys {
+                    if let Some(rest) = unprocessed.remove(&self.table) {
+                        pending = rest.keys;
+                    }
+                }
+            }
+            if pending.is_empty() {
+                Ok(found)
+            } else {
+                Err(StoreError::Unavailable("batch get left keys unprocessed".into()))
+            }
+        });
+        let mut items = Vec::with_capacity(keys.len());
+        for chunk in join_all(chunks).await {
+            items.extend(chunk?);
+        }
+        Ok(items)
+    }
+
+    /// Up to `limit + 1` (index value, channel) pairs of one status, after the cursor.
+    async fn index_page(
+        &self,
+        query: &ListQuery,
+        status: Status,
+        after: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let attribute = index_attribute(query.sort_by);
+        let (operator, forward) = match query.order {
+            Order::Asc => (">", true),
+            Order::Desc => ("<", false),
+        };
+        let mut condition = "#st = :st".to_string();
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index_name(query.sort_by))
+            .expression_attribute_names("#st", STATUS)
+            .expression_attribute_values(":st", s(status.as_str()))
+            .scan_index_forward(forward)
+            .limit(i32::try_from(query.limit + 1).unwrap_or(i32::MAX))
+            .select(Select::AllProjectedAttributes)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if let Some(after) = after {
+            condition.push_str(&format!(" AND #by {operator} :after"));
+            request = request
+                .expression_attribute_names("#by", &attribute)
+                .expression_attribute_values(":after", s(after));
+        }
+        let output = request
+            .key_condition_expression(condition)
+            .send()
+            .await
+            .map_err(|e| store_error("query index", e))?;
+        self.record(output.consumed_capacity(), false);
+        output
+            .items()
+            .iter()
+            .map(|item| Ok((text(item, &attribute)?.to_string(), text(item, PK)?.to_string())))
+            .collect()
+    }
+}
+
+impl ChannelStore for DynamoStore {
+    async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+        let mut state = None;
+        let mut parked = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(channel.as_str()))
+                .expression_attribute_values(":from", s(PARKED))
+                .expression_attribute_values(":to", s(STATE))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| store_error("load channel", e))?;
+            self.record(output.consumed_capacity(), false);
+            for item in output.items() {
+                if text(item, SK)? == STATE {
+                    state = Some((rocket(item)?, version(item)?));
+                } else {
+                    parked.push(envelope(item)?);
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(match state {
+            Some((rocket, version)) => Some(ChannelSnapshot {
+                rocket,
+                parked,
+                version,
+            }),
+            // Parked by a commit that never reached the state write: still worth keeping.
+            None if !parked.is_empty() => Some(ChannelSnapshot {
+                rocket: Rocket::new(channel.clone(), chrono::Utc::now()),
+                parked,
+                version: 0,
+            }),
+            None => None,
+        })
+    }
+
+    async fn commit(&self, expected_version: u64, change: &ChannelChange) -> Result<CommitOutcome, StoreError> {
+        let history = change
+            .applied
+            .iter()
+            .map(|m| self.put_once(sort_key(EVENT, m.number), m));
+        let parked = change
+            .parked
+            .iter()
+            .map(|m| self.put_once(sort_key(PARKED, m.number), m));
+        let (history, parked) = futures_util::join!(join_all(history), join_all(parked));
+        let mut superseded = Vec::new();
+        for written in history {
+            if let PutOnce::Taken(first) = written? {
+                superseded.push(first);
+            }
+        }
+        if !superseded.is_empty() {
+            return Ok(CommitOutcome::Superseded(superseded));
+        }
+        let mut parked_conflict = false;
+        for written in parked {
+            parked_conflict |= matches!(written?, PutOnce::Taken(_));
+        }
+        if parked_conflict || !self.put_state(expected_version, &change.rocket).await? {
+            return Ok(CommitOutcome::VersionMismatch);
+        }
+        let channel = &change.rocket.channel;
+        let removals = change.unparked.iter().map(|n| {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key(channel, sort_key(PARKED, *n))))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+        });
+        for removed in join_all(removals).await {
+            match removed {
+                Ok(output) => self.record(output.consumed_capacity(), true),
+                // The next commit of this channel removes it; until then loading skips it.
+                Err(error) => tracing::warn!(%channel, error = %store_error("remove parked", error), "parked message left behind"),
+            }
+        }
+        Ok(CommitOutcome::Committed)
+    }
+
+    async fn applied(&self, channel: &Channel, numbers: &[MessageNumber]) -> Result<Vec<Envelope>, StoreError> {
+        let keys = numbers.iter().map(|n| key(channel, sort_key(EVENT, *n))).collect();
+        self.batch_get(keys, true).await?.iter().map(envelope).collect()
+    }
+}
+
+impl RocketReader for DynamoStore {
+    async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
+        self.get_state(channel).await?.as_ref().map(rocket).transpose()
+    }
+
+    async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
+        let after = query.after.as_ref().map(index_value);
+        let statuses: Vec<Status> = match query.status {
+            Some(status) => vec![status],
+            None => Status::ALL.to_vec(),
+        };
+        let pages = join_all(
+            statuses
+                .iter()
+                .map(|status| self.index_page(query, *status, after.as_deref())),
+        )
+        .await;
+        let mut entries = Vec::new();
+        for page in pages {
+            entries.extend(page?);
+        }
+        entries.sort_unstable();
+        if query.order == Order::Desc {
+            entries.reverse();
+        }
+        let more = entries.len() > query.limit;
+        entries.truncate(query.limit);
+        let keys = entries
+            .iter()
+            .map(|(_, channel)| {
+                let channel = Channel::parse(channel).map_err(StoreError::Failed)?;
+                Ok(key(&channel, STATE))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut by_channel: HashMap<String, Rocket> = HashMap::with_capacity(keys.len());
+        for item in self.batch_get(keys, false).await? {
+            let rocket = rocket(&item)?;
+            by_channel.insert(rocket.channel.as_str().to_owned(), rocket);
+        }
+        let rockets: Vec<Rocket> = entries
+            .iter()
+            .filter_map(|(_, channel)| by_channel.remove(channel))
+            .collect();
+        let next = if more {
+            rockets.last().map(|r| query.sort_by.position(r))
+        } else {
+            None
+        };
+        Ok(RocketPage { rockets, next })
+    }
+
+    async fn history(&self, channel: &Channel, after: u64, limit: usize) -> Result<Option<Vec<Envelope>>, StoreError> {
+        let Some(state) = self.get_state(channel).await? else {
+            return Ok(None);
+        };
+        let last = rocket(&state)?.last_message_number;
+        let first = after.saturating_add(1);
+        if first > last {
+            return Ok(Some(Vec::new()));
+        }
+        let end = last.min(after.saturating_add(limit as u64));
+        let (from, to) = match (MessageNumber::new(first), MessageNumber::new(end)) {
+            (Some(from), Some(to)) => (sort_key(EVENT, from), sort_key(EVENT, to)),
+            _ => return Ok(Some(Vec::new())),
+        };
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(channel.as_str()))
+                .expression_attribute_values(":from", s(from.clone()))
+                .expression_attribute_values(":to", s(to.clone()))
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| store_error("read history", e))?;
+            self.record(output.consumed_capacity(), false);
+            for item in output.items() {
+                events.push(envelope(item)?);
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() || events.len() >= limit {
+                break;
+            }
+        }
+        events.truncate(limit);
+        Ok(Some(events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listing::SortValue;
+    use chrono::{TimeZone, Utc};
+
+    fn position(value: SortValue, channel: &str) -> Position {
+        Position {
+            value,
+            channel: Channel::parse(channel).unwrap(),
+        }
+    }
+
+    fn assert_encoding_preserves_order(values: Vec<SortValue>) {
+        let mut positions: Vec<Position> = ["a", "b", "zz"]
+            .into_iter()
+            .flat_map(|c| values.iter().map(move |v| position(v.clone(), c)))
+            .chain(["a", "z"].map(|c| position(SortValue::Null, c)))
+            .collect();
+        positions.sort();
+        let encoded: Vec<String> = positions.iter().map(index_value).collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(encoded, sorted);
+    }
+
+    #[test]
+    fn index_values_sort_like_positions() {
+        assert_encoding_preserves_order(
+            [i128::from(i64::MIN), -5, 0, 3, i128::from(u64::MAX)]
+                .map(SortValue::Int)
+                .to_vec(),
+        );
+        assert_encoding_preserves_order(
+            ["Apollo", "Apol", "Apol\u{1}x", "Apol\u{0}", "\u{0}", "Ärtemis", "apollo"]
+                .map(|t| SortValue::Text(t.into()))
+                .to_vec(),
+        );
+        assert_encoding_preserves_order(
+            [-86_400, 0, 1, 1_700_000_000]
+                .map(|secs| SortValue::Time(Utc.timestamp_opt(secs, 0).unwrap()))
+                .to_vec(),
+        );
+    }
+
+    #[test]
+    fn long_text_is_cut_to_fit_an_index_key() {
+        let long = position(SortValue::Text("é".repeat(2_000)), &"c".repeat(128));
+        assert!(index_value(&long).len() < 1024);
+    }
+}

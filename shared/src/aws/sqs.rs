@@ -1,0 +1,128 @@
+//! The FIFO queue in SQS: ingest sends to it, the local event source consumes from it.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use futures_util::future::join_all;
+
+use crate::message::Envelope;
+use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage};
+
+/// Entries per DeleteMessageBatch call, SQS's limit.
+const DELETE_BATCH_LIMIT: usize = 10;
+
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+fn queue_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    what: &str,
+    error: aws_sdk_sqs::error::SdkError<E, R>,
+) -> QueueError {
+    QueueError(format!("{what}: {}", DisplayErrorContext(&error)))
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends an already-prepared message.
+    pub async fn send_queued(&self, message: QueuedMessage) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_group_id(message.group_id)
+            .message_deduplication_id(message.deduplication_id)
+            .message_body(message.body)
+            .send()
+            .await
+            .map_err(|e| queue_error("send", e))?;
+        Ok(())
+    }
+}
+
+impl MessageQueue for SqsQueue {
+    async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
+        self.send_queued(QueuedMessage::of(message)).await
+    }
+}
+
+impl QueueConsumer for SqsQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| queue_error("receive", e))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|message| {
+                let mut record = SqsMessage::default();
+                record.attributes = message
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, value)| (name.as_str().to_owned(), value))
+                    .collect();
+                record.message_id = message.message_id;
+                record.receipt_handle = message.receipt_handle;
+                record.body = message.body;
+                record.md5_of_body = message.md5_of_body;
+                record.event_source = Some("aws:sqs".into());
+                record
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt_handles: Vec<String>) -> Result<(), QueueError> {
+        let calls = receipt_handles.chunks(DELETE_BATCH_LIMIT).map(|chunk| {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, handle)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .build()
+                        .expect("id and handle are set")
+                })
+                .collect();
+            self.client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+        });
+        for result in join_all(calls).await {
+            let output = result.map_err(|e| queue_error("delete", e))?;
+            if let Some(failed) = output.failed().first() {
+                return Err(QueueError(format!(
+                    "delete refused for {} record(s): {}",
+                    output.failed().len(),
+                    failed.message().unwrap_or(failed.code())
+                )));
+            }
+        }
+        Ok(())
+    }
+}
