@@ -15,7 +15,11 @@ use rockets::ports::{ChannelStore, QueueConsumer};
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 
 /// Feeds batches from `source` to the apply handler until the task is dropped.
-pub async fn pump<C: QueueConsumer, S: ChannelStore>(source: Arc<C>, store: Arc<S>, batch_size: usize) {
+pub async fn pump<C: QueueConsumer, S: ChannelStore>(
+    source: Arc<C>,
+    store: Arc<S>,
+    batch_size: usize,
+) {
     loop {
         let records = match source.receive(batch_size, LONG_POLL).await {
             Ok(records) => records,

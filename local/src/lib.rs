@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rockets::aws::{DynamoStore, SqsQueue};
 use rockets::config::{self, ConfigError};
 use rockets::embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 use rockets::http::{ApiError, Function, Route, api_gateway_request};
@@ -110,6 +111,20 @@ pub async fn start_embedded(config: &LocalConfig) -> std::io::Result<LocalServer
     let mut server = start(config, backends.clone(), backends.clone()).await?;
     server.embedded = Some(backends);
     Ok(server)
+}
+
+/// Starts the pipeline on the AWS backends (DynamoDB and SQS, or emulators of them); the event
+/// source long-polls the queue as Lambda's event source mapping does.
+pub async fn start_aws(
+    config: &LocalConfig,
+    queue: SqsQueue,
+    store: DynamoStore,
+) -> std::io::Result<LocalServer> {
+    let backends = Backends {
+        queue: Arc::new(queue),
+        store: Arc::new(store),
+    };
+    start(config, backends.clone(), backends).await
 }
 
 /// Starts the HTTP server on `http` and the event source pollers on `events`.

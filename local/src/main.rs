@@ -1,14 +1,26 @@
-//! `rockets-local`: the pipeline on 127.0.0.1:8088 with embedded backends.
+//! `rockets-local`: the pipeline on 127.0.0.1:8088, on embedded backends or on AWS ones.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use rockets_local::{LocalConfig, start_embedded};
+use rockets::aws::provision::{self, QueueSettings};
+use rockets::aws::{DynamoStore, SqsQueue, sdk_config};
+use rockets_local::{LocalConfig, start_aws, start_embedded};
 
 const USAGE: &str = "\
-usage: rockets-local [--addr HOST:PORT]
+usage: rockets-local [--addr HOST:PORT] [--aws [--bootstrap]]
+       rockets-local bootstrap
 
 Serves POST /messages, GET /rockets, GET /rockets/{channel}, GET /rockets/{channel}/events and
-GET /health, and applies messages in process, on embedded backends.
+GET /health, and applies messages in process.
+
+  (default)     embedded queue and store, in memory
+  --aws         DynamoDB table TABLE_NAME and SQS queue QUEUE_URL, at the endpoint the AWS SDK
+                is configured for (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS, ...); the queue is
+                long-polled the way Lambda's event source mapping does
+  --bootstrap   with --aws: first create the table and queues if missing (QUEUE_URL unneeded)
+  bootstrap     only create the table TABLE_NAME (default rockets) and the queues QUEUE_NAME.fifo
+                and QUEUE_NAME-dlq.fifo (default rockets), and print their names
 
 environment:
   ROCKETS_ADDR                   listen address (default 127.0.0.1:8088)
@@ -18,38 +30,77 @@ environment:
   ROCKETS_MAX_RECEIVE_COUNT      receives before the dead-letter queue (default 5)
   RUST_LOG                       log level (default info)";
 
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     rockets::telemetry::init();
-    let mut config = match LocalConfig::from_env() {
-        Ok(config) => config,
-        Err(error) => return fail(&error.to_string()),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--addr", Some(addr)) => match addr.parse() {
-                Ok(addr) => config.addr = addr,
-                Err(error) => return fail(&format!("--addr {addr}: {error}")),
-            },
-            ("-h" | "--help", _) => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            _ => return fail(&format!("unexpected argument {arg}")),
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rockets-local: {error}\n\n{USAGE}");
+            ExitCode::from(2)
         }
-    }
-    match start_embedded(&config).await {
-        Ok(server) => {
-            println!("rockets-local listening on http://{}", server.addr());
-            server.wait().await;
-            ExitCode::SUCCESS
-        }
-        Err(error) => fail(&format!("cannot listen on {}: {error}", config.addr)),
     }
 }
 
-fn fail(message: &str) -> ExitCode {
-    eprintln!("rockets-local: {message}\n\n{USAGE}");
-    ExitCode::from(2)
+async fn run() -> Result<(), Error> {
+    let mut config = LocalConfig::from_env()?;
+    let (mut aws, mut bootstrap, mut bootstrap_only) = (false, false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => {
+                let addr = args.next().ok_or("--addr needs HOST:PORT")?;
+                config.addr = addr.parse().map_err(|e| format!("--addr {addr}: {e}"))?;
+            }
+            "--aws" => aws = true,
+            "--bootstrap" => bootstrap = true,
+            "bootstrap" => bootstrap_only = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unexpected argument {other}").into()),
+        }
+    }
+    if bootstrap_only {
+        let (table, queues) = create_resources(&config).await?;
+        println!(
+            "TABLE_NAME={table}\nQUEUE_URL={}\nDLQ_URL={}",
+            queues.url, queues.dead_letter_url
+        );
+        return Ok(());
+    }
+    let server = if aws {
+        let sdk = sdk_config().await;
+        let queue = if bootstrap {
+            let (_, queues) = create_resources(&config).await?;
+            SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queues.url)
+        } else {
+            SqsQueue::from_env(&sdk)?
+        };
+        let store = DynamoStore::from_env(&sdk)?;
+        start_aws(&config, queue, store).await
+    } else {
+        start_embedded(&config).await
+    }
+    .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    println!("rockets-local listening on http://{}", server.addr());
+    server.wait().await;
+    Ok(())
+}
+
+/// Creates the table and queues where they are missing.
+async fn create_resources(config: &LocalConfig) -> Result<(String, provision::Queues), Error> {
+    let sdk = sdk_config().await;
+    let table = rockets::config::parsed("TABLE_NAME", "rockets".to_string())?;
+    let name = rockets::config::parsed("QUEUE_NAME", "rockets".to_string())?;
+    provision::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await?;
+    let settings = QueueSettings {
+        visibility_timeout: config.queue.visibility_timeout.max(Duration::from_secs(1)),
+        max_receive_count: config.queue.max_receive_count,
+    };
+    let queues = provision::ensure_queues(&aws_sdk_sqs::Client::new(&sdk), &name, settings).await?;
+    Ok((table, queues))
 }

@@ -83,7 +83,10 @@ pub trait QueueConsumer: Send + Sync {
     ) -> impl Future<Output = Result<Vec<SqsMessage>, QueueError>> + Send;
 
     /// Deletes the records with these receipt handles.
-    fn delete(&self, receipt_handles: Vec<String>) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn delete(
+        &self,
+        receipt_handles: Vec<String>,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// What the store holds for one channel, and the version to commit against.

@@ -245,7 +245,10 @@ async fn summarise<S: ChannelStore>(
     let mut summary = BatchSummary::default();
     let mut earlier = Vec::new();
     for (message, outcome) in messages.iter().zip(outcomes) {
-        if accepted.get(&message.number).is_some_and(|first| first != message) {
+        if accepted
+            .get(&message.number)
+            .is_some_and(|first| first != message)
+        {
             summary.conflicts += 1;
             report_conflict(message);
         }

@@ -1,11 +1,11 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use rockets::embedded::EmbeddedStore;
+use rockets::aws::{DynamoStore, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     rockets::telemetry::init();
-    let store = EmbeddedStore::new();
+    let store = DynamoStore::from_env(&sdk_config().await)?;
     let store = &store;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         apply::handle(store, event.payload).await

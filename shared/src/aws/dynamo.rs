@@ -170,6 +170,14 @@ impl DynamoStore {
         }
     }
 
+    /// The table named by `TABLE_NAME`.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self::new(
+            Client::new(config),
+            crate::config::required("TABLE_NAME")?,
+        ))
+    }
+
     /// What this store's calls have consumed so far.
     pub fn capacity(&self) -> &Capacity {
         &self.capacity
@@ -241,7 +249,10 @@ impl DynamoStore {
         let mut item = key(&rocket.channel, STATE);
         let json = serde_json::to_string(rocket).expect("rockets serialise");
         item.insert("rocket".into(), s(json));
-        item.insert("version".into(), AttributeValue::N((expected_version + 1).to_string()));
+        item.insert(
+            "version".into(),
+            AttributeValue::N((expected_version + 1).to_string()),
+        );
         item.insert(STATUS.into(), s(rocket.status.as_str()));
         for sort_key in SortKey::ALL {
             let value = index_value(&sort_key.position(rocket));
@@ -259,7 +270,10 @@ impl DynamoStore {
         } else {
             request
                 .condition_expression("attribute_exists(#pk) AND version = :version")
-                .expression_attribute_values(":version", AttributeValue::N(expected_version.to_string()))
+                .expression_attribute_values(
+                    ":version",
+                    AttributeValue::N(expected_version.to_string()),
+                )
         };
         match request.send().await {
             Ok(output) => {
@@ -277,7 +291,10 @@ impl DynamoStore {
         }
     }
 
-    async fn get_state(&self, channel: &Channel) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    async fn get_state(
+        &self,
+        channel: &Channel,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -332,7 +349,9 @@ impl DynamoStore {
             if pending.is_empty() {
                 Ok(found)
             } else {
-                Err(StoreError::Unavailable("batch get left keys unprocessed".into()))
+                Err(StoreError::Unavailable(
+                    "batch get left keys unprocessed".into(),
+                ))
             }
         });
         let mut items = Vec::with_capacity(keys.len());
@@ -381,7 +400,12 @@ impl DynamoStore {
         output
             .items()
             .iter()
-            .map(|item| Ok((text(item, &attribute)?.to_string(), text(item, PK)?.to_string())))
+            .map(|item| {
+                Ok((
+                    text(item, &attribute)?.to_string(),
+                    text(item, PK)?.to_string(),
+                ))
+            })
             .collect()
     }
 }
@@ -437,7 +461,11 @@ impl ChannelStore for DynamoStore {
         })
     }
 
-    async fn commit(&self, expected_version: u64, change: &ChannelChange) -> Result<CommitOutcome, StoreError> {
+    async fn commit(
+        &self,
+        expected_version: u64,
+        change: &ChannelChange,
+    ) -> Result<CommitOutcome, StoreError> {
         let history = change
             .applied
             .iter()
@@ -476,21 +504,38 @@ impl ChannelStore for DynamoStore {
             match removed {
                 Ok(output) => self.record(output.consumed_capacity(), true),
                 // The next commit of this channel removes it; until then loading skips it.
-                Err(error) => tracing::warn!(%channel, error = %store_error("remove parked", error), "parked message left behind"),
+                Err(error) => {
+                    tracing::warn!(%channel, error = %store_error("remove parked", error), "parked message left behind")
+                }
             }
         }
         Ok(CommitOutcome::Committed)
     }
 
-    async fn applied(&self, channel: &Channel, numbers: &[MessageNumber]) -> Result<Vec<Envelope>, StoreError> {
-        let keys = numbers.iter().map(|n| key(channel, sort_key(EVENT, *n))).collect();
-        self.batch_get(keys, true).await?.iter().map(envelope).collect()
+    async fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let keys = numbers
+            .iter()
+            .map(|n| key(channel, sort_key(EVENT, *n)))
+            .collect();
+        self.batch_get(keys, true)
+            .await?
+            .iter()
+            .map(envelope)
+            .collect()
     }
 }
 
 impl RocketReader for DynamoStore {
     async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
-        self.get_state(channel).await?.as_ref().map(rocket).transpose()
+        self.get_state(channel)
+            .await?
+            .as_ref()
+            .map(rocket)
+            .transpose()
     }
 
     async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
@@ -539,7 +584,12 @@ impl RocketReader for DynamoStore {
         Ok(RocketPage { rockets, next })
     }
 
-    async fn history(&self, channel: &Channel, after: u64, limit: usize) -> Result<Option<Vec<Envelope>>, StoreError> {
+    async fn history(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Envelope>>, StoreError> {
         let Some(state) = self.get_state(channel).await? else {
             return Ok(None);
         };
@@ -619,9 +669,17 @@ mod tests {
                 .to_vec(),
         );
         assert_encoding_preserves_order(
-            ["Apollo", "Apol", "Apol\u{1}x", "Apol\u{0}", "\u{0}", "Ärtemis", "apollo"]
-                .map(|t| SortValue::Text(t.into()))
-                .to_vec(),
+            [
+                "Apollo",
+                "Apol",
+                "Apol\u{1}x",
+                "Apol\u{0}",
+                "\u{0}",
+                "Ärtemis",
+                "apollo",
+            ]
+            .map(|t| SortValue::Text(t.into()))
+            .to_vec(),
         );
         assert_encoding_preserves_order(
             [-86_400, 0, 1, 1_700_000_000]

@@ -28,6 +28,11 @@ use crate::ports::StoreError;
 /// The standard retry mode retries throttling and transient errors with jittered backoff, up
 /// to three attempts; connection setup is bounded so a bad endpoint fails fast.
 pub async fn sdk_config() -> SdkConfig {
+    config_loader().load().await
+}
+
+/// The loader behind [`sdk_config`], for callers that override part of it.
+pub fn config_loader() -> aws_config::ConfigLoader {
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -39,8 +44,6 @@ pub async fn sdk_config() -> SdkConfig {
                 .connect_timeout(Duration::from_secs(3))
                 .build(),
         )
-        .load()
-        .await
 }
 
 /// Error codes that mean "try again later" once the SDK's own retries are spent.
@@ -54,17 +57,23 @@ const TRANSIENT_CODES: [&str; 6] = [
 ];
 
 /// Classifies an SDK error: transient ones become `Unavailable`, the rest `Failed`.
-pub(crate) fn store_error<E, R>(what: &str, error: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+pub(crate) fn store_error<E, R>(
+    what: &str,
+    error: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     use aws_sdk_dynamodb::error::SdkError;
     let transient = match &error {
-        SdkError::ServiceError(service) => {
-            service.err().code().is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        SdkError::ServiceError(service) => service
+            .err()
+            .code()
+            .is_some_and(|code| TRANSIENT_CODES.contains(&code)),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         _ => false,
     };
     let detail = format!("{what}: {}", DisplayErrorContext(&error));

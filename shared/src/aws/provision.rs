@@ -45,9 +45,18 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, Error> {
 /// Creates the rocket table with its listing indexes unless it exists, and waits until it is
 /// active.
 pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), Error> {
-    let exists = client.describe_table().table_name(table).send().await.is_ok();
+    let exists = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .is_ok();
     if !exists {
-        let mut definitions = vec![string_attribute(PK)?, string_attribute(SK)?, string_attribute(STATUS)?];
+        let mut definitions = vec![
+            string_attribute(PK)?,
+            string_attribute(SK)?,
+            string_attribute(STATUS)?,
+        ];
         let mut indexes = Vec::new();
         for sort_key in SortKey::ALL {
             definitions.push(string_attribute(&index_attribute(sort_key))?);
@@ -56,7 +65,11 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
                     .index_name(index_name(sort_key))
                     .key_schema(key(STATUS, KeyType::Hash)?)
                     .key_schema(key(&index_attribute(sort_key), KeyType::Range)?)
-                    .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
                     .build()?,
             );
         }
@@ -122,5 +135,8 @@ pub async fn ensure_queues(
         .await?
         .queue_url
         .ok_or("CreateQueue returned no URL")?;
-    Ok(Queues { url, dead_letter_url })
+    Ok(Queues {
+        url,
+        dead_letter_url,
+    })
 }

@@ -35,6 +35,14 @@ impl SqsQueue {
         }
     }
 
+    /// The queue named by `QUEUE_URL`.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self::new(
+            Client::new(config),
+            crate::config::required("QUEUE_URL")?,
+        ))
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -371,7 +371,10 @@ impl MessageQueue for EmbeddedQueue {
 impl QueueConsumer for EmbeddedQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError> {
         let batch = EmbeddedQueue::receive(self, max, wait).await;
-        Ok(batch.into_iter().map(ReceivedMessage::into_record).collect())
+        Ok(batch
+            .into_iter()
+            .map(ReceivedMessage::into_record)
+            .collect())
     }
 
     async fn delete(&self, receipt_handles: Vec<String>) -> Result<(), QueueError> {
