@@ -183,3 +183,298 @@ impl HttpClient {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
+
+/// The endpoint of an emulator the test command started, read from `var`.
+///
+/// Under `CI=true` a missing emulator fails the test; elsewhere the test is skipped with a
+/// note, so `cargo test` alone still runs everything that needs no emulator.
+pub fn emulator(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "{var} is not set, and under CI=true this test must run: start it through scripts/test"
+            )
+        }
+        _ => {
+            eprintln!("skipped: {var} is not set (scripts/test starts the emulators)");
+            None
+        }
+    }
+}
+
+/// SDK configuration for an emulator: the project's own client settings, with the emulator's
+/// endpoint, a fixed region and dummy credentials.
+pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
+    crate::aws::config_loader()
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "emulator",
+        ))
+        .load()
+        .await
+}
+
+/// A name no other test run uses, for tables, queues and channels.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}-{:x}-{}-{}",
+        nanos,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One contract for every backend, so the embedded ones and the AWS ones cannot drift.
+pub mod contract {
+    use std::time::Duration;
+
+    use chrono::Utc;
+
+    use super::{Rng, channel, flight, unique_name};
+    use crate::listing::{ListQuery, Order, SortKey};
+    use crate::message::{Envelope, Event, MessageNumber};
+    use crate::ordering::{ChannelChange, Timeline};
+    use crate::ports::{
+        ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, QueuedMessage, RocketReader,
+    };
+    use crate::rocket::Status;
+
+    async fn open<S: ChannelStore>(
+        store: &S,
+        channel: &crate::message::Channel,
+    ) -> (Timeline, u64) {
+        match store.load(channel).await.unwrap() {
+            Some(s) => (Timeline::load(s.rocket, s.parked, Utc::now()), s.version),
+            None => (Timeline::empty(channel.clone(), Utc::now()), 0),
+        }
+    }
+
+    fn change(mut timeline: Timeline, messages: &[&Envelope]) -> ChannelChange {
+        for m in messages {
+            timeline.receive((*m).clone());
+        }
+        timeline.into_change().expect("something changed")
+    }
+
+    /// Loading, conditional commits, parking and draining, history, and listing.
+    pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
+        let c = channel(&unique_name("contract"));
+        let m = flight(&c, 5, &mut Rng::new(7));
+        assert!(store.load(&c).await.unwrap().is_none());
+        assert!(store.rocket(&c).await.unwrap().is_none());
+        assert!(store.history(&c, 0, 10).await.unwrap().is_none());
+
+        // Messages ahead of a gap are parked, and the rocket exists, pending.
+        let (t, version) = open(store, &c).await;
+        let parked = change(t, &[&m[2], &m[1]]);
+        assert_eq!(
+            store.commit(version, &parked).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        let snapshot = store.load(&c).await.unwrap().expect("stored");
+        assert_eq!(snapshot.version, 1);
+        let mut numbers: Vec<u64> = snapshot.parked.iter().map(|p| p.number.get()).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, [2, 3]);
+        assert_eq!(snapshot.rocket.pending_messages, 2);
+        assert_eq!(
+            store.rocket(&c).await.unwrap().unwrap().status,
+            Status::Pending
+        );
+
+        // A commit from a stale version changes nothing.
+        let stale = change(Timeline::empty(c.clone(), Utc::now()), &[&m[0]]);
+        assert_eq!(
+            store.commit(0, &stale).await.unwrap(),
+            CommitOutcome::VersionMismatch
+        );
+        assert_eq!(store.load(&c).await.unwrap().unwrap().version, 1);
+        assert_eq!(store.history(&c, 0, 10).await.unwrap().unwrap(), []);
+
+        // Filling the gap applies the parked messages and removes exactly them.
+        let (t, version) = open(store, &c).await;
+        let filled = change(t, &[&m[0]]);
+        assert_eq!(filled.unparked.len(), 2);
+        assert_eq!(
+            store.commit(version, &filled).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        let snapshot = store.load(&c).await.unwrap().unwrap();
+        assert!(snapshot.parked.is_empty(), "{:?}", snapshot.parked);
+        assert_eq!(
+            (snapshot.rocket.last_message_number, snapshot.version),
+            (3, 2)
+        );
+        assert!(
+            store
+                .rocket(&c)
+                .await
+                .unwrap()
+                .unwrap()
+                .same_state(&snapshot.rocket)
+        );
+
+        // History, in pages, and lookups by number.
+        assert_eq!(store.history(&c, 0, 2).await.unwrap().unwrap(), m[..2]);
+        assert_eq!(store.history(&c, 2, 10).await.unwrap().unwrap(), m[2..3]);
+        assert_eq!(store.history(&c, 3, 10).await.unwrap().unwrap(), []);
+        let numbers = [1, 3].map(|n| MessageNumber::new(n).unwrap());
+        let mut looked_up = store.applied(&c, &numbers).await.unwrap();
+        looked_up.sort_by_key(|m| m.number);
+        assert_eq!(looked_up, [m[0].clone(), m[2].clone()]);
+
+        // Two appliers park different messages under one number: the first commit wins.
+        let (first, version) = open(store, &c).await;
+        let (second, _) = open(store, &c).await;
+        let mut other = m[4].clone();
+        other.event = Event::Exploded {
+            reason: "a different message".into(),
+        };
+        let winner = change(first, &[&m[4]]);
+        let loser = change(second, &[&other]);
+        assert_eq!(
+            store.commit(version, &winner).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        assert_ne!(
+            store.commit(version, &loser).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        let snapshot = store.load(&c).await.unwrap().unwrap();
+        assert_eq!(snapshot.parked, [m[4].clone()]);
+        assert_eq!(snapshot.rocket.pending_messages, 1);
+
+        listing(store).await;
+    }
+
+    /// Sorted, filtered, paginated listing over rockets in every status.
+    async fn listing<S: ChannelStore + RocketReader>(store: &S) {
+        let mut expected = Vec::new();
+        for (i, speed) in [500, -20, 500, 7, 1_000, 0].into_iter().enumerate() {
+            let c = channel(&unique_name(&format!("list{i}")));
+            let mut messages = vec![super::message(
+                &c,
+                1,
+                Event::Launched {
+                    rocket_type: "Falcon-9".into(),
+                    launch_speed: speed,
+                    mission: "ARTEMIS".into(),
+                },
+            )];
+            if i % 3 == 1 {
+                messages.push(super::message(
+                    &c,
+                    2,
+                    Event::Exploded {
+                        reason: "boom".into(),
+                    },
+                ));
+            }
+            let refs: Vec<&Envelope> = messages.iter().collect();
+            let (t, version) = open(store, &c).await;
+            store.commit(version, &change(t, &refs)).await.unwrap();
+            expected.push(store.rocket(&c).await.unwrap().unwrap());
+        }
+        // Everything else in the store is from the checks above; list only these.
+        let ours = |rockets: Vec<crate::rocket::Rocket>| {
+            rockets
+                .into_iter()
+                .filter(|r| expected.iter().any(|e| e.channel == r.channel))
+                .map(|r| r.channel)
+                .collect::<Vec<_>>()
+        };
+        for (sort_by, order, status) in [
+            (SortKey::Speed, Order::Desc, None),
+            (SortKey::Speed, Order::Asc, Some(Status::Launched)),
+            (SortKey::Channel, Order::Asc, None),
+            (SortKey::Status, Order::Desc, None),
+        ] {
+            let mut query = ListQuery {
+                sort_by,
+                order,
+                status,
+                limit: 2,
+                after: None,
+            };
+            let mut walked = Vec::new();
+            for _ in 0..20 {
+                let page = store.rockets(&query).await.unwrap();
+                assert!(page.rockets.len() <= 2);
+                walked.extend(page.rockets);
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+            let mut wanted: Vec<_> = expected
+                .iter()
+                .filter(|r| status.is_none_or(|s| r.status == s))
+                .cloned()
+                .collect();
+            wanted.sort_by_key(|r| sort_by.position(r));
+            if order == Order::Desc {
+                wanted.reverse();
+            }
+            assert_eq!(
+                ours(walked),
+                ours(wanted),
+                "{sort_by:?} {order:?} {status:?}"
+            );
+        }
+    }
+
+    /// FIFO order per group, deduplication, and deletion.
+    pub async fn queue<Q: MessageQueue + QueueConsumer>(queue: &Q) {
+        let (a, b) = (channel(&unique_name("qa")), channel(&unique_name("qb")));
+        let ma = flight(&a, 3, &mut Rng::new(1));
+        let mb = flight(&b, 1, &mut Rng::new(2));
+        for m in [&ma[0], &ma[1], &mb[0], &ma[1], &ma[2]] {
+            queue.send(m).await.unwrap();
+        }
+        let mut received: Vec<Envelope> = Vec::new();
+        for _ in 0..20 {
+            let batch = queue.receive(10, Duration::from_secs(1)).await.unwrap();
+            for record in &batch {
+                let group = record
+                    .attributes
+                    .get("MessageGroupId")
+                    .expect("group attribute");
+                let message = Envelope::parse(record.body.as_deref().unwrap().as_bytes()).unwrap();
+                assert_eq!(group, message.channel.as_str());
+                assert_eq!(
+                    record.attributes.get("MessageDeduplicationId"),
+                    Some(&QueuedMessage::of(&message).deduplication_id)
+                );
+                received.push(message);
+            }
+            let handles = batch.into_iter().filter_map(|r| r.receipt_handle).collect();
+            queue.delete(handles).await.unwrap();
+            if received.len() >= 4 {
+                break;
+            }
+        }
+        let of = |c: &crate::message::Channel| {
+            received
+                .iter()
+                .filter(|m| m.channel == *c)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(&a), ma, "in order, and the resend dropped");
+        assert_eq!(of(&b), mb);
+        assert!(
+            queue
+                .receive(10, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

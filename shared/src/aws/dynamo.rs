@@ -340,10 +340,10 @@ impl DynamoStore {
                 if let Some(mut responses) = output.responses {
                     found.extend(responses.remove(&self.table).unwrap_or_default());
                 }
-                if let Some(mut unprocessed) = output.unprocessed_keys {
-                    if let Some(rest) = unprocessed.remove(&self.table) {
-                        pending = rest.keys;
-                    }
+                if let Some(mut unprocessed) = output.unprocessed_keys
+                    && let Some(rest) = unprocessed.remove(&self.table)
+                {
+                    pending = rest.keys;
                 }
             }
             if pending.is_empty() {

@@ -1,0 +1,58 @@
+//! The backend contract, run unchanged against the embedded backends and the AWS ones (on
+//! moto and on DynamoDB Local, which the test command starts).
+
+use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
+use rockets::aws::{DynamoStore, SqsQueue};
+use rockets::embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
+use rockets::testing::{contract, emulator, emulator_config, unique_name};
+
+async fn dynamodb(endpoint: &str) -> DynamoStore {
+    let config = emulator_config(endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = unique_name("contract");
+    ensure_table(&client, &table).await.expect("table created");
+    DynamoStore::new(client, table)
+}
+
+#[tokio::test]
+async fn embedded_store() {
+    contract::store(&EmbeddedStore::new()).await;
+}
+
+#[tokio::test]
+async fn embedded_queue() {
+    contract::queue(&EmbeddedQueue::new(QueueConfig::default())).await;
+}
+
+#[tokio::test]
+async fn dynamodb_on_moto() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
+        return;
+    };
+    contract::store(&dynamodb(&endpoint).await).await;
+}
+
+#[tokio::test]
+async fn dynamodb_local() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
+        return;
+    };
+    contract::store(&dynamodb(&endpoint).await).await;
+}
+
+#[tokio::test]
+async fn sqs_on_moto() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
+        return;
+    };
+    let config = emulator_config(&endpoint).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let settings = QueueSettings {
+        visibility_timeout: std::time::Duration::from_secs(30),
+        max_receive_count: 5,
+    };
+    let queues = ensure_queues(&client, &unique_name("contract"), settings)
+        .await
+        .expect("queues created");
+    contract::queue(&SqsQueue::new(client, queues.url)).await;
+}
