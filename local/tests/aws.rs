@@ -1,0 +1,379 @@
+//! The AWS backends under faults, and the whole pipeline in AWS mode, against moto (SQS FIFO
+//! with a redrive policy, DynamoDB), which the test command starts.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apply::apply_batch;
+use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_sqs::types::QueueAttributeName;
+use chrono::Utc;
+use rockets::aws::provision::{QueueSettings, Queues, ensure_queues, ensure_table};
+use rockets::aws::{DynamoStore, SqsQueue};
+use rockets::embedded::QueueConfig;
+use rockets::message::{Envelope, Event};
+use rockets::ordering::Timeline;
+use rockets::ports::{ChannelStore, CommitOutcome, QueueConsumer, QueuedMessage, RocketReader};
+use rockets::rocket::Rocket;
+use rockets::testing::{Rng, channel, emulator, emulator_config, flight, unique_name};
+use rockets_local::{LocalConfig, start_aws};
+use support::{assert_converges, post_all, post_concurrently_and_converge, traffic};
+
+struct Aws {
+    sqs: aws_sdk_sqs::Client,
+    queues: Queues,
+    queue: SqsQueue,
+    store: DynamoStore,
+}
+
+/// A fresh table and queue pair on moto, or `None` (skip) outside CI without it.
+async fn aws(visibility_secs: u64, max_receive_count: u32) -> Option<Aws> {
+    let endpoint = emulator("ROCKETS_TEST_MOTO")?;
+    let config = emulator_config(&endpoint).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let table = unique_name("faults");
+    ensure_table(&dynamodb, &table)
+        .await
+        .expect("table created");
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let settings = QueueSettings {
+        visibility_timeout: Duration::from_secs(visibility_secs),
+        max_receive_count,
+    };
+    let queues = ensure_queues(&sqs, &unique_name("faults"), settings)
+        .await
+        .expect("queues created");
+    Some(Aws {
+        queue: SqsQueue::new(sqs.clone(), queues.url.clone()),
+        store: DynamoStore::new(dynamodb, table),
+        sqs,
+        queues,
+    })
+}
+
+impl Aws {
+    async fn send(&self, messages: &[&Envelope]) {
+        for m in messages {
+            self.queue.send_queued(QueuedMessage::of(m)).await.unwrap();
+        }
+    }
+
+    /// Receives until `count` distinct records arrived, or ten polls passed.
+    async fn receive(&self, count: usize) -> Vec<SqsMessage> {
+        let mut records: Vec<SqsMessage> = Vec::new();
+        for _ in 0..10 {
+            if records.len() >= count {
+                break;
+            }
+            for record in self
+                .queue
+                .receive(10, Duration::from_secs(1))
+                .await
+                .unwrap()
+            {
+                if !records.iter().any(|r| r.message_id == record.message_id) {
+                    records.push(record);
+                }
+            }
+        }
+        records
+    }
+
+    async fn delete(&self, records: &[SqsMessage]) {
+        let handles = records
+            .iter()
+            .filter_map(|r| r.receipt_handle.clone())
+            .collect();
+        self.queue.delete(handles).await.unwrap();
+    }
+
+    async fn depth(&self, url: &str) -> (u64, u64) {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let count = |name| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    async fn rocket(&self, c: &rockets::message::Channel) -> Rocket {
+        self.store.rocket(c).await.unwrap().expect("rocket stored")
+    }
+}
+
+fn fold(messages: &[Envelope]) -> Rocket {
+    Rocket::fold(messages[0].channel.clone(), messages, Utc::now())
+}
+
+#[tokio::test]
+async fn a_crash_after_the_state_write_brings_the_batch_back_and_it_changes_nothing() {
+    let Some(aws) = aws(2, 5).await else { return };
+    // One message in each of three groups: moto redelivers a group's expired messages one
+    // visibility period apart, where SQS hands them back together.
+    let flights: Vec<Vec<Envelope>> = (0..3)
+        .map(|i| flight(&channel(&unique_name("crash")), 1, &mut Rng::new(i)))
+        .collect();
+    aws.send(&flights.iter().map(|f| &f[0]).collect::<Vec<_>>())
+        .await;
+
+    let first = aws.receive(3).await;
+    assert_eq!(first.len(), 3);
+    let (response, summary) = apply_batch(&aws.store, &first).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(summary.applied, 3);
+    // The process dies here: nothing is deleted, and the batch comes back.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let again = aws.receive(3).await;
+    let ids = |records: &[SqsMessage]| {
+        let mut ids: Vec<_> = records.iter().map(|r| r.message_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&again), ids(&first));
+    assert!(
+        again
+            .iter()
+            .all(|r| r.attributes["ApproximateReceiveCount"] == "2")
+    );
+    let mut before = Vec::new();
+    for f in &flights {
+        before.push(aws.rocket(&f[0].channel).await);
+    }
+    let (response, summary) = apply_batch(&aws.store, &again).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((summary.applied, summary.duplicates), (0, 3));
+    aws.delete(&again).await;
+
+    for (f, before) in flights.iter().zip(before) {
+        assert_eq!(
+            aws.rocket(&f[0].channel).await,
+            before,
+            "a replay writes nothing"
+        );
+        assert!(before.same_state(&fold(f)));
+        assert_eq!(
+            aws.store
+                .history(&f[0].channel, 0, 10)
+                .await
+                .unwrap()
+                .unwrap(),
+            *f
+        );
+    }
+    assert_eq!(aws.depth(&aws.queues.url).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_appliers_on_one_channel_at_once_apply_each_message_exactly_once() {
+    let Some(aws) = aws(30, 5).await else { return };
+    let store = Arc::new(aws.store.clone());
+    for round in 0..3 {
+        let c = channel(&unique_name("race"));
+        let m = flight(&c, 10, &mut Rng::new(round));
+        let mut rng = Rng::new(round + 50);
+        let mut tasks = Vec::new();
+        for applier in 0..2 {
+            let mut mine: Vec<&Envelope> = m.iter().filter(|_| rng.chance(70)).collect();
+            rng.shuffle(&mut mine);
+            let records: Vec<SqsMessage> = mine
+                .iter()
+                .map(|e| rockets::testing::sqs_record(&format!("{applier}-{}", e.number), e))
+                .collect();
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                apply_batch(&*store, &records).await.unwrap()
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap().0.batch_item_failures.is_empty());
+        }
+        let all: Vec<SqsMessage> = m
+            .iter()
+            .map(|e| rockets::testing::sqs_record(&format!("all-{}", e.number), e))
+            .collect();
+        apply_batch(&*store, &all).await.unwrap();
+        assert!(aws.rocket(&c).await.same_state(&fold(&m)), "round {round}");
+        assert_eq!(store.history(&c, 0, 100).await.unwrap().unwrap(), m);
+        assert!(store.load(&c).await.unwrap().unwrap().parked.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_parked_message_is_applied_when_another_batch_fills_its_gap() {
+    let Some(aws) = aws(30, 5).await else { return };
+    let c = channel(&unique_name("gap"));
+    let m = flight(&c, 3, &mut Rng::new(9));
+    let record = |e: &Envelope| rockets::testing::sqs_record(&format!("gap-{}", e.number), e);
+
+    let (_, summary) = apply_batch(&aws.store, &[record(&m[2]), record(&m[1])])
+        .await
+        .unwrap();
+    assert_eq!(summary.parked, 2);
+    let snapshot = aws.store.load(&c).await.unwrap().unwrap();
+    assert_eq!(snapshot.parked.len(), 2);
+    assert_eq!(snapshot.rocket.pending_messages, 2);
+
+    let (_, summary) = apply_batch(&aws.store, &[record(&m[0])]).await.unwrap();
+    assert_eq!(summary.applied, 3);
+    let snapshot = aws.store.load(&c).await.unwrap().unwrap();
+    assert!(snapshot.parked.is_empty(), "the parked items are deleted");
+    assert!(snapshot.rocket.same_state(&fold(&m)));
+}
+
+#[tokio::test]
+async fn a_redriven_message_that_was_already_applied_is_recognised_as_done() {
+    let Some(aws) = aws(30, 5).await else { return };
+    let c = channel(&unique_name("redrive"));
+    let m = flight(&c, 2, &mut Rng::new(4));
+    aws.send(&[&m[0], &m[1]]).await;
+    let records = aws.receive(2).await;
+    apply_batch(&aws.store, &records).await.unwrap();
+    aws.delete(&records).await;
+    let before = aws.rocket(&c).await;
+
+    // Days later an operator redrives a copy from the dead-letter queue: same body, new
+    // deduplication id, so the queue lets it through.
+    let mut redriven = QueuedMessage::of(&m[1]);
+    redriven.deduplication_id.push_str("/redrive");
+    aws.queue.send_queued(redriven).await.unwrap();
+    let records = aws.receive(1).await;
+    assert_eq!(records.len(), 1);
+    let (response, summary) = apply_batch(&aws.store, &records).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (summary.applied, summary.duplicates, summary.conflicts),
+        (0, 1, 0)
+    );
+    aws.delete(&records).await;
+    assert_eq!(aws.rocket(&c).await, before);
+}
+
+#[tokio::test]
+async fn the_first_message_recorded_under_a_number_wins_even_if_its_commit_failed() {
+    let Some(aws) = aws(30, 5).await else { return };
+    let c = channel(&unique_name("orphan"));
+    let m = flight(&c, 2, &mut Rng::new(5));
+    let mut rival = m[1].clone();
+    rival.event = Event::MissionChanged {
+        new_mission: "ELSEWHERE".into(),
+    };
+
+    // An applier records message 2 ahead of its state write, then loses its commit.
+    let mut timeline = Timeline::empty(c.clone(), Utc::now());
+    timeline.receive(m[0].clone());
+    timeline.receive(m[1].clone());
+    let lost = timeline.into_change().unwrap();
+    assert_eq!(
+        aws.store.commit(7, &lost).await.unwrap(),
+        CommitOutcome::VersionMismatch
+    );
+
+    // A different message 2 arrives: it is kept out, and the recorded one is applied.
+    let records: Vec<SqsMessage> = [&m[0], &rival]
+        .iter()
+        .map(|e| rockets::testing::sqs_record(&format!("orphan-{}", e.number), e))
+        .collect();
+    let (response, summary) = apply_batch(&aws.store, &records).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(summary.conflicts, 1);
+    assert!(aws.rocket(&c).await.same_state(&fold(&m)));
+    assert_eq!(aws.store.history(&c, 0, 10).await.unwrap().unwrap(), m);
+}
+
+fn local_config(visibility_secs: u64, max_receive_count: u32) -> LocalConfig {
+    LocalConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        pollers: 4,
+        batch_size: 10,
+        queue: QueueConfig {
+            visibility_timeout: Duration::from_secs(visibility_secs),
+            max_receive_count,
+            ..QueueConfig::default()
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_reaches_the_dead_letter_queue_and_its_channel_then_proceeds() {
+    let Some(aws) = aws(1, 2).await else { return };
+    let c = channel(&unique_name("poison"));
+    let m = flight(&c, 3, &mut Rng::new(6));
+    aws.send(&[&m[0]]).await;
+    aws.queue
+        .send_queued(QueuedMessage {
+            group_id: c.to_string(),
+            deduplication_id: "poison".into(),
+            body: "{\"metadata\": \"not a message\"}".into(),
+        })
+        .await
+        .unwrap();
+    let server = start_aws(&local_config(1, 2), aws.queue.clone(), aws.store.clone())
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let flights = vec![m.clone()];
+    tokio::task::spawn_blocking(move || {
+        post_all(addr, flights[0][1..].to_vec());
+        assert_converges(addr, &flights);
+    })
+    .await
+    .unwrap();
+
+    let dead = aws
+        .sqs
+        .receive_message()
+        .queue_url(&aws.queues.dead_letter_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].body().unwrap().contains("not a message"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_in_aws_mode_converges_and_leaves_nothing_queued() {
+    let Some(aws) = aws(5, 5).await else { return };
+    let server = start_aws(&local_config(5, 5), aws.queue.clone(), aws.store.clone())
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let (flights, arrivals) = traffic(20, 15, 77);
+    tokio::task::spawn_blocking(move || {
+        post_concurrently_and_converge(addr, 4, &flights, arrivals)
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let depth = aws.depth(&aws.queues.url).await;
+        if depth == (0, 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "messages left in the queue: {depth:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(aws.depth(&aws.queues.dead_letter_url).await, (0, 0));
+}

@@ -1,0 +1,96 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rockets::message::Envelope;
+use rockets::rocket::Rocket;
+use rockets::testing::{HttpClient, Rng, channel, flight};
+
+/// Posts every message, resending on any non-2xx as the challenge's program does.
+pub fn post_all(addr: SocketAddr, messages: Vec<Envelope>) {
+    let mut client = HttpClient::new(addr);
+    for message in messages {
+        let body = message.to_json();
+        for attempt in 0.. {
+            assert!(attempt < 50, "message never accepted");
+            match client.request("POST", "/messages", &body) {
+                Ok((202, _)) => break,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+fn rocket(client: &mut HttpClient, channel: &str) -> Option<Rocket> {
+    match client
+        .request("GET", &format!("/rockets/{channel}"), "")
+        .unwrap()
+    {
+        (200, body) => Some(serde_json::from_str(&body).unwrap()),
+        _ => None,
+    }
+}
+
+/// Waits until every flight's rocket is fully applied, then checks it against the fold.
+pub fn assert_converges(addr: SocketAddr, flights: &[Vec<Envelope>]) {
+    let mut client = HttpClient::new(addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for flight in flights {
+        let c = &flight[0].channel;
+        let expected = Rocket::fold(c.clone(), flight, Utc::now());
+        loop {
+            let got = rocket(&mut client, c.as_str());
+            if let Some(got) = &got
+                && got.last_message_number == expected.last_message_number
+            {
+                assert!(got.same_state(&expected), "{got:?}\n!=\n{expected:?}");
+                assert_eq!(got.pending_messages, 0);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{c} never converged: {got:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Many rockets' flights, and every message of them shuffled with about a quarter resent.
+pub fn traffic(rockets: usize, max_len: u64, seed: u64) -> (Vec<Vec<Envelope>>, Vec<Envelope>) {
+    let mut rng = Rng::new(seed);
+    let flights: Vec<Vec<Envelope>> = (0..rockets)
+        .map(|i| {
+            let len = 1 + rng.below(max_len);
+            flight(&channel(&format!("e2e-{seed}-{i}")), len, &mut rng)
+        })
+        .collect();
+    let mut arrivals: Vec<Envelope> = flights.iter().flatten().cloned().collect();
+    let originals = arrivals.len();
+    for i in 0..originals {
+        if rng.chance(25) {
+            arrivals.push(arrivals[i].clone());
+        }
+    }
+    rng.shuffle(&mut arrivals);
+    (flights, arrivals)
+}
+
+/// Posts `arrivals` from `threads` threads at once, then waits for every flight to converge.
+pub fn post_concurrently_and_converge(
+    addr: SocketAddr,
+    threads: usize,
+    flights: &[Vec<Envelope>],
+    arrivals: Vec<Envelope>,
+) {
+    let posters: Vec<_> = arrivals
+        .chunks(arrivals.len().div_ceil(threads))
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || post_all(addr, chunk))
+        })
+        .collect();
+    for poster in posters {
+        poster.join().expect("poster thread");
+    }
+    assert_converges(addr, flights);
+}
