@@ -142,6 +142,26 @@ pub fn api_gateway_request(
     LambdaRequest::ApiGatewayV2(event).into()
 }
 
+/// The request's path as the API defines it: without the stage prefix API Gateway adds for a
+/// named stage (`/v1/rockets` on stage `v1` is `/rockets`).
+pub fn api_path(request: &Request) -> &str {
+    use lambda_http::RequestExt as _;
+    use lambda_http::request::RequestContext;
+    let path = request.uri().path();
+    let stage = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.stage.as_deref(),
+        _ => None,
+    };
+    match stage {
+        Some(stage) if stage != "$default" => path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(stage))
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .map_or(path, |rest| if rest.is_empty() { "/" } else { rest }),
+        _ => path,
+    }
+}
+
 /// Which function serves a route.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Function {
@@ -316,6 +336,18 @@ mod tests {
         assert_eq!(unavailable.status(), 503);
         assert_eq!(unavailable.headers()["retry-after"], "1");
         assert_eq!(unavailable.headers()["content-type"], "application/json");
+    }
+
+    #[test]
+    fn a_named_stage_is_not_part_of_the_route() {
+        let mut event = ApiGatewayV2httpRequest::default();
+        event.raw_path = Some("/v1/rockets/abc".into());
+        event.request_context.stage = Some("v1".into());
+        event.request_context.http.method = Method::GET;
+        let request: Request = LambdaRequest::ApiGatewayV2(event).into();
+        assert_eq!(api_path(&request), "/rockets/abc");
+        let plain = api_gateway_request(Method::GET, "/v1/rockets", None, HeaderMap::new(), vec![]);
+        assert_eq!(api_path(&plain), "/v1/rockets", "$default has no prefix to strip");
     }
 
     fn body_json(response: Response<Body>) -> serde_json::Value {

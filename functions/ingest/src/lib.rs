@@ -2,7 +2,7 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use rockets::http::{ApiError, Route, json_response};
+use rockets::http::{ApiError, Route, api_path, json_response};
 use rockets::message::{Envelope, MAX_BODY_BYTES};
 use rockets::ports::MessageQueue;
 use serde_json::json;
@@ -16,10 +16,10 @@ pub async fn handle<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Bo
 }
 
 async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Result<Response<Body>, ApiError> {
-    if Route::resolve(request.method(), request.uri().path())? != Route::PostMessage {
+    if Route::resolve(request.method(), api_path(&request))? != Route::PostMessage {
         return Err(ApiError::NotFound(format!(
             "no route for {}",
-            request.uri().path()
+            api_path(&request)
         )));
     }
     let body = request.body().as_ref();

@@ -2,7 +2,7 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
-use rockets::http::{ApiError, Route, json_response};
+use rockets::http::{ApiError, Route, api_path, json_response};
 use rockets::listing::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, parse_limit};
 use rockets::message::{Channel, ValidationError};
 use rockets::message::{Envelope, MessageNumber};
@@ -40,7 +40,7 @@ async fn respond<R: RocketReader>(
 ) -> Result<Response<Body>, ApiError> {
     let params = request.query_string_parameters();
     let param = |name: &str| params.first(name);
-    match Route::resolve(request.method(), request.uri().path())? {
+    match Route::resolve(request.method(), api_path(&request))? {
         Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::ListRockets => {
             let query = ListQuery::from_params(param)?;
@@ -83,7 +83,7 @@ async fn respond<R: RocketReader>(
         }
         Route::PostMessage => Err(ApiError::NotFound(format!(
             "no route for {}",
-            request.uri().path()
+            api_path(&request)
         ))),
     }
 }
