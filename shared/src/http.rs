@@ -347,7 +347,11 @@ mod tests {
         let request: Request = LambdaRequest::ApiGatewayV2(event).into();
         assert_eq!(api_path(&request), "/rockets/abc");
         let plain = api_gateway_request(Method::GET, "/v1/rockets", None, HeaderMap::new(), vec![]);
-        assert_eq!(api_path(&plain), "/v1/rockets", "$default has no prefix to strip");
+        assert_eq!(
+            api_path(&plain),
+            "/v1/rockets",
+            "$default has no prefix to strip"
+        );
     }
 
     fn body_json(response: Response<Body>) -> serde_json::Value {

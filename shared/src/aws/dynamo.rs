@@ -49,12 +49,12 @@ const MAX_INDEXED_TEXT: usize = 512;
 const BATCH_GET_LIMIT: usize = 100;
 
 /// The attribute that holds a sort key's index value.
-pub(crate) fn index_attribute(key: SortKey) -> String {
+pub fn index_attribute(key: SortKey) -> String {
     format!("by_{}", key.as_str())
 }
 
 /// The global secondary index for a sort key.
-pub(crate) fn index_name(key: SortKey) -> String {
+pub fn index_name(key: SortKey) -> String {
     format!("by-{}", key.as_str())
 }
 
@@ -170,11 +170,14 @@ impl DynamoStore {
         }
     }
 
+    /// The environment variable that names the table.
+    pub const ENV: &'static str = "TABLE_NAME";
+
     /// The table named by `TABLE_NAME`.
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
         Ok(Self::new(
             Client::new(config),
-            crate::config::required("TABLE_NAME")?,
+            crate::config::required(Self::ENV)?,
         ))
     }
 

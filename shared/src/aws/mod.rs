@@ -18,7 +18,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
-pub use dynamo::{Capacity, DynamoStore};
+pub use dynamo::{Capacity, DynamoStore, index_attribute, index_name};
 pub use sqs::SqsQueue;
 
 use crate::ports::StoreError;

@@ -35,11 +35,14 @@ impl SqsQueue {
         }
     }
 
+    /// The environment variable that holds the queue's URL.
+    pub const ENV: &'static str = "QUEUE_URL";
+
     /// The queue named by `QUEUE_URL`.
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
         Ok(Self::new(
             Client::new(config),
-            crate::config::required("QUEUE_URL")?,
+            crate::config::required(Self::ENV)?,
         ))
     }
 

@@ -1,0 +1,458 @@
+//! `template.yaml` cannot drift from the code: every route the functions serve is routed,
+//! every environment variable they read is set, every AWS action they call is granted to
+//! their role and nothing more, and the settings cfn-lint does not check are right.
+//!
+//! The actions are recorded, not listed by hand: each function's handler runs against moto
+//! through SDK clients that note every operation they send.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_dynamodb::config::Intercept;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use lambda_http::http::{HeaderMap, Method};
+use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
+use rockets::aws::{DynamoStore, SqsQueue, index_attribute, index_name};
+use rockets::http::{Function, ROUTES, api_gateway_request};
+use rockets::listing::SortKey;
+use rockets::testing::{Rng, channel, emulator, emulator_config, flight, sqs_record, unique_name};
+use serde_yaml::Value;
+
+const TEMPLATE: &str = include_str!("../../template.yaml");
+
+/// What Lambda's SQS event source mapping does with the apply function's role.
+const EVENT_SOURCE_ACTIONS: [&str; 4] = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+];
+/// What every function needs to log and trace.
+const RUNTIME_ACTIONS: [&str; 4] = [
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+];
+
+fn template() -> Value {
+    serde_yaml::from_str(TEMPLATE).expect("template.yaml is YAML")
+}
+
+fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
+    &template["Resources"][name]
+}
+
+/// The value under a CloudFormation short-form tag such as `!GetAtt`.
+fn untag(value: &Value) -> &Value {
+    match value {
+        Value::Tagged(tagged) => &tagged.value,
+        other => other,
+    }
+}
+
+fn text(value: &Value) -> &str {
+    untag(value)
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a string, found {value:?}"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match untag(value) {
+        Value::Sequence(items) => items.iter().map(|v| text(v).to_string()).collect(),
+        other => vec![text(other).to_string()],
+    }
+}
+
+const FUNCTIONS: [(&str, &str); 3] = [
+    ("IngestFunction", "ingest"),
+    ("ApplyFunction", "apply"),
+    ("QueryFunction", "query"),
+];
+
+/// Every (action, resource) its role grants a function.
+fn grants(template: &Value, function: &str) -> Vec<(String, Vec<String>)> {
+    let role = text(&resource(template, function)["Properties"]["Role"]);
+    let role = role
+        .strip_suffix(".Arn")
+        .expect("Role is !GetAtt <role>.Arn");
+    let mut granted = Vec::new();
+    for policy in resource(template, role)["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap()
+    {
+        for statement in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+            assert_eq!(statement["Effect"], "Allow");
+            let resources = strings(&statement["Resource"]);
+            for action in strings(&statement["Action"]) {
+                granted.push((action, resources.clone()));
+            }
+        }
+    }
+    granted
+}
+
+#[derive(Clone, Debug, Default)]
+struct Recorder(Arc<Mutex<BTreeSet<String>>>);
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "Recorder"
+    }
+
+    /// Both services speak JSON with `x-amz-target: <service>.<Operation>`.
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .ok_or("request without x-amz-target")?;
+        let (service, operation) = target.split_once('.').ok_or("malformed x-amz-target")?;
+        let service = match service {
+            s if s.starts_with("DynamoDB") => "dynamodb",
+            "AmazonSQS" => "sqs",
+            other => return Err(format!("unexpected service {other}").into()),
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .insert(format!("{service}:{operation}"));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> BTreeSet<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+/// Drives each function's handler through its real AWS adapters and returns the actions each
+/// one called.
+async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<String>> {
+    let config = emulator_config(endpoint).await;
+    let table = unique_name("template");
+    let setup_dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    ensure_table(&setup_dynamodb, &table).await.unwrap();
+    let setup_sqs = aws_sdk_sqs::Client::new(&config);
+    let settings = QueueSettings {
+        visibility_timeout: std::time::Duration::from_secs(30),
+        max_receive_count: 5,
+    };
+    let queues = ensure_queues(&setup_sqs, &unique_name("template"), settings)
+        .await
+        .unwrap();
+
+    let recorder = Recorder::default();
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .interceptor(recorder.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&config)
+            .interceptor(recorder.clone())
+            .build(),
+    );
+    let store = DynamoStore::new(dynamodb, table);
+    let queue = SqsQueue::new(sqs, queues.url);
+    let c = channel(&unique_name("template"));
+    let m = flight(&c, 3, &mut Rng::new(1));
+    let mut actions = HashMap::new();
+
+    let post = api_gateway_request(
+        Method::POST,
+        "/messages",
+        None,
+        HeaderMap::new(),
+        m[0].to_json().into_bytes(),
+    );
+    assert_eq!(ingest::handle(&queue, post).await.status(), 202);
+    actions.insert("ingest", recorder.take());
+
+    // A gap, its filling, and a resend: every path of the apply side.
+    for batch in [vec![&m[2], &m[1]], vec![&m[0]], vec![&m[0]]] {
+        let mut event = SqsEvent::default();
+        event.records = batch
+            .iter()
+            .map(|e| sqs_record(&unique_name("record"), e))
+            .collect();
+        let response = apply::handle(&store, event).await.unwrap();
+        assert!(response.batch_item_failures.is_empty());
+    }
+    actions.insert("apply", recorder.take());
+
+    for path in [
+        "/rockets",
+        &format!("/rockets/{c}"),
+        &format!("/rockets/{c}/events"),
+        "/health",
+    ] {
+        let get = api_gateway_request(Method::GET, path, None, HeaderMap::new(), Vec::new());
+        assert_eq!(query::handle(&store, get).await.status(), 200, "{path}");
+    }
+    actions.insert("query", recorder.take());
+    actions
+}
+
+/// Every SDK operation a source file sends, as IAM actions (`.put_item()` is `PutItem`).
+fn operations_in(source: &str, service: &str) -> BTreeSet<String> {
+    let flat: String = source.split_whitespace().collect();
+    flat.split(".client.")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("()").map(|(call, _)| call))
+        .map(|call| {
+            let pascal: String = call
+                .split('_')
+                .map(|word| word[..1].to_uppercase() + &word[1..])
+                .collect();
+            format!("{service}:{pascal}")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_action_the_code_calls_is_granted_and_nothing_more() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
+        return;
+    };
+    let template = template();
+    let recorded = recorded_actions(&endpoint).await;
+
+    // Whatever the store and queue adapters can send, the handlers above did send, so the
+    // recording is complete. The queue's consuming side is the local server's alone.
+    let dynamodb_ops = operations_in(include_str!("../../shared/src/aws/dynamo.rs"), "dynamodb");
+    let sqs_ops = operations_in(include_str!("../../shared/src/aws/sqs.rs"), "sqs");
+    let consumer_only: BTreeSet<String> = ["sqs:ReceiveMessage", "sqs:DeleteMessageBatch"]
+        .map(String::from)
+        .into();
+    let everything: BTreeSet<String> = recorded.values().flatten().cloned().collect();
+    for op in dynamodb_ops
+        .iter()
+        .chain(sqs_ops.difference(&consumer_only))
+    {
+        assert!(
+            everything.contains(op),
+            "{op} is in the code but no handler here called it"
+        );
+    }
+
+    for (function, name) in FUNCTIONS {
+        let granted = grants(&template, function);
+        let actions: BTreeSet<&str> = granted.iter().map(|(a, _)| a.as_str()).collect();
+        for action in &recorded[name] {
+            assert!(
+                actions.contains(action.as_str()),
+                "{function} calls {action}, not granted"
+            );
+        }
+        for (action, resources) in &granted {
+            assert!(
+                !action.contains('*'),
+                "{function}: wildcard action {action}"
+            );
+            let needed = recorded[name].contains(action)
+                || RUNTIME_ACTIONS.contains(&action.as_str())
+                || (name == "apply" && EVENT_SOURCE_ACTIONS.contains(&action.as_str()));
+            assert!(
+                needed,
+                "{function} is granted {action}, which it never calls"
+            );
+            if !action.starts_with("xray:") {
+                assert!(
+                    !resources.iter().any(|r| r == "*"),
+                    "{function}: {action} on *"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_route_is_routed_to_the_function_that_serves_it() {
+    let template = template();
+    for (function, name) in FUNCTIONS {
+        let mut routed = BTreeSet::new();
+        let events = resource(&template, function)["Properties"]["Events"].as_mapping();
+        for (_, event) in events.into_iter().flatten() {
+            if event["Type"] == "HttpApi" {
+                let method = text(&event["Properties"]["Method"]).to_string();
+                routed.insert((method, text(&event["Properties"]["Path"]).to_string()));
+                assert_eq!(text(&event["Properties"]["ApiId"]), "HttpApi");
+            }
+        }
+        let serves: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .filter(|(_, _, f)| match f {
+                Function::Ingest => name == "ingest",
+                Function::Query => name == "query",
+            })
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(routed, serves, "{function}");
+    }
+}
+
+#[test]
+fn every_environment_variable_a_function_reads_is_set() {
+    let template = template();
+    let mains = [
+        include_str!("../../functions/ingest/src/main.rs"),
+        include_str!("../../functions/apply/src/main.rs"),
+        include_str!("../../functions/query/src/main.rs"),
+    ];
+    for ((function, _), main) in FUNCTIONS.iter().zip(mains) {
+        let variables = &resource(&template, function)["Properties"]["Environment"]["Variables"];
+        let reads = [
+            ("SqsQueue::from_env", SqsQueue::ENV),
+            ("DynamoStore::from_env", DynamoStore::ENV),
+        ];
+        let mut read_any = false;
+        for (call, variable) in reads {
+            if main.contains(call) {
+                read_any = true;
+                assert!(
+                    !variables[variable].is_null(),
+                    "{function} reads {variable}, not set"
+                );
+            }
+        }
+        assert!(
+            read_any,
+            "{function} reads no configuration? the test needs updating"
+        );
+        assert!(
+            !main.contains("std::env::var"),
+            "{function} reads the environment directly"
+        );
+    }
+}
+
+#[test]
+fn the_settings_cfn_lint_does_not_check() {
+    let template = template();
+    let globals = &template["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Handler"], "bootstrap");
+    assert_eq!(globals["Tracing"], "Active");
+
+    for (function, binary) in FUNCTIONS {
+        let f = resource(&template, function);
+        assert_eq!(
+            f["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{function}"
+        );
+        assert_eq!(
+            f["Metadata"]["BuildProperties"]["Binary"], binary,
+            "{function}"
+        );
+        assert_eq!(
+            f["Properties"]["LoggingConfig"]["LogFormat"], "JSON",
+            "{function}"
+        );
+        let manifest = std::fs::read_to_string(format!(
+            "{}/../functions/{binary}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        assert!(
+            manifest.contains(&format!("name = \"{binary}\"")),
+            "{binary} is a workspace package"
+        );
+    }
+
+    let apply = &resource(&template, "ApplyFunction")["Properties"];
+    let source = &apply["Events"]["Messages"]["Properties"];
+    assert_eq!(apply["Events"]["Messages"]["Type"], "SQS");
+    assert_eq!(
+        strings(&source["FunctionResponseTypes"]),
+        ["ReportBatchItemFailures"]
+    );
+    let batch_size = source["BatchSize"].as_u64().unwrap();
+    assert!(
+        (1..=10).contains(&batch_size),
+        "a FIFO batch holds at most 10"
+    );
+    assert_eq!(text(&source["Queue"]), "MessageQueue.Arn");
+
+    let queue = &resource(&template, "MessageQueue")["Properties"];
+    let dead = &resource(&template, "DeadLetterQueue")["Properties"];
+    for q in [queue, dead] {
+        assert_eq!(q["FifoQueue"], true);
+        assert!(
+            text(&q["QueueName"]).ends_with(".fifo"),
+            "FIFO queue names end in .fifo"
+        );
+        assert_eq!(q["SqsManagedSseEnabled"], true, "encrypted at rest");
+    }
+    assert_eq!(
+        queue["ContentBasedDeduplication"], false,
+        "ingest sets deduplication ids"
+    );
+    let timeout = apply["Timeout"].as_u64().unwrap();
+    assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout);
+    assert_eq!(
+        text(&queue["RedrivePolicy"]["deadLetterTargetArn"]),
+        "DeadLetterQueue.Arn"
+    );
+    assert!(queue["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap() >= 2);
+    let allow = &dead["RedriveAllowPolicy"];
+    let permission = text(&allow["redrivePermission"]);
+    assert!(
+        ["allowAll", "denyAll", "byQueue"].contains(&permission),
+        "{permission}"
+    );
+    assert_eq!(permission, "byQueue");
+    let sources = strings(&allow["sourceQueueArns"]);
+    assert_eq!(sources.len(), 1);
+    let source_name = text(&queue["QueueName"]);
+    assert!(
+        sources[0].ends_with(&format!(":{source_name}")),
+        "only the source queue may redrive"
+    );
+
+    let table = &resource(&template, "RocketTable")["Properties"];
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    let indexes: BTreeSet<(String, String)> = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|index| {
+            let keys = index["KeySchema"].as_sequence().unwrap();
+            assert_eq!(keys[0]["AttributeName"], "st");
+            assert_eq!(index["Projection"]["ProjectionType"], "KEYS_ONLY");
+            (
+                text(&index["IndexName"]).to_string(),
+                text(&keys[1]["AttributeName"]).to_string(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = SortKey::ALL
+        .iter()
+        .map(|k| (index_name(*k), index_attribute(*k)))
+        .collect();
+    assert_eq!(
+        indexes, expected,
+        "one index per sort key, named as the code queries it"
+    );
+
+    for alarm in ["DeadLetterAlarm", "QueueAgeAlarm"] {
+        assert_eq!(resource(&template, alarm)["Type"], "AWS::CloudWatch::Alarm");
+    }
+    for output in ["ApiUrl", "QueueUrl", "DeadLetterQueueUrl", "TableName"] {
+        assert!(!template["Outputs"][output].is_null(), "output {output}");
+    }
+}
