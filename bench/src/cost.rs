@@ -1,0 +1,225 @@
+//! What a million messages cost on AWS: the real handlers driven against the emulators, every
+//! billable request counted, and DynamoDB's own ConsumedCapacity summed, then priced.
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use std::collections::HashSet;
+
+use lambda_http::http::Method;
+use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
+use rockets::aws::{DynamoStore, SqsQueue};
+use rockets::http::api_gateway_request;
+use rockets::message::Envelope;
+use rockets::ports::QueueConsumer;
+use rockets::testing::{Rng, channel, emulator_config, flight, unique_name};
+
+/// us-east-1 on-demand prices, as published on the date in the report.
+pub const PRICES_DATE: &str = "2026-11-22";
+const HTTP_API_PER_MILLION: f64 = 1.00;
+const LAMBDA_PER_MILLION: f64 = 0.20;
+const LAMBDA_ARM_PER_GB_SECOND: f64 = 0.000_013_333_4;
+const SQS_FIFO_PER_MILLION: f64 = 0.50;
+const DYNAMODB_WRITE_PER_MILLION: f64 = 0.625;
+const DYNAMODB_READ_PER_MILLION: f64 = 0.125;
+const MEMORY_GB: f64 = 128.0 / 1024.0;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Traffic {
+    pub name: &'static str,
+    pub shuffled: bool,
+    /// Records per apply invocation: 1 for a trickle, 10 when the queue is full.
+    pub batch: usize,
+}
+
+#[derive(Default, Debug)]
+pub struct Bill {
+    pub messages: u64,
+    pub http_requests: u64,
+    pub ingest_invocations: u64,
+    pub apply_invocations: u64,
+    pub sqs_sends: u64,
+    pub sqs_receives: u64,
+    pub sqs_deletes: u64,
+    pub read_units: f64,
+    pub write_units: f64,
+    pub ingest_ms: Vec<f64>,
+    pub apply_ms: Vec<f64>,
+}
+
+impl Bill {
+    fn per_message(&self, count: f64) -> f64 {
+        count / self.messages as f64
+    }
+
+    /// Lambda bills each invocation's duration rounded up to the millisecond.
+    fn gb_seconds(durations: &[f64]) -> f64 {
+        durations
+            .iter()
+            .map(|ms| ms.ceil() / 1000.0 * MEMORY_GB)
+            .sum()
+    }
+
+    /// Dollars per million messages, by service.
+    pub fn dollars_per_million(&self) -> [(&'static str, f64); 4] {
+        let scale = 1e6 / self.messages as f64;
+        let api = self.http_requests as f64 * HTTP_API_PER_MILLION / 1e6;
+        let invocations = (self.ingest_invocations + self.apply_invocations) as f64;
+        let lambda = invocations * LAMBDA_PER_MILLION / 1e6
+            + (Self::gb_seconds(&self.ingest_ms) + Self::gb_seconds(&self.apply_ms))
+                * LAMBDA_ARM_PER_GB_SECOND;
+        let sqs = (self.sqs_sends + self.sqs_receives + self.sqs_deletes) as f64
+            * SQS_FIFO_PER_MILLION
+            / 1e6;
+        let dynamodb = self.write_units * DYNAMODB_WRITE_PER_MILLION / 1e6
+            + self.read_units * DYNAMODB_READ_PER_MILLION / 1e6;
+        [
+            ("API Gateway", api * scale),
+            ("Lambda", lambda * scale),
+            ("SQS", sqs * scale),
+            ("DynamoDB", dynamodb * scale),
+        ]
+    }
+
+    pub fn row(&self, traffic: &Traffic) -> String {
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            crate::stats::quantile(&mut v, 0.5)
+        };
+        let dollars = self.dollars_per_million();
+        let total: f64 = dollars.iter().map(|(_, d)| d).sum();
+        format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} | {} | ${:.2} |",
+            traffic.name,
+            self.per_message(self.apply_invocations as f64),
+            self.per_message((self.sqs_sends + self.sqs_receives + self.sqs_deletes) as f64),
+            self.per_message(self.read_units),
+            self.per_message(self.write_units),
+            self.per_message(self.http_requests as f64),
+            self.per_message(self.ingest_invocations as f64),
+            median(&self.ingest_ms),
+            median(&self.apply_ms),
+            dollars
+                .iter()
+                .map(|(service, d)| format!("{service} ${d:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            total
+        )
+    }
+}
+
+/// Sends `rockets` flights of `length` messages through ingest and apply on the emulators.
+pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length: u64) -> Bill {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sqs_config = emulator_config(moto).await;
+        let sqs = aws_sdk_sqs::Client::new(&sqs_config);
+        let settings = QueueSettings {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+        };
+        let queues = ensure_queues(&sqs, &unique_name("cost"), settings)
+            .await
+            .expect("queues");
+        let queue = SqsQueue::new(sqs, queues.url);
+        let table_config = emulator_config(dynamodb).await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&table_config);
+        let table = unique_name("cost");
+        ensure_table(&dynamodb, &table).await.expect("table");
+        let store = DynamoStore::new(dynamodb, table);
+
+        let mut rng = Rng::new(rockets as u64 + length);
+        let flights: Vec<Vec<Envelope>> = (0..rockets)
+            .map(|i| {
+                flight(
+                    &channel(&unique_name(&format!("cost{i}"))),
+                    length,
+                    &mut rng,
+                )
+            })
+            .collect();
+        let mut arrivals: Vec<&Envelope> = if traffic.shuffled {
+            let mut all: Vec<&Envelope> = flights.iter().flatten().collect();
+            let originals = all.len();
+            for i in 0..originals {
+                if rng.chance(10) {
+                    all.push(all[i]);
+                }
+            }
+            rng.shuffle(&mut all);
+            all
+        } else {
+            // In order per rocket, rockets interleaved.
+            (0..length as usize)
+                .flat_map(|n| flights.iter().map(move |f| &f[n]))
+                .collect()
+        };
+        let mut bill = Bill {
+            messages: flights.iter().map(|f| f.len() as u64).sum(),
+            ..Bill::default()
+        };
+
+        // Messages on the queue and not yet applied. A resend within the deduplication window
+        // is accepted by SQS and dropped, so only first sends count.
+        let mut backlog = 0usize;
+        let mut sent = HashSet::new();
+        while !arrivals.is_empty() || backlog > 0 {
+            // A trickle: each message is applied before the next arrives. Full batches: the
+            // queue fills first and apply drains it ten at a time.
+            let take = if traffic.batch == 1 {
+                1
+            } else {
+                arrivals.len()
+            };
+            for message in arrivals.drain(..take.min(arrivals.len())) {
+                let request = api_gateway_request(
+                    Method::POST,
+                    "/messages",
+                    None,
+                    Default::default(),
+                    message.to_json().into_bytes(),
+                );
+                let begun = Instant::now();
+                let response = ingest::handle(&queue, request).await;
+                bill.ingest_ms.push(begun.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(response.status(), 202);
+                bill.http_requests += 1;
+                bill.ingest_invocations += 1;
+                bill.sqs_sends += 1;
+                if sent.insert((message.channel.clone(), message.number)) {
+                    backlog += 1;
+                }
+            }
+            let records = queue
+                .receive(traffic.batch, Duration::from_secs(1))
+                .await
+                .expect("receive");
+            bill.sqs_receives += 1;
+            if records.is_empty() {
+                continue;
+            }
+            backlog = backlog.saturating_sub(records.len());
+            let handles: Vec<String> = records
+                .iter()
+                .filter_map(|r| r.receipt_handle.clone())
+                .collect();
+            let mut event = SqsEvent::default();
+            event.records = records;
+            let begun = Instant::now();
+            let response = apply::handle(&store, event).await.expect("apply");
+            bill.apply_ms.push(begun.elapsed().as_secs_f64() * 1e3);
+            bill.apply_invocations += 1;
+            assert!(response.batch_item_failures.is_empty(), "{response:?}");
+            queue.delete(handles).await.expect("delete");
+            bill.sqs_deletes += 1;
+        }
+        bill.read_units = store.capacity().read_units();
+        bill.write_units = store.capacity().write_units();
+        bill
+    })
+}

@@ -1,0 +1,180 @@
+//! Pipeline throughput and latency: a load generator that behaves like the challenge's
+//! `rockets launch` (many rockets, concurrent senders, messages out of order and resent)
+//! against the local server on embedded backends, checked against the in-order fold.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rockets::embedded::QueueConfig;
+use rockets::message::Envelope;
+use rockets::rocket::Rocket;
+use rockets::testing::{HttpClient, Rng, channel, flight};
+use rockets_local::{LocalConfig, start_embedded};
+
+use crate::stats::micros;
+
+/// What one load run sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub rockets: usize,
+    pub messages_per_rocket: u64,
+    pub concurrency: usize,
+    /// Percentage of messages sent twice.
+    pub duplicate_percent: u64,
+    /// Pause between one sender's requests, as `--message-delay` does.
+    pub delay: Duration,
+    pub seed: u64,
+}
+
+/// What one load run measured.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub posts: usize,
+    pub accepted_per_second: f64,
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    pub latency_max_us: f64,
+    /// From the last POST's answer until every rocket showed its final state.
+    pub convergence_ms: f64,
+}
+
+/// Starts a fresh local server, runs the load against it, and verifies every rocket.
+pub fn run(load: Load) -> Run {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = LocalConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        pollers: 4,
+        batch_size: 10,
+        queue: QueueConfig::default(),
+    };
+    let server = runtime
+        .block_on(start_embedded(&config))
+        .expect("server starts");
+    let addr = server.addr();
+
+    let mut rng = Rng::new(load.seed);
+    let flights: Vec<Vec<Envelope>> = (0..load.rockets)
+        .map(|i| {
+            flight(
+                &channel(&format!("bench-{i}")),
+                load.messages_per_rocket,
+                &mut rng,
+            )
+        })
+        .collect();
+    let mut bodies: Vec<String> = flights.iter().flatten().map(Envelope::to_json).collect();
+    let originals = bodies.len();
+    for i in 0..originals {
+        if rng.chance(load.duplicate_percent) {
+            bodies.push(bodies[i].clone());
+        }
+    }
+    rng.shuffle(&mut bodies);
+    let bodies = Arc::new(bodies);
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..load.concurrency)
+        .map(|_| {
+            let (bodies, next) = (bodies.clone(), next.clone());
+            std::thread::spawn(move || send(addr, &bodies, &next, load.delay))
+        })
+        .collect();
+    let mut latencies: Vec<f64> = Vec::with_capacity(bodies.len());
+    for sender in senders {
+        latencies.extend(sender.join().expect("sender"));
+    }
+    let last_answer = Instant::now();
+    let sending = last_answer - started;
+    wait_for_convergence(addr, &flights);
+    let convergence = last_answer.elapsed();
+    drop(server);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    let posts = latencies.len();
+    Run {
+        posts,
+        accepted_per_second: posts as f64 / sending.as_secs_f64(),
+        latency_p50_us: crate::stats::quantile(&mut latencies, 0.5),
+        latency_p99_us: crate::stats::quantile(&mut latencies, 0.99),
+        latency_max_us: crate::stats::quantile(&mut latencies, 1.0),
+        convergence_ms: convergence.as_secs_f64() * 1e3,
+    }
+}
+
+/// One sender: takes the next message, posts it until accepted, records how long that took.
+fn send(addr: SocketAddr, bodies: &[String], next: &AtomicUsize, delay: Duration) -> Vec<f64> {
+    let mut client = HttpClient::new(addr);
+    let mut latencies = Vec::new();
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(body) = bodies.get(i) else {
+            return latencies;
+        };
+        let begun = Instant::now();
+        for attempt in 0.. {
+            assert!(attempt < 100, "message never accepted");
+            if let Ok((202, _)) = client.request("POST", "/messages", body) {
+                break;
+            }
+        }
+        latencies.push(micros(begun.elapsed()));
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
+/// Pages through `GET /rockets` until every rocket is complete, then checks each one against
+/// the in-order fold, so a fast wrong answer cannot pass.
+fn wait_for_convergence(addr: SocketAddr, flights: &[Vec<Envelope>]) {
+    let mut client = HttpClient::new(addr);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rockets = list_all(&mut client);
+        let complete = rockets.len() == flights.len()
+            && rockets.iter().all(|r| {
+                r.pending_messages == 0 && r.last_message_number == flights[0].len() as u64
+            });
+        if complete {
+            for flight in flights {
+                let expected = Rocket::fold(flight[0].channel.clone(), flight, Utc::now());
+                let got = rockets
+                    .iter()
+                    .find(|r| r.channel == expected.channel)
+                    .expect("every rocket listed");
+                assert!(got.same_state(&expected), "{got:?} != {expected:?}");
+            }
+            return;
+        }
+        assert!(Instant::now() < deadline, "the pipeline did not converge");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn list_all(client: &mut HttpClient) -> Vec<Rocket> {
+    let mut rockets = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/rockets?limit=1000&cursor={c}"),
+            None => "/rockets?limit=1000".to_string(),
+        };
+        let (status, body) = client.request("GET", &path, "").expect("list");
+        assert_eq!(status, 200, "{body}");
+        let mut page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let batch: Vec<Rocket> = serde_json::from_value(page["rockets"].take()).expect("rockets");
+        rockets.extend(batch);
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return rockets,
+        }
+    }
+}
