@@ -8,7 +8,7 @@ mod pipeline;
 mod stats;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -19,6 +19,8 @@ use stats::Summary;
 
 struct Options {
     quick: bool,
+    /// Run only these sections (core, listing, pipeline, cost, coldstart); all when empty.
+    only: Vec<String>,
     out: PathBuf,
     lambda_dir: PathBuf,
 }
@@ -26,6 +28,7 @@ struct Options {
 fn options() -> Options {
     let mut options = Options {
         quick: false,
+        only: Vec::new(),
         out: PathBuf::from("BENCHMARKS.md"),
         lambda_dir: PathBuf::from("target/lambda"),
     };
@@ -33,11 +36,12 @@ fn options() -> Options {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--only" => options.only.push(args.next().expect("--only SECTION")),
             "--out" => options.out = args.next().expect("--out FILE").into(),
             "--lambda-dir" => options.lambda_dir = args.next().expect("--lambda-dir DIR").into(),
             other => {
                 eprintln!(
-                    "usage: rockets-bench [--quick] [--out FILE] [--lambda-dir DIR]\nunknown argument {other}"
+                    "usage: rockets-bench [--quick] [--only SECTION]... [--out FILE] [--lambda-dir DIR]\nunknown argument {other}"
                 );
                 std::process::exit(2);
             }
@@ -59,31 +63,34 @@ fn main() {
         Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
 
-    section(
-        &mut report,
-        "The core: validating and folding",
-        &core(options.quick),
-    );
-    section(
-        &mut report,
-        "Listing at scale (embedded store)",
-        &listing(options.quick),
-    );
-    section(
-        &mut report,
-        "Pipeline throughput and latency (local server, embedded backends)",
-        &pipeline(options.quick),
-    );
-    section(
-        &mut report,
-        "Cost per million messages on AWS",
-        &costs(options.quick),
-    );
-    section(
-        &mut report,
-        "Cold start, memory and size",
-        &cold_starts(&options),
-    );
+    let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
+    let sections: [(&str, &str, &dyn Fn() -> String); 5] = [
+        ("core", "The core: validating and folding", &|| {
+            core(options.quick)
+        }),
+        ("listing", "Listing at scale (embedded store)", &|| {
+            listing(options.quick)
+        }),
+        (
+            "pipeline",
+            "Pipeline throughput and latency (local server, embedded backends)",
+            &|| pipeline(options.quick),
+        ),
+        ("cost", "Cost per million messages on AWS", &|| {
+            costs(options.quick)
+        }),
+        ("coldstart", "Cold start, memory and size", &|| {
+            cold_starts(&options)
+        }),
+    ];
+    for (name, title, measure) in sections {
+        if wanted(name) {
+            section(&mut report, title, &measure());
+        }
+    }
+    if let Ok(notes) = std::fs::read_to_string("bench/NOTES.md") {
+        report.push_str(&notes);
+    }
 
     std::fs::write(&options.out, &report).expect("write the report");
     eprintln!("wrote {}", options.out.display());
@@ -342,25 +349,46 @@ fn cold_starts(options: &Options) -> String {
     );
     let mut floor = 0.0;
     let mut verdicts = Vec::new();
+    // The SDK's HTTP client reads the system's CA store at init; where that is a directory of
+    // many files, pointing SSL_CERT_FILE at the single bundle makes it one read.
+    let bundle = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .into_iter()
+    .find(|path| Path::new(path).exists());
+    let mut with_bundle = env.to_vec();
+    if let Some(bundle) = bundle {
+        with_bundle.push(("SSL_CERT_FILE", bundle));
+    }
+    let mut variants: Vec<(&str, &str, &[(&str, &str)])> = Vec::new();
     for (function, event) in &functions {
+        variants.push((function, event, &env[..]));
+        if *function != "hello" && bundle.is_some() {
+            variants.push((function, event, &with_bundle[..]));
+        }
+    }
+    for (function, event, env) in variants {
+        let bundled = env.iter().any(|(k, _)| *k == "SSL_CERT_FILE");
         let measured =
-            coldstart::measure(&dir.join(function).join("bootstrap"), event, &env, runs, 20);
+            coldstart::measure(&dir.join(function).join("bootstrap"), event, env, runs, 20);
         let zip = std::fs::metadata(dir.join(function).join("bootstrap.zip")).map_or_else(
             |_| "–".to_string(),
             |m| format!("{:.0}", m.len() as f64 / 1024.0),
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {zip} |",
+            "| {}{} | {} | {} | {} | {} | {zip} |",
             measured.function,
+            if bundled { ", CA bundle file" } else { "" },
             measured.init_ms.show(2),
             measured.first_ms.show(2),
             measured.warm_ms.show(3),
             measured.peak_rss_mb.show(1)
         );
-        if *function == "hello" {
+        if function == "hello" {
             floor = measured.init_ms.median;
-        } else {
+        } else if !bundled {
             let zipped_mb = std::fs::metadata(dir.join(function).join("bootstrap.zip"))
                 .map_or(f64::MAX, |m| m.len() as f64 / 1024.0 / 1024.0);
             verdicts.push(format!(
@@ -378,7 +406,8 @@ fn cold_starts(options: &Options) -> String {
          runtime API on 127.0.0.1 and measures from exec to the function's first request for an \
          invocation (init), then one cold and twenty warm invocations; peak RSS is the process's \
          VmHWM. Events that touch no AWS service isolate the runtime and handler cost: an invalid \
-         message for ingest, `GET /health` for query, an empty batch for apply.\n\n{}",
+         message for ingest, `GET /health` for query, an empty batch for apply. The rows marked \
+         \"CA bundle file\" set `SSL_CERT_FILE` to the system's single CA bundle.\n\n{}",
         verdicts
             .iter()
             .map(|v| format!("- {v}"))

@@ -70,6 +70,21 @@ impl SortKey {
         self as usize
     }
 
+    /// Whether two states of one rocket stand at the same place in this key's order; cheaper
+    /// than comparing positions, which copy text.
+    pub fn same_value(self, a: &Rocket, b: &Rocket) -> bool {
+        match self {
+            SortKey::Channel => a.channel == b.channel,
+            SortKey::Type => a.rocket_type == b.rocket_type,
+            SortKey::Mission => a.mission == b.mission,
+            SortKey::Speed => a.speed == b.speed,
+            SortKey::Status => a.status == b.status,
+            SortKey::LaunchTime => a.launch_time == b.launch_time,
+            SortKey::LastMessageTime => a.last_message_time == b.last_message_time,
+            SortKey::LastMessageNumber => a.last_message_number == b.last_message_number,
+        }
+    }
+
     /// Where a rocket stands in this key's order.
     pub fn position(self, rocket: &Rocket) -> Position {
         let text = |v: &Option<String>| v.clone().map_or(SortValue::Null, SortValue::Text);

@@ -225,7 +225,7 @@ impl Envelope {
         }
         let root: WireRoot = serde_json::from_slice(body)
             .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
-        let metadata: WireMetadata = object(root.metadata, "metadata")?;
+        let metadata = root.metadata.object("metadata")?;
         let channel = Channel::parse(&string(metadata.channel, "metadata.channel")?)
             .map_err(|reason| ValidationError::invalid("metadata.channel", reason))?;
         let number = integer(metadata.message_number, "metadata.messageNumber", 1)?;
@@ -241,7 +241,7 @@ impl Envelope {
                     format!("must be one of {}", MESSAGE_TYPES.join(", ")),
                 )
             })?;
-        let body: WireBody = object(root.message, "message")?;
+        let body = root.message.object("message")?;
         let event = match index {
             0 => Event::Launched {
                 rocket_type: text(body.rocket_type, "message.type")?,
@@ -347,10 +347,81 @@ type Raw<'a> = Option<&'a RawValue>;
 
 #[derive(Deserialize)]
 struct WireRoot<'a> {
-    #[serde(borrow, default, deserialize_with = "raw")]
-    metadata: Raw<'a>,
-    #[serde(borrow, default, deserialize_with = "raw")]
-    message: Raw<'a>,
+    #[serde(borrow, default)]
+    metadata: Nested<WireMetadata<'a>>,
+    #[serde(borrow, default)]
+    message: Nested<WireBody<'a>>,
+}
+
+/// A field that should hold an object, read in the same pass as its parent: absent (or
+/// null), the object, or something else.
+#[derive(Default)]
+enum Nested<T> {
+    #[default]
+    Absent,
+    Object(T),
+    NotAnObject,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Nested<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Nested::Object)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Nested::Absent)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Nested::Absent)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<T> Nested<T> {
+    fn object(self, field: &'static str) -> Result<T, ValidationError> {
+        match self {
+            Nested::Object(value) => Ok(value),
+            Nested::Absent => Err(ValidationError::Missing { field }),
+            Nested::NotAnObject => Err(ValidationError::WrongType {
+                field,
+                expected: "an object",
+            }),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -391,21 +462,6 @@ fn raw<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Raw<'de>, D::Error>
 
 fn present<'a>(raw: Raw<'a>, field: &'static str) -> Result<&'a RawValue, ValidationError> {
     raw.ok_or(ValidationError::Missing { field })
-}
-
-fn object<'a, T: Deserialize<'a>>(raw: Raw<'a>, field: &'static str) -> Result<T, ValidationError> {
-    let raw = present(raw, field)?;
-    // Derived structs would also accept an array; the contract wants an object.
-    if !raw.get().starts_with('{') {
-        return Err(ValidationError::WrongType {
-            field,
-            expected: "an object",
-        });
-    }
-    serde_json::from_str(raw.get()).map_err(|e| ValidationError::Malformed {
-        field,
-        detail: format!("{field} is not a valid object: {e}"),
-    })
 }
 
 fn string<'a>(raw: Raw<'a>, field: &'static str) -> Result<Cow<'a, str>, ValidationError> {

@@ -3,9 +3,18 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use rockets::http::{ApiError, Route, api_path, json_response};
+use rockets::message::{Channel, MessageNumber};
 use rockets::message::{Envelope, MAX_BODY_BYTES};
 use rockets::ports::MessageQueue;
-use serde_json::json;
+use serde::Serialize;
+
+/// The 202 body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted<'a> {
+    channel: &'a Channel,
+    message_number: MessageNumber,
+}
 
 /// Answers 202 only once the queue has the message; a refusal from the queue is a 503 with
 /// `Retry-After`, so the sender resends and nothing is lost.
@@ -36,6 +45,9 @@ async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Result<Response
     tracing::debug!(channel = %message.channel, number = %message.number, "message queued");
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &json!({"channel": message.channel, "messageNumber": message.number}),
+        &Accepted {
+            channel: &message.channel,
+            message_number: message.number,
+        },
     ))
 }

@@ -205,7 +205,7 @@ impl EmbeddedQueue {
                 .push_back((expires, message.deduplication_id.clone()));
             state.push(&message.group_id, message.deduplication_id, message.body)
         };
-        self.wake.notify_waiters();
+        self.wake.notify_one();
         Some(id)
     }
 
@@ -266,7 +266,14 @@ impl EmbeddedQueue {
             notified.as_mut().enable();
             let batch = self.try_receive(max);
             let now = Instant::now();
-            if !batch.is_empty() || now >= deadline {
+            if !batch.is_empty() {
+                // One message wakes one poller; if it left work behind, pass the wake on.
+                if !self.lock().ready.is_empty() {
+                    self.wake.notify_one();
+                }
+                return batch;
+            }
+            if now >= deadline {
                 return batch;
             }
             let next_expiry = self.lock().leases.peek().map(|Reverse((at, _, _))| *at);
@@ -316,7 +323,7 @@ impl EmbeddedQueue {
             } else {
                 state.mark_ready(&group_id);
                 drop(guard);
-                self.wake.notify_waiters();
+                self.wake.notify_one();
             }
         }
         true

@@ -42,15 +42,13 @@ struct SortedIndex {
 impl SortedIndex {
     fn replace(&mut self, old: Option<&Rocket>, new: &Rocket) {
         for key in SortKey::ALL {
-            let position = key.position(new);
             if let Some(old) = old {
-                let old_position = key.position(old);
-                if old.status == new.status && old_position == position {
+                if old.status == new.status && key.same_value(old, new) {
                     continue;
                 }
-                self.sets[key.index()][old.status.index()].remove(&old_position);
+                self.sets[key.index()][old.status.index()].remove(&key.position(old));
             }
-            self.sets[key.index()][new.status.index()].insert(position);
+            self.sets[key.index()][new.status.index()].insert(key.position(new));
         }
     }
 
