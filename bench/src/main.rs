@@ -308,6 +308,9 @@ fn costs(quick: bool) -> String {
     out
 }
 
+/// Environment variables for a function process.
+type Environment<'a> = &'a [(&'a str, &'a str)];
+
 fn cold_starts(options: &Options) -> String {
     let dir = &options.lambda_dir;
     let functions = [
@@ -361,7 +364,7 @@ fn cold_starts(options: &Options) -> String {
     if let Some(bundle) = bundle {
         with_bundle.push(("SSL_CERT_FILE", bundle));
     }
-    let mut variants: Vec<(&str, &str, &[(&str, &str)])> = Vec::new();
+    let mut variants: Vec<(&str, &str, Environment)> = Vec::new();
     for (function, event) in &functions {
         variants.push((function, event, &env[..]));
         if *function != "hello" && bundle.is_some() {
