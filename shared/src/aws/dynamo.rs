@@ -364,6 +364,44 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// Every item of a channel whose sort key lies from `from` to `to`, following DynamoDB's
+    /// pages.
+    async fn query_range(
+        &self,
+        channel: &Channel,
+        from: &str,
+        to: &str,
+        consistent: bool,
+        what: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(channel.as_str()))
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to))
+                .consistent_read(consistent)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| store_error(what, e))?;
+            self.record(output.consumed_capacity(), false);
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// Up to `limit + 1` (index value, channel) pairs of one status, after the cursor.
     async fn index_page(
         &self,
@@ -417,35 +455,14 @@ impl ChannelStore for DynamoStore {
     async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
         let mut state = None;
         let mut parked = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(channel.as_str()))
-                .expression_attribute_values(":from", s(PARKED))
-                .expression_attribute_values(":to", s(STATE))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| store_error("load channel", e))?;
-            self.record(output.consumed_capacity(), false);
-            for item in output.items() {
-                if text(item, SK)? == STATE {
-                    state = Some((rocket(item)?, version(item)?));
-                } else {
-                    parked.push(envelope(item)?);
-                }
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
+        for item in self
+            .query_range(channel, PARKED, STATE, true, "load channel")
+            .await?
+        {
+            if text(&item, SK)? == STATE {
+                state = Some((rocket(&item)?, version(&item)?));
+            } else {
+                parked.push(envelope(&item)?);
             }
         }
         Ok(match state {
@@ -606,33 +623,12 @@ impl RocketReader for DynamoStore {
             (Some(from), Some(to)) => (sort_key(EVENT, from), sort_key(EVENT, to)),
             _ => return Ok(Some(Vec::new())),
         };
-        let mut events = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(channel.as_str()))
-                .expression_attribute_values(":from", s(from.clone()))
-                .expression_attribute_values(":to", s(to.clone()))
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| store_error("read history", e))?;
-            self.record(output.consumed_capacity(), false);
-            for item in output.items() {
-                events.push(envelope(item)?);
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() || events.len() >= limit {
-                break;
-            }
-        }
+        let mut events = self
+            .query_range(channel, &from, &to, false, "read history")
+            .await?
+            .iter()
+            .map(envelope)
+            .collect::<Result<Vec<_>, _>>()?;
         events.truncate(limit);
         Ok(Some(events))
     }
