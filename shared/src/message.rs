@@ -128,8 +128,6 @@ impl<'de> Deserialize<'de> for Channel {
 pub struct MessageNumber(u64);
 
 impl MessageNumber {
-    pub const FIRST: MessageNumber = MessageNumber(1);
-
     pub fn new(n: u64) -> Option<Self> {
         (n >= 1).then_some(Self(n))
     }

@@ -46,10 +46,6 @@ impl SqsQueue {
         ))
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Sends an already-prepared message.
     pub async fn send_queued(&self, message: QueuedMessage) -> Result<(), QueueError> {
         self.client

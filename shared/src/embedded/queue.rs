@@ -180,10 +180,6 @@ impl EmbeddedQueue {
         }
     }
 
-    pub fn config(&self) -> QueueConfig {
-        self.config
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

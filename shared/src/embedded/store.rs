@@ -94,15 +94,6 @@ impl EmbeddedStore {
         Self::default()
     }
 
-    /// How many channels are stored.
-    pub fn len(&self) -> usize {
-        self.read().channels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-applied commit (commit checks
         // first and then writes), so the data behind a poisoned lock is still consistent.
