@@ -1,17 +1,22 @@
 //! What a million messages cost on AWS: the real handlers driven against the emulators, every
 //! billable request counted, and DynamoDB's own ConsumedCapacity summed, then priced.
+//!
+//! Ingest sends to SQS on moto. Moto hands out at most one message per FIFO group per receive,
+//! where SQS fills a batch from one group first, so apply's batches come from an embedded FIFO
+//! queue that was sent the same messages and batches as SQS does: a backlog of one channel
+//! arrives ten messages at a time, and DynamoDB's cost per message is what it would be.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use std::collections::HashSet;
-
 use lambda_http::http::Method;
 use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets::aws::{DynamoStore, SqsQueue};
+use rockets::aws::{DynamoStore, SqsQueue, WriteUnits};
+use rockets::embedded::EmbeddedQueue;
 use rockets::http::api_gateway_request;
 use rockets::message::Envelope;
-use rockets::ports::QueueConsumer;
+use rockets::ports::{MessageQueue, QueueConsumer, QueueError};
 use rockets::testing::{Rng, channel, emulator_config, flight, unique_name};
 
 /// us-east-1 on-demand prices, as published on the date in the report.
@@ -42,7 +47,10 @@ pub struct Bill {
     pub sqs_receives: u64,
     pub sqs_deletes: u64,
     pub read_units: f64,
-    pub write_units: f64,
+    pub write_units: WriteUnits,
+    /// Strongly consistent DynamoDB reads, and the channels apply's batches held in all.
+    pub consistent_reads: u64,
+    pub batch_channels: u64,
     pub ingest_ms: Vec<f64>,
     pub apply_ms: Vec<f64>,
 }
@@ -71,7 +79,7 @@ impl Bill {
         let sqs = (self.sqs_sends + self.sqs_receives + self.sqs_deletes) as f64
             * SQS_FIFO_PER_MILLION
             / 1e6;
-        let dynamodb = self.write_units * DYNAMODB_WRITE_PER_MILLION / 1e6
+        let dynamodb = self.write_units.total() * DYNAMODB_WRITE_PER_MILLION / 1e6
             + self.read_units * DYNAMODB_READ_PER_MILLION / 1e6;
         [
             ("API Gateway", api * scale),
@@ -79,6 +87,34 @@ impl Bill {
             ("SQS", sqs * scale),
             ("DynamoDB", dynamodb * scale),
         ]
+    }
+
+    /// Write units per message: the state item, the rest, and all of them.
+    pub fn writes_per_message(&self) -> (f64, f64) {
+        (
+            self.per_message(self.write_units.state),
+            self.per_message(self.write_units.total()),
+        )
+    }
+
+    /// Strongly consistent reads per channel per batch.
+    pub fn consistent_reads_per_channel_batch(&self) -> f64 {
+        self.consistent_reads as f64 / self.batch_channels.max(1) as f64
+    }
+
+    /// Write units per message, by what was written.
+    pub fn writes_row(&self, traffic: &Traffic) -> String {
+        let w = &self.write_units;
+        format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            traffic.name,
+            self.per_message(w.state),
+            self.per_message(w.history),
+            self.per_message(w.parked),
+            self.per_message(w.indexes),
+            self.per_message(w.total()),
+            self.consistent_reads_per_channel_batch(),
+        )
     }
 
     pub fn row(&self, traffic: &Traffic) -> String {
@@ -94,7 +130,7 @@ impl Bill {
             self.per_message(self.apply_invocations as f64),
             self.per_message((self.sqs_sends + self.sqs_receives + self.sqs_deletes) as f64),
             self.per_message(self.read_units),
-            self.per_message(self.write_units),
+            self.per_message(self.write_units.total()),
             self.per_message(self.http_requests as f64),
             self.per_message(self.ingest_invocations as f64),
             median(&self.ingest_ms),
@@ -126,7 +162,12 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
         let queues = ensure_queues(&sqs, &unique_name("cost"), settings)
             .await
             .expect("queues");
-        let queue = SqsQueue::new(sqs, queues.url);
+        let sqs = SqsQueue::new(sqs, queues.url);
+        let batcher = EmbeddedQueue::new(Default::default());
+        let queue = Sent {
+            sqs: &sqs,
+            batcher: &batcher,
+        };
         let table_config = emulator_config(dynamodb).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&table_config);
         let table = unique_name("cost");
@@ -195,8 +236,7 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
                     backlog += 1;
                 }
             }
-            let records = queue
-                .receive(traffic.batch, Duration::from_secs(1))
+            let records = QueueConsumer::receive(&batcher, traffic.batch, Duration::ZERO)
                 .await
                 .expect("receive");
             bill.sqs_receives += 1;
@@ -204,6 +244,11 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
                 continue;
             }
             backlog = backlog.saturating_sub(records.len());
+            let channels: HashSet<_> = records
+                .iter()
+                .map(|r| r.attributes.get("MessageGroupId"))
+                .collect();
+            bill.batch_channels += channels.len() as u64;
             let handles: Vec<String> = records
                 .iter()
                 .filter_map(|r| r.receipt_handle.clone())
@@ -215,11 +260,27 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
             bill.apply_ms.push(begun.elapsed().as_secs_f64() * 1e3);
             bill.apply_invocations += 1;
             assert!(response.batch_item_failures.is_empty(), "{response:?}");
-            queue.delete(handles).await.expect("delete");
+            QueueConsumer::delete(&batcher, handles)
+                .await
+                .expect("delete");
             bill.sqs_deletes += 1;
         }
         bill.read_units = store.capacity().read_units();
         bill.write_units = store.capacity().write_units();
+        bill.consistent_reads = store.capacity().consistent_reads();
         bill
     })
+}
+
+/// Ingest's queue: SQS itself, and the embedded queue that batches for apply.
+struct Sent<'a> {
+    sqs: &'a SqsQueue,
+    batcher: &'a EmbeddedQueue,
+}
+
+impl MessageQueue for Sent<'_> {
+    async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
+        self.sqs.send(message).await?;
+        self.batcher.send(message).await
+    }
 }

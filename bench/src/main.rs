@@ -289,16 +289,42 @@ fn costs(quick: bool) -> String {
         "| traffic | apply invocations | SQS requests | DynamoDB RCU | DynamoDB WCU | API requests | ingest invocations | handler ms ingest / apply | $ per million messages, by service | total |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
+    let mut writes = String::from(
+        "| traffic | state | history | parked | indexes | total | strongly consistent reads per channel per batch |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut state_per_in_order_message: f64 = 0.0;
+    let mut reads_per_channel_batch: f64 = 0.0;
     for t in &traffic {
         let bill = cost::run(&moto, &dynamodb, *t, rockets, length);
         let _ = writeln!(out, "{}", bill.row(t));
+        let _ = writeln!(writes, "{}", bill.writes_row(t));
+        if !t.shuffled {
+            state_per_in_order_message =
+                state_per_in_order_message.max(bill.writes_per_message().0);
+        }
+        reads_per_channel_batch =
+            reads_per_channel_batch.max(bill.consistent_reads_per_channel_batch());
     }
+    let _ = writeln!(
+        out,
+        "\nDynamoDB write units per message, by what was written, and strongly consistent reads:\n\n\
+         {writes}\n\
+         Targets: at most one write unit of state change per in-order message ({}: {state_per_in_order_message:.2} at most), \
+         no more than one strongly consistent read per channel per batch ({}: {reads_per_channel_batch:.2} at most).",
+        mark(state_per_in_order_message <= 1.0),
+        mark(reads_per_channel_batch <= 1.0),
+    );
     let _ = writeln!(
         out,
         "\nCounts are per message ({rockets} rockets × {length} messages per row). The real ingest \
          and apply handlers run against SQS on moto and DynamoDB on DynamoDB Local; every API \
          request, invocation and SQS call is counted, and DynamoDB's own `ConsumedCapacity` \
-         (asked for on every call) is summed. Priced with us-east-1 on-demand rates as of {}: HTTP \
+         (asked for on every call, split by item and index) is summed. Moto hands out one message \
+         per FIFO group per receive, where SQS fills a batch from one group first, so apply's \
+         batches are formed from the same messages by the embedded FIFO queue, which batches as \
+         SQS does; \"one message per batch\" applies each message before the next is sent, \
+         \"full batches\" sends them all first. Priced with us-east-1 on-demand rates as of {}: HTTP \
          API $1.00/M requests, Lambda $0.20/M requests and $0.0000133334 per GB-s on arm64 \
          (128 MB, each invocation rounded up to 1 ms), SQS FIFO $0.50/M requests, DynamoDB \
          $0.625/M write units and $0.125/M read units. Handler times are measured against the \
@@ -315,6 +341,7 @@ fn cold_starts(options: &Options) -> String {
     let dir = &options.lambda_dir;
     let functions = [
         ("hello", "{}".to_string()),
+        ("hello-sdk", "{}".to_string()),
         (
             "ingest",
             std::fs::read_to_string("events/apigw-post-message-invalid.json").unwrap_or_default(),
@@ -344,35 +371,34 @@ fn cold_starts(options: &Options) -> String {
         ("AWS_ACCESS_KEY_ID", "bench"),
         ("AWS_SECRET_ACCESS_KEY", "bench"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
     ];
     let runs = if options.quick { 3 } else { 10 };
     let mut out = String::from(
         "| function | init (ms) | first invocation (ms) | warm invocation (ms) | peak RSS (MiB) | bootstrap.zip (KiB) |\n|---|---|---|---|---|---|\n",
     );
-    let mut floor = 0.0;
+    let (mut floor, mut sdk_floor) = (0.0, 0.0);
     let mut verdicts = Vec::new();
-    // The SDK's HTTP client reads the system's CA store at init; where that is a directory of
-    // many files, pointing SSL_CERT_FILE at the single bundle makes it one read.
+    // Deployed, the functions trust Amazon's five roots; `SSL_CERT_FILE` makes them load the
+    // system's whole CA store instead, as they all did before, for comparison in the same run.
     let bundle = [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
     ]
     .into_iter()
     .find(|path| Path::new(path).exists());
-    let mut with_bundle = env.to_vec();
+    let mut with_system_store = env.to_vec();
     if let Some(bundle) = bundle {
-        with_bundle.push(("SSL_CERT_FILE", bundle));
+        with_system_store.push(("SSL_CERT_FILE", bundle));
     }
     let mut variants: Vec<(&str, &str, Environment)> = Vec::new();
     for (function, event) in &functions {
         variants.push((function, event, &env[..]));
-        if *function != "hello" && bundle.is_some() {
-            variants.push((function, event, &with_bundle[..]));
+        if !function.starts_with("hello") && bundle.is_some() {
+            variants.push((function, event, &with_system_store[..]));
         }
     }
     for (function, event, env) in variants {
-        let bundled = env.iter().any(|(k, _)| *k == "SSL_CERT_FILE");
+        let system_store = env.iter().any(|(k, _)| *k == "SSL_CERT_FILE");
         let measured =
             coldstart::measure(&dir.join(function).join("bootstrap"), event, env, runs, 20);
         let zip = std::fs::metadata(dir.join(function).join("bootstrap.zip")).map_or_else(
@@ -383,7 +409,11 @@ fn cold_starts(options: &Options) -> String {
             out,
             "| {}{} | {} | {} | {} | {} | {zip} |",
             measured.function,
-            if bundled { ", CA bundle file" } else { "" },
+            if system_store {
+                ", system CA store"
+            } else {
+                ""
+            },
             measured.init_ms.show(2),
             measured.first_ms.show(2),
             measured.warm_ms.show(3),
@@ -391,12 +421,16 @@ fn cold_starts(options: &Options) -> String {
         );
         if function == "hello" {
             floor = measured.init_ms.median;
-        } else if !bundled {
+        } else if function == "hello-sdk" {
+            sdk_floor = measured.init_ms.median;
+        } else if !system_store {
             let zipped_mb = std::fs::metadata(dir.join(function).join("bootstrap.zip"))
                 .map_or(f64::MAX, |m| m.len() as f64 / 1024.0 / 1024.0);
             verdicts.push(format!(
-                "{function}: init within 1.5× the floor {}, RSS under 20 MB {}, zip under 5 MB {}",
+                "{function}: init within 1.5× the floor {} ({:.1}×; {:.1}× `hello-sdk`), RSS under 20 MB {}, zip under 5 MB {}",
                 mark(measured.init_ms.median <= 1.5 * floor),
+                measured.init_ms.median / floor,
+                measured.init_ms.median / sdk_floor,
                 mark(measured.peak_rss_mb.median < 20.0),
                 mark(zipped_mb < 5.0)
             ));
@@ -405,12 +439,16 @@ fn cold_starts(options: &Options) -> String {
     let _ = writeln!(
         out,
         "\nThe binaries are `cargo lambda build --release --x86-64` outputs; `hello` is the smallest \
-         `lambda_runtime` function, built the same way, as the floor. This tool serves the Lambda \
+         `lambda_runtime` function, built the same way, as the floor; `hello-sdk` is `hello` plus \
+         what any function that calls AWS builds at init (the SDK configuration, as these functions \
+         load it, and one client). This tool serves the Lambda \
          runtime API on 127.0.0.1 and measures from exec to the function's first request for an \
          invocation (init), then one cold and twenty warm invocations; peak RSS is the process's \
          VmHWM. Events that touch no AWS service isolate the runtime and handler cost: an invalid \
-         message for ingest, `GET /health` for query, an empty batch for apply. The rows marked \
-         \"CA bundle file\" set `SSL_CERT_FILE` to the system's single CA bundle.\n\n{}",
+         message for ingest, `GET /health` for query, an empty batch for apply. The functions run as \
+         deployed, trusting only Amazon Trust Services' five root certificates; the rows marked \
+         \"system CA store\" set `SSL_CERT_FILE`, which makes them load the system's whole store \
+         instead, as every function did before.\n\n{}",
         verdicts
             .iter()
             .map(|v| format!("- {v}"))

@@ -58,11 +58,37 @@ pub fn index_name(key: SortKey) -> String {
     format!("by-{}", key.as_str())
 }
 
-/// Read and write units consumed, as DynamoDB reported them, in thousandths.
+/// What the table's items cost to write, as DynamoDB reports it per item kind and for the
+/// listing indexes together.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WriteUnits {
+    pub state: f64,
+    pub history: f64,
+    pub parked: f64,
+    pub indexes: f64,
+}
+
+impl WriteUnits {
+    pub fn total(&self) -> f64 {
+        self.state + self.history + self.parked + self.indexes
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Written {
+    State,
+    History,
+    Parked,
+}
+
+/// Read and write units consumed, as DynamoDB reported them (in thousandths), and how many
+/// strongly consistent reads were made.
 #[derive(Default, Debug)]
 pub struct Capacity {
     read_milli: AtomicU64,
-    write_milli: AtomicU64,
+    consistent_reads: AtomicU64,
+    /// State, history, parked, indexes.
+    write_milli: [AtomicU64; 4],
 }
 
 impl Capacity {
@@ -70,9 +96,51 @@ impl Capacity {
         self.read_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
-    pub fn write_units(&self) -> f64 {
-        self.write_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    /// Strongly consistent requests (queries, gets), however many units each took.
+    pub fn consistent_reads(&self) -> u64 {
+        self.consistent_reads.load(Ordering::Relaxed)
     }
+
+    pub fn write_units(&self) -> WriteUnits {
+        let units = |i: usize| self.write_milli[i].load(Ordering::Relaxed) as f64 / 1000.0;
+        WriteUnits {
+            state: units(0),
+            history: units(1),
+            parked: units(2),
+            indexes: units(3),
+        }
+    }
+
+    fn add_read(&self, consumed: Option<&ConsumedCapacity>, consistent: bool) {
+        if consistent {
+            self.consistent_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(units) = consumed.and_then(ConsumedCapacity::capacity_units) {
+            self.read_milli.fetch_add(milli(units), Ordering::Relaxed);
+        }
+    }
+
+    /// Splits a write's units (requested as INDEXES) between the item and the indexes.
+    fn add_write(&self, consumed: Option<&ConsumedCapacity>, written: Written) {
+        let Some(total) = consumed.and_then(ConsumedCapacity::capacity_units) else {
+            return;
+        };
+        let table = consumed
+            .and_then(ConsumedCapacity::table)
+            .and_then(|t| t.capacity_units())
+            .unwrap_or(total);
+        let item = match written {
+            Written::State => 0,
+            Written::History => 1,
+            Written::Parked => 2,
+        };
+        self.write_milli[item].fetch_add(milli(table), Ordering::Relaxed);
+        self.write_milli[3].fetch_add(milli((total - table).max(0.0)), Ordering::Relaxed);
+    }
+}
+
+fn milli(units: f64) -> u64 {
+    (units * 1000.0).round() as u64
 }
 
 /// The rocket table, implementing both store ports.
@@ -186,22 +254,14 @@ impl DynamoStore {
         &self.capacity
     }
 
-    /// Adds what a call consumed (requested as TOTAL on every call) to the running totals.
-    fn record(&self, consumed: Option<&ConsumedCapacity>, write: bool) {
-        let Some(units) = consumed.and_then(ConsumedCapacity::capacity_units) else {
-            return;
-        };
-        let counter = if write {
-            &self.capacity.write_milli
-        } else {
-            &self.capacity.read_milli
-        };
-        counter.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
-    }
-
     /// Writes a message item unless another message is already stored there.
-    async fn put_once(&self, sk: String, message: &Envelope) -> Result<PutOnce, StoreError> {
-        let mut item = key(&message.channel, sk);
+    async fn put_once(&self, written: Written, message: &Envelope) -> Result<PutOnce, StoreError> {
+        let prefix = match written {
+            Written::History => EVENT,
+            Written::Parked => PARKED,
+            Written::State => unreachable!("the state item is written by put_state"),
+        };
+        let mut item = key(&message.channel, sort_key(prefix, message.number));
         let body = message.to_json();
         item.insert("body".into(), s(body.clone()));
         let result = self
@@ -213,12 +273,12 @@ impl DynamoStore {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":body", s(body))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
             .send()
             .await;
         match result {
             Ok(output) => {
-                self.record(output.consumed_capacity(), true);
+                self.capacity.add_write(output.consumed_capacity(), written);
                 Ok(PutOnce::Written)
             }
             Err(error) => {
@@ -267,7 +327,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .expression_attribute_names("#pk", PK)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes);
         let request = if expected_version == 0 {
             request.condition_expression("attribute_not_exists(#pk)")
         } else {
@@ -280,7 +340,8 @@ impl DynamoStore {
         };
         match request.send().await {
             Ok(output) => {
-                self.record(output.consumed_capacity(), true);
+                self.capacity
+                    .add_write(output.consumed_capacity(), Written::State);
                 Ok(true)
             }
             Err(error)
@@ -307,7 +368,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| store_error("get state", e))?;
-        self.record(output.consumed_capacity(), false);
+        self.capacity.add_read(output.consumed_capacity(), false);
         Ok(output.item)
     }
 
@@ -338,7 +399,7 @@ impl DynamoStore {
                     .await
                     .map_err(|e| store_error("batch get", e))?;
                 for consumed in output.consumed_capacity() {
-                    self.record(Some(consumed), false);
+                    self.capacity.add_read(Some(consumed), consistent);
                 }
                 if let Some(mut responses) = output.responses {
                     found.extend(responses.remove(&self.table).unwrap_or_default());
@@ -393,7 +454,8 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|e| store_error(what, e))?;
-            self.record(output.consumed_capacity(), false);
+            self.capacity
+                .add_read(output.consumed_capacity(), consistent);
             items.extend(output.items.unwrap_or_default());
             start = output.last_evaluated_key;
             if start.is_none() {
@@ -437,7 +499,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| store_error("query index", e))?;
-        self.record(output.consumed_capacity(), false);
+        self.capacity.add_read(output.consumed_capacity(), false);
         output
             .items()
             .iter()
@@ -489,11 +551,11 @@ impl ChannelStore for DynamoStore {
         let history = change
             .applied
             .iter()
-            .map(|m| self.put_once(sort_key(EVENT, m.number), m));
+            .map(|m| self.put_once(Written::History, m));
         let parked = change
             .parked
             .iter()
-            .map(|m| self.put_once(sort_key(PARKED, m.number), m));
+            .map(|m| self.put_once(Written::Parked, m));
         let (history, parked) = futures_util::join!(join_all(history), join_all(parked));
         let mut superseded = Vec::new();
         for written in history {
@@ -517,12 +579,14 @@ impl ChannelStore for DynamoStore {
                 .delete_item()
                 .table_name(&self.table)
                 .set_key(Some(key(channel, sort_key(PARKED, *n))))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
                 .send()
         });
         for removed in join_all(removals).await {
             match removed {
-                Ok(output) => self.record(output.consumed_capacity(), true),
+                Ok(output) => self
+                    .capacity
+                    .add_write(output.consumed_capacity(), Written::Parked),
                 // The next commit of this channel removes it; until then loading skips it.
                 Err(error) => {
                     tracing::warn!(%channel, error = %store_error("remove parked", error), "parked message left behind")
