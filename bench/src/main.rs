@@ -378,8 +378,9 @@ fn cold_starts(options: &Options) -> String {
     );
     let (mut floor, mut sdk_floor) = (0.0, 0.0);
     let mut verdicts = Vec::new();
-    // Deployed, the functions trust Amazon's five roots; `SSL_CERT_FILE` makes them load the
-    // system's whole CA store instead, as they all did before, for comparison in the same run.
+    // Deployed, the functions trust Amazon's five roots; `SSL_CERT_FILE` and `SSL_CERT_DIR`
+    // make them load the system's whole CA store instead, the bundle and the directory beside
+    // it, as they all did before, for comparison in the same run.
     let bundle = [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
@@ -389,6 +390,9 @@ fn cold_starts(options: &Options) -> String {
     let mut with_system_store = env.to_vec();
     if let Some(bundle) = bundle {
         with_system_store.push(("SSL_CERT_FILE", bundle));
+        if let Some(dir) = Path::new(bundle).parent().and_then(Path::to_str) {
+            with_system_store.push(("SSL_CERT_DIR", dir));
+        }
     }
     let mut variants: Vec<(&str, &str, Environment)> = Vec::new();
     for (function, event) in &functions {
@@ -447,8 +451,8 @@ fn cold_starts(options: &Options) -> String {
          VmHWM. Events that touch no AWS service isolate the runtime and handler cost: an invalid \
          message for ingest, `GET /health` for query, an empty batch for apply. The functions run as \
          deployed, trusting only Amazon Trust Services' five root certificates; the rows marked \
-         \"system CA store\" set `SSL_CERT_FILE`, which makes them load the system's whole store \
-         instead, as every function did before.\n\n{}",
+         \"system CA store\" set `SSL_CERT_FILE` and `SSL_CERT_DIR` to the system's bundle and its \
+         directory, which makes them load the whole store instead, as every function did before.\n\n{}",
         verdicts
             .iter()
             .map(|v| format!("- {v}"))

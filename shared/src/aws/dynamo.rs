@@ -704,6 +704,36 @@ mod tests {
     use crate::listing::SortValue;
     use chrono::{TimeZone, Utc};
 
+    #[test]
+    fn write_units_are_split_between_the_item_and_the_indexes() {
+        use aws_sdk_dynamodb::types::Capacity as Units;
+        let capacity = Capacity::default();
+        let state = ConsumedCapacity::builder()
+            .capacity_units(5.0)
+            .table(Units::builder().capacity_units(1.0).build())
+            .build();
+        capacity.add_write(Some(&state), Written::State);
+        // Without a breakdown (an emulator that reports only the total), it is all the item's.
+        let history = ConsumedCapacity::builder().capacity_units(1.0).build();
+        capacity.add_write(Some(&history), Written::History);
+        capacity.add_write(None, Written::Parked);
+        assert_eq!(
+            capacity.write_units(),
+            WriteUnits {
+                state: 1.0,
+                history: 1.0,
+                parked: 0.0,
+                indexes: 4.0
+            }
+        );
+        assert_eq!(capacity.write_units().total(), 6.0);
+        let read = ConsumedCapacity::builder().capacity_units(0.5).build();
+        capacity.add_read(Some(&read), true);
+        capacity.add_read(Some(&read), false);
+        assert_eq!(capacity.read_units(), 1.0);
+        assert_eq!(capacity.consistent_reads(), 1);
+    }
+
     fn position(value: SortValue, channel: &str) -> Position {
         Position {
             value,
