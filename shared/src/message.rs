@@ -221,7 +221,11 @@ impl Envelope {
         if !body.trim_ascii_start().starts_with(b"{") {
             return Err(malformed("body must be a JSON object".into()));
         }
-        let root: WireRoot = serde_json::from_slice(body)
+        // One UTF-8 check of the whole body up front; parsing from `&str` then skips a check
+        // per string.
+        let body = std::str::from_utf8(body)
+            .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
+        let root: WireRoot = serde_json::from_str(body)
             .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
         let metadata = root.metadata.object("metadata")?;
         let channel = Channel::parse(&string(metadata.channel, "metadata.channel")?)
@@ -464,6 +468,15 @@ fn present<'a>(raw: Raw<'a>, field: &'static str) -> Result<&'a RawValue, Valida
 
 fn string<'a>(raw: Raw<'a>, field: &'static str) -> Result<Cow<'a, str>, ValidationError> {
     let raw = present(raw, field)?;
+    // A raw value is valid JSON, so a quoted one without escapes is its own content.
+    if let Some(inner) = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
     serde_json::from_str::<Cow<'a, str>>(raw.get()).map_err(|_| ValidationError::WrongType {
         field,
         expected: "a string",
