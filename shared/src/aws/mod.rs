@@ -12,6 +12,7 @@ mod sqs;
 
 use std::time::Duration;
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -44,7 +45,13 @@ pub fn config_loader() -> aws_config::ConfigLoader {
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .tls_context(tls)
         .build_https();
-    aws_config::defaults(BehaviorVersion::latest())
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if credentials_in_environment(&names) {
+        // What the default chain would pick first, without building the rest of the chain (an
+        // STS client among them) at every cold start; Lambda always sets these.
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    loader
         .http_client(http_client)
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
@@ -58,6 +65,13 @@ pub fn config_loader() -> aws_config::ConfigLoader {
 /// Amazon Root CA 1 to 4 and Starfield Services Root Certificate Authority - G2, which
 /// cross-signs them (https://www.amazontrust.com/repository/).
 const AMAZON_TRUST_SERVICES: &str = include_str!("amazon-trust-services.pem");
+
+/// Whether the environment holds credentials, which the SDK's default chain tries first.
+fn credentials_in_environment(env_names: &[String]) -> bool {
+    ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .iter()
+        .all(|wanted| env_names.iter().any(|name| name == wanted))
+}
 
 /// Which root certificates the HTTP client trusts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +169,18 @@ mod tests {
             env.push(elsewhere.into());
             assert_eq!(Roots::for_environment(&env), Roots::System, "{elsewhere}");
         }
+    }
+
+    #[test]
+    fn credentials_from_the_environment_only_when_both_halves_are_there() {
+        let both = names(&[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ]);
+        assert!(credentials_in_environment(&both));
+        assert!(!credentials_in_environment(&names(&["AWS_ACCESS_KEY_ID"])));
+        assert!(!credentials_in_environment(&names(&["AWS_PROFILE"])));
     }
 
     #[tokio::test]
