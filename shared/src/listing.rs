@@ -4,6 +4,8 @@
 //! `desc` is the exact reverse of `asc`. A page ends at a [`Position`], and the next page starts
 //! strictly after it, so a walk visits each rocket once even while other rockets change.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -87,7 +89,7 @@ impl SortKey {
 
     /// Where a rocket stands in this key's order.
     pub fn position(self, rocket: &Rocket) -> Position {
-        let text = |v: &Option<String>| v.clone().map_or(SortValue::Null, SortValue::Text);
+        let text = |v: &Option<Arc<str>>| v.clone().map_or(SortValue::Null, SortValue::Text);
         let time = |v: &Option<chrono::DateTime<chrono::FixedOffset>>| {
             v.map_or(SortValue::Null, |t| SortValue::Time(t.with_timezone(&Utc)))
         };
@@ -122,7 +124,7 @@ pub enum Order {
 pub enum SortValue {
     Null,
     Int(i128),
-    Text(String),
+    Text(Arc<str>),
     Time(DateTime<Utc>),
 }
 

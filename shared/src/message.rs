@@ -165,9 +165,9 @@ impl fmt::Display for MessageNumber {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Event {
     Launched {
-        rocket_type: String,
+        rocket_type: Arc<str>,
         launch_speed: i64,
-        mission: String,
+        mission: Arc<str>,
     },
     SpeedIncreased {
         by: i64,
@@ -176,10 +176,10 @@ pub enum Event {
         by: i64,
     },
     MissionChanged {
-        new_mission: String,
+        new_mission: Arc<str>,
     },
     Exploded {
-        reason: String,
+        reason: Arc<str>,
     },
 }
 
@@ -484,12 +484,12 @@ fn string<'a>(raw: Raw<'a>, field: &'static str) -> Result<Cow<'a, str>, Validat
 }
 
 /// A free-text field of a message body: a string with at least one visible character.
-fn text(raw: Raw<'_>, field: &'static str) -> Result<String, ValidationError> {
+fn text(raw: Raw<'_>, field: &'static str) -> Result<Arc<str>, ValidationError> {
     let value = string(raw, field)?;
     if value.trim().is_empty() {
         return Err(ValidationError::invalid(field, "must not be empty"));
     }
-    Ok(value.into_owned())
+    Ok(Arc::from(value.as_ref()))
 }
 
 /// A JSON integer no smaller than `min` and no larger than `i64::MAX`.
@@ -830,7 +830,7 @@ mod tests {
     fn escaped_strings_are_decoded() {
         let doc = with(&["message", "mission"], json!("Mars \"Direct\" \u{1F680}"));
         match parse(&doc).unwrap().event {
-            Event::Launched { mission, .. } => assert_eq!(mission, "Mars \"Direct\" \u{1F680}"),
+            Event::Launched { mission, .. } => assert_eq!(&*mission, "Mars \"Direct\" \u{1F680}"),
             other => panic!("{other:?}"),
         }
     }

@@ -148,17 +148,17 @@ impl Timeline {
 
     /// The change to commit, or `None` when there is nothing to write.
     pub fn into_change(self) -> Option<ChannelChange> {
-        let newly_parked = self
-            .parked
-            .iter()
-            .filter(|(n, _)| self.stored_parked.binary_search(n).is_err())
-            .map(|(_, m)| m.clone())
-            .collect::<Vec<_>>();
         let unparked = self
             .stored_parked
             .iter()
             .filter(|n| !self.parked.contains_key(n))
             .copied()
+            .collect::<Vec<_>>();
+        let stored_parked = self.stored_parked;
+        let newly_parked = self
+            .parked
+            .into_values()
+            .filter(|m| stored_parked.binary_search(&m.number).is_err())
             .collect::<Vec<_>>();
         if self.applied.is_empty()
             && newly_parked.is_empty()

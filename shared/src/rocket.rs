@@ -1,5 +1,7 @@
 //! The state of one rocket and the fold that builds it from its messages in order.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -42,11 +44,11 @@ impl Status {
 pub struct Rocket {
     pub channel: Channel,
     #[serde(rename = "type")]
-    pub rocket_type: Option<String>,
-    pub mission: Option<String>,
+    pub rocket_type: Option<Arc<str>>,
+    pub mission: Option<Arc<str>>,
     pub speed: i64,
     pub status: Status,
-    pub explosion_reason: Option<String>,
+    pub explosion_reason: Option<Arc<str>>,
     pub launch_time: Option<DateTime<FixedOffset>>,
     /// The highest message number applied; 0 before the first.
     pub last_message_number: u64,
