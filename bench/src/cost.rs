@@ -125,10 +125,12 @@ impl Bill {
         let dollars = self.dollars_per_million();
         let total: f64 = dollars.iter().map(|(_, d)| d).sum();
         format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} | {} | ${:.2} |",
+            "| {} | {:.2} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} | {} | ${:.2} |",
             traffic.name,
             self.per_message(self.apply_invocations as f64),
-            self.per_message((self.sqs_sends + self.sqs_receives + self.sqs_deletes) as f64),
+            self.per_message(self.sqs_sends as f64),
+            self.per_message(self.sqs_receives as f64),
+            self.per_message(self.sqs_deletes as f64),
             self.per_message(self.read_units),
             self.per_message(self.write_units.total()),
             self.per_message(self.http_requests as f64),

@@ -286,7 +286,7 @@ fn costs(quick: bool) -> String {
         },
     ];
     let mut out = String::from(
-        "| traffic | apply invocations | SQS requests | DynamoDB RCU | DynamoDB WCU | API requests | ingest invocations | handler ms ingest / apply | $ per million messages, by service | total |\n\
+        "| traffic | apply invocations | SQS send / receive / delete | DynamoDB RCU | DynamoDB WCU | API requests | ingest invocations | handler ms ingest / apply | $ per million messages, by service | total |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut writes = String::from(
@@ -324,7 +324,9 @@ fn costs(quick: bool) -> String {
          per FIFO group per receive, where SQS fills a batch from one group first, so apply's \
          batches are formed from the same messages by the embedded FIFO queue, which batches as \
          SQS does; \"one message per batch\" applies each message before the next is sent, \
-         \"full batches\" sends them all first. Priced with us-east-1 on-demand rates as of {}: HTTP \
+         \"full batches\" sends them all first. A batch costs one receive and one batch delete, as \
+         Lambda's event source mapping makes them; its empty long polls while the queue is idle \
+         cost by the hour, not by the message, and are left out. Priced with us-east-1 on-demand rates as of {}: HTTP \
          API $1.00/M requests, Lambda $0.20/M requests and $0.0000133334 per GB-s on arm64 \
          (128 MB, each invocation rounded up to 1 ms), SQS FIFO $0.50/M requests, DynamoDB \
          $0.625/M write units and $0.125/M read units. Handler times are measured against the \
