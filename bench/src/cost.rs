@@ -89,12 +89,9 @@ impl Bill {
         ]
     }
 
-    /// Write units per message: the state item, the rest, and all of them.
-    pub fn writes_per_message(&self) -> (f64, f64) {
-        (
-            self.per_message(self.write_units.state),
-            self.per_message(self.write_units.total()),
-        )
+    /// Write units of the state item per message.
+    pub fn state_writes_per_message(&self) -> f64 {
+        self.per_message(self.write_units.state)
     }
 
     /// Strongly consistent reads per channel per batch.

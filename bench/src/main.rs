@@ -301,7 +301,7 @@ fn costs(quick: bool) -> String {
         let _ = writeln!(writes, "{}", bill.writes_row(t));
         if !t.shuffled {
             state_per_in_order_message =
-                state_per_in_order_message.max(bill.writes_per_message().0);
+                state_per_in_order_message.max(bill.state_writes_per_message());
         }
         reads_per_channel_batch =
             reads_per_channel_batch.max(bill.consistent_reads_per_channel_batch());

@@ -74,12 +74,16 @@ impl WriteUnits {
     }
 }
 
+/// What a write was for; the discriminant is its counter in [`Capacity`].
 #[derive(Clone, Copy)]
 enum Written {
-    State,
-    History,
-    Parked,
+    State = 0,
+    History = 1,
+    Parked = 2,
 }
+
+/// The counter in [`Capacity`] for the listing indexes, after those of [`Written`].
+const INDEXES: usize = 3;
 
 /// Read and write units consumed, as DynamoDB reported them (in thousandths), and how many
 /// strongly consistent reads were made.
@@ -104,10 +108,10 @@ impl Capacity {
     pub fn write_units(&self) -> WriteUnits {
         let units = |i: usize| self.write_milli[i].load(Ordering::Relaxed) as f64 / 1000.0;
         WriteUnits {
-            state: units(0),
-            history: units(1),
-            parked: units(2),
-            indexes: units(3),
+            state: units(Written::State as usize),
+            history: units(Written::History as usize),
+            parked: units(Written::Parked as usize),
+            indexes: units(INDEXES),
         }
     }
 
@@ -129,13 +133,8 @@ impl Capacity {
             .and_then(ConsumedCapacity::table)
             .and_then(|t| t.capacity_units())
             .unwrap_or(total);
-        let item = match written {
-            Written::State => 0,
-            Written::History => 1,
-            Written::Parked => 2,
-        };
-        self.write_milli[item].fetch_add(milli(table), Ordering::Relaxed);
-        self.write_milli[3].fetch_add(milli((total - table).max(0.0)), Ordering::Relaxed);
+        self.write_milli[written as usize].fetch_add(milli(table), Ordering::Relaxed);
+        self.write_milli[INDEXES].fetch_add(milli((total - table).max(0.0)), Ordering::Relaxed);
     }
 }
 

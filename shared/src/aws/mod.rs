@@ -16,6 +16,7 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
@@ -37,14 +38,6 @@ pub fn config_loader() -> aws_config::ConfigLoader {
     let names: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .collect();
-    let tls = TlsContext::builder()
-        .with_trust_store(Roots::for_environment(&names).trust_store())
-        .build()
-        .expect("a TLS context without extra server names builds");
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .tls_context(tls)
-        .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if credentials_in_environment(&names) {
         // What the default chain would pick first, without building the rest of the chain (an
@@ -52,7 +45,7 @@ pub fn config_loader() -> aws_config::ConfigLoader {
         loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
     }
     loader
-        .http_client(http_client)
+        .http_client(Roots::for_environment(&names).http_client())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
             TimeoutConfig::builder()
@@ -99,13 +92,22 @@ impl Roots {
         }
     }
 
-    fn trust_store(self) -> TrustStore {
-        match self {
+    /// An HTTPS client, rustls on ring, trusting these roots.
+    fn http_client(self) -> SharedHttpClient {
+        let trust_store = match self {
             Roots::AmazonTrustServices => {
                 TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES)
             }
             Roots::System => TrustStore::default(),
-        }
+        };
+        let tls = TlsContext::builder()
+            .with_trust_store(trust_store)
+            .build()
+            .expect("a TLS context without extra server names builds");
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .tls_context(tls)
+            .build_https()
     }
 }
 
@@ -191,18 +193,10 @@ mod tests {
                 .count(),
             5
         );
-        let tls = TlsContext::builder()
-            .with_trust_store(Roots::AmazonTrustServices.trust_store())
-            .build()
-            .unwrap();
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .tls_context(tls)
-            .build_https();
         let config = aws_sdk_sqs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .http_client(http_client)
+            .http_client(Roots::AmazonTrustServices.http_client())
             .build();
         // Building the client builds its TLS connector, which panics on a certificate it
         // cannot parse.
