@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rockets::embedded::QueueConfig;
 use rockets::message::Envelope;
 use rockets::rocket::Rocket;
 use rockets::testing::{HttpClient, Rng, channel, flight};
@@ -48,12 +47,7 @@ pub fn run(load: Load) -> Run {
         .enable_all()
         .build()
         .expect("runtime");
-    let config = LocalConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        pollers: 4,
-        batch_size: 10,
-        queue: QueueConfig::default(),
-    };
+    let config = LocalConfig::ephemeral();
     let server = runtime
         .block_on(start_embedded(&config))
         .expect("server starts");

@@ -7,21 +7,30 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use futures_util::FutureExt as _;
 use rockets::ports::{ChannelStore, QueueConsumer};
+use tokio::sync::watch;
+
+use crate::activity::Activity;
 
 /// How long one receive waits for a message: the longest SQS long poll.
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 
-/// Feeds batches from `source` to the apply handler until the task is dropped.
+/// Feeds batches from `source` to the apply handler until `stop` turns true; a batch already
+/// received is applied and deleted first.
 pub async fn pump<C: QueueConsumer, S: ChannelStore>(
     source: Arc<C>,
     store: Arc<S>,
     batch_size: usize,
+    activity: Arc<Activity>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let records = match source.receive(batch_size, LONG_POLL).await {
+    while !*stop.borrow() {
+        let received = tokio::select! {
+            received = source.receive(batch_size, LONG_POLL) => received,
+            _ = stop.changed() => return,
+        };
+        let records = match received {
             Ok(records) => records,
             Err(error) => {
                 tracing::warn!(%error, "receive failed; retrying");
@@ -36,18 +45,28 @@ pub async fn pump<C: QueueConsumer, S: ChannelStore>(
             .iter()
             .filter_map(|r| Some((r.message_id.clone()?, r.receipt_handle.clone()?)))
             .collect();
-        let mut event = SqsEvent::default();
-        event.records = records;
         // A panicking handler fails its invocation, as in Lambda; the batch comes back.
-        let outcome = AssertUnwindSafe(apply::handle(&*store, event))
+        let outcome = AssertUnwindSafe(apply::apply_batch(&*store, &records))
             .catch_unwind()
             .await;
         let failed: HashSet<String> = match outcome {
-            Ok(Ok(response)) => response
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect(),
+            Ok(Ok((response, summary))) => {
+                tracing::debug!(
+                    records = records.len(),
+                    applied = summary.applied,
+                    parked = summary.parked,
+                    duplicates = summary.duplicates,
+                    conflicts = summary.conflicts,
+                    failed = summary.failed,
+                    "batch done"
+                );
+                activity.record_batch(&summary);
+                response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect()
+            }
             Ok(Err(error)) => {
                 tracing::error!(%error, "batch failed as a whole");
                 continue;

@@ -1,61 +1,159 @@
 //! The whole pipeline in one process: the ingest and query handlers behind an HTTP server, the
-//! apply handler behind an in-process event source, on embedded backends.
+//! apply handler behind an in-process event source, on embedded backends or AWS ones.
 //!
 //! Every HTTP request becomes the API Gateway HTTP API event Lambda would receive, converted by
 //! lambda_http itself, so the handler code that runs here is the code that runs in Lambda.
+//!
+//! - [`front`]: listeners, connection limits and timeouts, graceful shutdown.
+//! - [`event_source`]: what Lambda's SQS event source mapping does, in process.
+//! - [`activity`]: counters and the periodic one-line summary.
+//! - [`limits`]: the open-file limit.
+//! - [`launch`]: a load generator that behaves like the challenge's `rockets launch`.
 
+pub mod activity;
 pub mod event_source;
+pub mod front;
+pub mod launch;
+pub mod limits;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
 use rockets::aws::{DynamoStore, SqsQueue};
 use rockets::config::{self, ConfigError};
 use rockets::embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 use rockets::http::{ApiError, Function, Route, api_gateway_request};
-use rockets::ports::{MessageQueue, RocketReader};
+use rockets::message::ValidationError;
+use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RocketReader};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use activity::{Activity, DepthProbe};
+use front::{Front, FrontConfig, Handler};
 
 /// API Gateway's own limit on a request body; larger bodies never reach a function.
 const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
 
+/// Where the server listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// 127.0.0.1 and ::1 on this port, so `localhost` works whichever of the two a client
+    /// resolves it to; never another interface.
+    Loopback(u16),
+    /// Exactly this address.
+    Addr(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    /// `HOST:PORT` with an IP address, or `localhost:PORT` for both loopback addresses.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(port) = text.strip_prefix("localhost:") {
+            return port
+                .parse()
+                .map(Listen::Loopback)
+                .map_err(|e| format!("{text}: {e}"));
+        }
+        text.parse()
+            .map(Listen::Addr)
+            .map_err(|e| format!("{text}: {e} (expected IP:PORT or localhost:PORT)"))
+    }
+}
+
+impl Listen {
+    async fn bind(self) -> std::io::Result<Vec<TcpListener>> {
+        match self {
+            Listen::Addr(addr) => Ok(vec![TcpListener::bind(addr).await?]),
+            Listen::Loopback(port) => {
+                let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+                let port = v4.local_addr()?.port();
+                let mut listeners = vec![v4];
+                match TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
+                    Ok(v6) => listeners.push(v6),
+                    Err(error) => {
+                        tracing::info!(%error, "not listening on [::1]; IPv4 loopback only")
+                    }
+                }
+                Ok(listeners)
+            }
+        }
+    }
+}
+
 /// Settings, from `ROCKETS_*` environment variables.
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
-    pub addr: SocketAddr,
+    pub listen: Listen,
     /// Concurrent event-source pollers, like Lambda's concurrent apply invocations.
     pub pollers: usize,
     pub batch_size: usize,
     pub queue: QueueConfig,
+    pub front: FrontConfig,
+    /// How often the activity summary is logged while something happens.
+    pub report_every: Duration,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            listen: Listen::Loopback(8088),
+            pollers: 4,
+            batch_size: 10,
+            queue: QueueConfig::default(),
+            front: FrontConfig::default(),
+            report_every: Duration::from_secs(5),
+        }
+    }
 }
 
 impl LocalConfig {
+    /// The defaults on 127.0.0.1 and a port the system picks, for tests and benchmarks.
+    pub fn ephemeral() -> Self {
+        LocalConfig {
+            listen: Listen::Addr(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            ..LocalConfig::default()
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
-        let defaults = QueueConfig::default();
+        let d = LocalConfig::default();
+        let max_connections = config::parsed("ROCKETS_MAX_CONNECTIONS", 0usize)?;
         Ok(LocalConfig {
-            addr: config::parsed("ROCKETS_ADDR", SocketAddr::from(([127, 0, 0, 1], 8088)))?,
-            pollers: config::parsed("ROCKETS_POLLERS", 4)?,
-            batch_size: config::parsed("ROCKETS_BATCH_SIZE", 10)?,
+            listen: config::parsed("ROCKETS_ADDR", d.listen)?,
+            pollers: config::parsed("ROCKETS_POLLERS", d.pollers)?,
+            batch_size: config::parsed("ROCKETS_BATCH_SIZE", d.batch_size)?,
             queue: QueueConfig {
                 visibility_timeout: config::millis(
                     "ROCKETS_VISIBILITY_TIMEOUT_MS",
-                    defaults.visibility_timeout,
+                    d.queue.visibility_timeout,
                 )?,
                 max_receive_count: config::parsed(
                     "ROCKETS_MAX_RECEIVE_COUNT",
-                    defaults.max_receive_count,
+                    d.queue.max_receive_count,
                 )?,
-                deduplication_window: defaults.deduplication_window,
+                deduplication_window: d.queue.deduplication_window,
             },
+            front: FrontConfig {
+                header_read_timeout: config::millis(
+                    "ROCKETS_HEADER_TIMEOUT_MS",
+                    d.front.header_read_timeout,
+                )?,
+                body_read_timeout: config::millis(
+                    "ROCKETS_BODY_TIMEOUT_MS",
+                    d.front.body_read_timeout,
+                )?,
+                idle_timeout: config::millis("ROCKETS_IDLE_TIMEOUT_MS", d.front.idle_timeout)?,
+                max_connections: (max_connections > 0).then_some(max_connections),
+                shutdown_grace: d.front.shutdown_grace,
+            },
+            report_every: config::millis("ROCKETS_REPORT_MS", d.report_every)?,
         })
     }
 }
@@ -77,28 +175,87 @@ impl<Q, S> Clone for Backends<Q, S> {
 
 /// A running local server; dropping it stops everything it started.
 pub struct LocalServer {
-    addr: SocketAddr,
+    front: Front,
     pub embedded: Option<Backends<EmbeddedQueue, EmbeddedStore>>,
+    pub activity: Arc<Activity>,
+    stop_pollers: watch::Sender<bool>,
+    pollers: JoinSet<()>,
     tasks: JoinSet<()>,
 }
 
 impl LocalServer {
+    /// The first listener's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.front.addrs()[0]
     }
 
-    /// Runs until the server fails or the process is asked to stop.
-    pub async fn wait(mut self) {
+    pub fn addrs(&self) -> &[SocketAddr] {
+        self.front.addrs()
+    }
+
+    pub fn front(&self) -> &Front {
+        &self.front
+    }
+
+    /// Runs until a task fails (an error) or SIGINT/SIGTERM asks it to stop, then stops
+    /// gracefully; a second signal during that exits the process at once.
+    pub async fn wait(mut self) -> Result<(), &'static str> {
         tokio::select! {
-            _ = self.tasks.join_next() => tracing::error!("a server task ended unexpectedly"),
-            _ = shutdown_signal() => tracing::info!("stopping"),
+            _ = self.tasks.join_next() => return Err("a server task ended unexpectedly"),
+            _ = stop_signal() => {}
         }
+        tracing::info!("stopping: no new connections; finishing requests and batches in flight");
+        tokio::select! {
+            clean = self.shutdown() => {
+                if clean {
+                    tracing::info!("stopped");
+                } else {
+                    tracing::warn!("stopped; some requests or batches did not finish in time");
+                }
+                Ok(())
+            }
+            _ = stop_signal() => {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    }
+
+    /// Stops accepting, answers the requests in flight, lets each poller finish its batch.
+    /// True if everything finished within the grace period.
+    pub async fn shutdown(&mut self) -> bool {
+        let front_done = self.front.shutdown().await;
+        let _ = self.stop_pollers.send(true);
+        let grace = self.front.grace();
+        let pollers_done = tokio::time::timeout(grace, async {
+            while self.pollers.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        self.tasks.abort_all();
+        front_done && pollers_done
     }
 }
 
-async fn shutdown_signal() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -108,7 +265,9 @@ pub async fn start_embedded(config: &LocalConfig) -> std::io::Result<LocalServer
         queue: Arc::new(EmbeddedQueue::new(config.queue)),
         store: Arc::new(EmbeddedStore::new()),
     };
-    let mut server = start(config, backends.clone(), backends.clone()).await?;
+    let queue = backends.queue.clone();
+    let probe: DepthProbe = Box::new(move || queue.depth());
+    let mut server = start(config, backends.clone(), backends.clone(), Some(probe)).await?;
     server.embedded = Some(backends);
     Ok(server)
 }
@@ -124,7 +283,7 @@ pub async fn start_aws(
         queue: Arc::new(queue),
         store: Arc::new(store),
     };
-    start(config, backends.clone(), backends).await
+    start(config, backends.clone(), backends, None).await
 }
 
 /// Starts the HTTP server on `http` and the event source pollers on `events`.
@@ -132,100 +291,128 @@ pub async fn start<Q, R, E, S>(
     config: &LocalConfig,
     http: Backends<Q, R>,
     events: Backends<E, S>,
+    depth: Option<DepthProbe>,
 ) -> std::io::Result<LocalServer>
 where
     Q: MessageQueue + 'static,
     R: RocketReader + 'static,
-    E: rockets::ports::QueueConsumer + 'static,
-    S: rockets::ports::ChannelStore + 'static,
+    E: QueueConsumer + 'static,
+    S: ChannelStore + 'static,
 {
-    let listener = TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
-    let mut tasks = JoinSet::new();
+    let listeners = config.listen.bind().await?;
+    let activity = Arc::new(Activity::default());
+    let (stop_pollers, stopped) = watch::channel(false);
+    let mut pollers = JoinSet::new();
     for _ in 0..config.pollers.max(1) {
-        tasks.spawn(event_source::pump(
+        pollers.spawn(event_source::pump(
             events.queue.clone(),
             events.store.clone(),
             config.batch_size.clamp(1, 10),
+            activity.clone(),
+            stopped.clone(),
         ));
     }
-    tasks.spawn(accept_loop(listener, http));
-    tracing::info!(%addr, pollers = config.pollers, "serving POST /messages, GET /rockets, GET /rockets/{{channel}}[/events], GET /health");
+    let api = Arc::new(Api {
+        backends: http,
+        activity: activity.clone(),
+        body_read_timeout: config.front.body_read_timeout,
+    });
+    let mut tasks = JoinSet::new();
+    let front = Front::start(listeners, api, config.front, &mut tasks)?;
+    tasks.spawn(activity::report(
+        activity.clone(),
+        front.stats.clone(),
+        depth,
+        config.report_every,
+    ));
+    let addrs: Vec<String> = front.addrs().iter().map(ToString::to_string).collect();
+    tracing::info!(
+        addrs = addrs.join(" "),
+        pollers = config.pollers,
+        max_connections = front.connection_cap(),
+        "serving POST /messages, GET /rockets, GET /rockets/{{channel}}[/events], GET /health"
+    );
     Ok(LocalServer {
-        addr,
+        front,
         embedded: None,
+        activity,
+        stop_pollers,
+        pollers,
         tasks,
     })
 }
 
-async fn accept_loop<Q, R>(listener: TcpListener, backends: Backends<Q, R>)
-where
-    Q: MessageQueue + 'static,
-    R: RocketReader + 'static,
-{
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let backends = backends.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let backends = backends.clone();
-                async move { Ok::<_, Infallible>(dispatch(&backends, request).await) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+/// The API as API Gateway presents it: routes each request to its function.
+struct Api<Q, R> {
+    backends: Backends<Q, R>,
+    activity: Arc<Activity>,
+    body_read_timeout: Duration,
+}
+
+impl<Q: MessageQueue + 'static, R: RocketReader + 'static> Handler for Api<Q, R> {
+    async fn call(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let is_post = request.uri().path() == "/messages";
+        let response = self.dispatch(request).await;
+        if is_post {
+            self.activity.record_post(response.status().as_u16());
+        }
+        response
     }
 }
 
-/// Routes one request to its function, as API Gateway does.
-async fn dispatch<Q, R>(
-    backends: &Backends<Q, R>,
-    request: hyper::Request<Incoming>,
-) -> hyper::Response<Full<Bytes>>
-where
-    Q: MessageQueue,
-    R: RocketReader,
-{
-    let (parts, body) = request.into_parts();
-    let route = match Route::resolve(&parts.method, parts.uri.path()) {
-        Ok(route) => route,
-        Err(error) => return to_hyper(error.into_response()),
-    };
-    let body = match Limited::new(body, GATEWAY_BODY_LIMIT).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return to_hyper(
-                ApiError::PayloadTooLarge {
+impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
+    async fn dispatch(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        // An answer given before the body is read leaves that body on the connection, where it
+        // would be taken for the next request: such answers close the connection instead.
+        let unread_body = !body.is_end_stream();
+        let early = |error: ApiError| {
+            let mut response = to_hyper(error.into_response());
+            if unread_body {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        };
+        let route = match Route::resolve(&parts.method, parts.uri.path()) {
+            Ok(route) => route,
+            Err(error) => return early(error),
+        };
+        let limited = Limited::new(body, GATEWAY_BODY_LIMIT).collect();
+        let body = match tokio::time::timeout(self.body_read_timeout, limited).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<LengthLimitError>() => {
+                return early(ApiError::PayloadTooLarge {
                     limit: GATEWAY_BODY_LIMIT,
-                }
-                .into_response(),
-            );
-        }
-    };
-    let request = api_gateway_request(
-        parts.method.clone(),
-        parts.uri.path(),
-        parts.uri.query(),
-        parts.headers,
-        body.to_vec(),
-    );
-    let response = match route.function() {
-        Function::Ingest => ingest::handle(&*backends.queue, request).await,
-        Function::Query => query::handle(&*backends.store, request).await,
-    };
-    to_hyper(response)
+                });
+            }
+            Ok(Err(error)) => {
+                return early(ApiError::Invalid(ValidationError::Malformed {
+                    field: "",
+                    detail: format!("the request body could not be read: {error}"),
+                }));
+            }
+            Err(_) => {
+                return early(ApiError::BodyTimeout {
+                    seconds: self.body_read_timeout.as_secs(),
+                });
+            }
+        };
+        let request = api_gateway_request(
+            parts.method.clone(),
+            parts.uri.path(),
+            parts.uri.query(),
+            parts.headers,
+            body.to_vec(),
+        );
+        let response = match route.function() {
+            Function::Ingest => ingest::handle(&*self.backends.queue, request).await,
+            Function::Query => query::handle(&*self.backends.store, request).await,
+        };
+        to_hyper(response)
+    }
 }
 
 fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> hyper::Response<Full<Bytes>> {

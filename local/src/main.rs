@@ -8,7 +8,7 @@ use rockets::aws::{DynamoStore, SqsQueue, sdk_config};
 use rockets_local::{LocalConfig, start_aws, start_embedded};
 
 const USAGE: &str = "\
-usage: rockets-local [--addr HOST:PORT] [--aws [--bootstrap]]
+usage: rockets-local [--addr ADDR] [--aws [--bootstrap]]
        rockets-local bootstrap
 
 Serves POST /messages, GET /rockets, GET /rockets/{channel}, GET /rockets/{channel}/events and
@@ -22,8 +22,20 @@ GET /health, and applies messages in process.
   bootstrap     only create the table TABLE_NAME (default rockets) and the queues QUEUE_NAME.fifo
                 and QUEUE_NAME-dlq.fifo (default rockets), and print their names
 
+  --addr ADDR   listen on IP:PORT, or on localhost:PORT (127.0.0.1 and ::1, the default
+                with port 8088)
+
+SIGINT or SIGTERM stops it gracefully: no new connections, requests and batches in flight
+finish, exit 0; a second signal exits at once.
+
 environment:
-  ROCKETS_ADDR                   listen address (default 127.0.0.1:8088)
+  ROCKETS_ADDR                   listen address, as --addr (default localhost:8088)
+  ROCKETS_MAX_CONNECTIONS        open connections at most; idle ones are closed first to make
+                                 room (default: the open-file limit less 128, at most 10000)
+  ROCKETS_HEADER_TIMEOUT_MS      to receive a request's headers (default 10000)
+  ROCKETS_BODY_TIMEOUT_MS        to receive a request's body (default 30000)
+  ROCKETS_IDLE_TIMEOUT_MS        before an idle keep-alive connection is closed (default 5000)
+  ROCKETS_REPORT_MS              activity summary interval while busy (default 5000)
   ROCKETS_POLLERS                concurrent apply pollers (default 4)
   ROCKETS_BATCH_SIZE             records per apply batch, 1-10 (default 10)
   ROCKETS_VISIBILITY_TIMEOUT_MS  before a failed record is redelivered (default 30000)
@@ -46,13 +58,18 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Error> {
     let mut config = LocalConfig::from_env()?;
+    if let Some(files) = rockets_local::limits::raise_open_files() {
+        tracing::debug!(open_files = files, "open-file limit");
+    }
     let (mut aws, mut bootstrap, mut bootstrap_only) = (false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => {
-                let addr = args.next().ok_or("--addr needs HOST:PORT")?;
-                config.addr = addr.parse().map_err(|e| format!("--addr {addr}: {e}"))?;
+                let addr = args
+                    .next()
+                    .ok_or("--addr needs IP:PORT or localhost:PORT")?;
+                config.listen = addr.parse().map_err(|e| format!("--addr {e}"))?;
             }
             "--aws" => aws = true,
             "--bootstrap" => bootstrap = true,
@@ -85,10 +102,14 @@ async fn run() -> Result<(), Error> {
     } else {
         start_embedded(&config).await
     }
-    .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-    println!("rockets-local listening on http://{}", server.addr());
-    server.wait().await;
-    Ok(())
+    .map_err(|e| format!("cannot listen on {:?}: {e}", config.listen))?;
+    let urls: Vec<String> = server
+        .addrs()
+        .iter()
+        .map(|addr| format!("http://{addr}"))
+        .collect();
+    println!("rockets-local listening on {}", urls.join(" "));
+    Ok(server.wait().await?)
 }
 
 /// Creates the table and queues where they are missing.

@@ -299,14 +299,12 @@ async fn the_first_message_recorded_under_a_number_wins_even_if_its_commit_faile
 
 fn local_config(visibility_secs: u64, max_receive_count: u32) -> LocalConfig {
     LocalConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        pollers: 4,
-        batch_size: 10,
         queue: QueueConfig {
             visibility_timeout: Duration::from_secs(visibility_secs),
             max_receive_count,
             ..QueueConfig::default()
         },
+        ..LocalConfig::ephemeral()
     }
 }
 

@@ -14,14 +14,12 @@ use support::{assert_converges, post_all, post_concurrently_and_converge, traffi
 
 async fn start(visibility: Duration, max_receive_count: u32) -> LocalServer {
     let config = LocalConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        pollers: 4,
-        batch_size: 10,
         queue: QueueConfig {
             visibility_timeout: visibility,
             max_receive_count,
             ..QueueConfig::default()
         },
+        ..LocalConfig::ephemeral()
     };
     start_embedded(&config).await.expect("server starts")
 }

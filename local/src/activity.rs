@@ -1,0 +1,110 @@
+//! What the server is doing, in one log line every few seconds while it is busy.
+//!
+//! A 100,000-message run applies tens of thousands of batches; a line per batch (kept at DEBUG)
+//! buries everything else, so at INFO the server sums them up instead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use apply::BatchSummary;
+use rockets::embedded::QueueDepth;
+
+use crate::front::FrontStats;
+
+/// Counters shared by the HTTP front and the event source.
+#[derive(Default, Debug)]
+pub struct Activity {
+    /// `POST /messages` answered 2xx, 4xx and 5xx.
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub unavailable: AtomicU64,
+    pub applied: AtomicU64,
+    pub parked: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Activity {
+    pub fn record_post(&self, status: u16) {
+        let counter = match status {
+            200..=299 => &self.accepted,
+            400..=499 => &self.rejected,
+            _ => &self.unavailable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_batch(&self, summary: &BatchSummary) {
+        for (counter, n) in [
+            (&self.applied, summary.applied),
+            (&self.parked, summary.parked),
+            (&self.duplicates, summary.duplicates),
+            (&self.conflicts, summary.conflicts),
+            (&self.failed, summary.failed),
+        ] {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> [u64; 8] {
+        [
+            &self.accepted,
+            &self.rejected,
+            &self.unavailable,
+            &self.applied,
+            &self.parked,
+            &self.duplicates,
+            &self.conflicts,
+            &self.failed,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Reads the queue's depth, where the backend can tell it without a request.
+pub type DepthProbe = Box<dyn Fn() -> QueueDepth + Send + Sync>;
+
+/// Logs what changed every `every`, and nothing while nothing does.
+pub async fn report(
+    activity: Arc<Activity>,
+    front: Arc<FrontStats>,
+    depth: Option<DepthProbe>,
+    every: Duration,
+) {
+    let mut last = activity.snapshot();
+    let mut last_depth = QueueDepth::default();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = activity.snapshot();
+        let queue = depth.as_ref().map(|probe| probe()).unwrap_or_default();
+        if now == last && queue == last_depth {
+            continue;
+        }
+        let d: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
+        tracing::info!(
+            accepted = d[0],
+            rejected = d[1],
+            unavailable = d[2],
+            applied = d[3],
+            parked = d[4],
+            duplicates = d[5],
+            conflicts = d[6],
+            failed = d[7],
+            queued = queue.visible,
+            in_flight = queue.in_flight,
+            dead_letters = queue.dead,
+            connections = front.open.load(Ordering::Relaxed),
+            total_accepted = now[0],
+            total_applied = now[3],
+            "activity in the last {}s",
+            every.as_secs()
+        );
+        last = now;
+        last_depth = queue;
+    }
+}

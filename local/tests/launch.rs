@@ -1,0 +1,180 @@
+//! The real `rockets-local` binary, started as a child process with an open-file limit of
+//! 1,024, against the `rockets launch` client, which behaves like the challenge's test program:
+//! a new connection per message, never closed. Also its handling of SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rockets_local::launch::{Plan, Target, verify};
+
+/// `rockets-local` running as a child process, its output collected.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts the server with the open-file limit (soft and hard) at `open_files`.
+    fn start(open_files: u32, env: &[(&str, &str)]) -> ServerProcess {
+        let mut child = Command::new("sh")
+            .args(["-c", &format!("ulimit -n {open_files} && exec \"$0\"")])
+            .arg(env!("CARGO_BIN_EXE_rockets-local"))
+            .env("ROCKETS_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rockets-local starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let collected = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("rockets-local listening on ") {
+                    let _ = url_tx.send(url.split(' ').next().unwrap_or_default().to_string());
+                }
+                let mut output = collected.lock().unwrap();
+                output.push_str(&line);
+                output.push('\n');
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let collected = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut output = collected.lock().unwrap();
+                output.push_str(&line);
+                output.push('\n');
+            }
+        });
+        let url = url_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no address printed: {}", output.lock().unwrap()));
+        ServerProcess { child, url, output }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill only sends a signal to our own child's PID.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// The exit code, once the process has exited within `within`.
+    fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn launch(url: &str, args: &[&str], within: Duration) -> serde_json::Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rockets"))
+        .arg("launch")
+        .arg(format!("{url}/messages"))
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("rockets launch starts");
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rockets launch did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "rockets launch failed");
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap()
+}
+
+#[test]
+fn the_challenge_program_way_of_connecting_is_served_to_the_end_with_1024_open_files() {
+    let mut server = ServerProcess::start(1024, &[("ROCKETS_REPORT_MS", "1000")]);
+    let (messages, rockets, seed) = (20_000, 20, 444);
+    let report = launch(
+        &server.url,
+        &[
+            "--concurrency-level=3",
+            &format!("--max-messages={messages}"),
+            &format!("--rockets={rockets}"),
+            &format!("--seed={seed}"),
+        ],
+        Duration::from_secs(300),
+    );
+    eprintln!("rockets launch: {report}");
+    assert_eq!(report["sends"], messages, "{report}");
+    assert_eq!(
+        report["accepted"], messages,
+        "every message answered 2xx: {report}"
+    );
+    assert_eq!(report["dropped"], 0, "{report}");
+    assert!(
+        report["peakHeldConnections"].as_u64().unwrap() > 500,
+        "the client held its connections open: {report}"
+    );
+
+    let plan = Plan::generate(seed, messages, rockets, 10);
+    let expected = plan.expected(&vec![true; plan.sends.len()]);
+    let target = Target::parse(&server.url).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(verify(&target, &expected, Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.output()));
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.exit_code(Duration::from_secs(20)), Some(0));
+    let log = server.output();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(log.contains("activity in the last"), "{log}");
+    assert!(
+        log.lines().count() < 200,
+        "a summary every second, not a line per batch: {} lines",
+        log.lines().count()
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = ServerProcess::start(1024, &[]);
+    let target = Target::parse(&server.url).unwrap();
+    // A request whose body never finishes keeps the graceful stop waiting.
+    let mut stream = std::net::TcpStream::connect((target.host.as_str(), target.port)).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.exit_code(Duration::from_millis(500)),
+        None,
+        "still finishing"
+    );
+    server.signal(libc::SIGINT);
+    assert_eq!(server.exit_code(Duration::from_secs(5)), Some(130));
+}
