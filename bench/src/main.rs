@@ -3,6 +3,7 @@
 
 mod coldstart;
 mod cost;
+mod launch;
 mod listing;
 mod pipeline;
 mod stats;
@@ -64,7 +65,7 @@ fn main() {
     );
 
     let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
-    let sections: [(&str, &str, &dyn Fn() -> String); 5] = [
+    let sections: [(&str, &str, &dyn Fn() -> String); 6] = [
         ("core", "The core: validating and folding", &|| {
             core(options.quick)
         }),
@@ -75,6 +76,11 @@ fn main() {
             "pipeline",
             "Pipeline throughput and latency (local server, embedded backends)",
             &|| pipeline(options.quick),
+        ),
+        (
+            "launch",
+            "The challenge's way of connecting: a new connection per message, never closed",
+            &|| launches(options.quick),
         ),
         ("cost", "Cost per million messages on AWS", &|| {
             costs(options.quick)
@@ -251,6 +257,52 @@ fn pipeline(quick: bool) -> String {
         mark(rate.median >= 20_000.0),
         mark(p99.median < 5_000.0),
         mark(converge.median <= 1_000.0)
+    );
+    out
+}
+
+fn launches(quick: bool) -> String {
+    let messages = if quick { 20_000 } else { 100_000 };
+    let mut out = String::from(
+        "| concurrency | messages | wall (s) | accepted/s | p50 (µs) | p99 (µs) | retries | peak open connections | peak open files | convergence (ms) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for concurrency in [3, 50] {
+        let args = [
+            format!("--concurrency-level={concurrency}"),
+            format!("--max-messages={messages}"),
+            "--seed=444".to_string(),
+        ];
+        let Some(run) = launch::run(Path::new("target/release"), &args) else {
+            return "Not run: build `rockets-local` and `rockets` with `--release` first \
+                    (`scripts/bench` does).\n"
+                .into();
+        };
+        let r = &run.report;
+        let _ = writeln!(
+            out,
+            "| {concurrency} | {} of {} accepted | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            r["accepted"],
+            r["sends"],
+            r["wallMs"].as_f64().unwrap_or(0.0) / 1000.0,
+            r["acceptedPerSecond"].as_f64().unwrap_or(0.0),
+            r["latencyP50Us"],
+            r["latencyP99Us"],
+            r["retries"],
+            run.peak_connections,
+            run.peak_open_files,
+            r.get("convergedMs")
+                .map_or("**not converged**".to_string(), ToString::to_string),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nOne run each of `rockets launch URL --concurrency-level=N --max-messages={messages} \
+         --seed=444 --verify` (20 rockets, 10% of messages sent twice, out of order within 64 \
+         sends) against the release `rockets-local` in its own process, which caps its \
+         connections below its open-file limit and closes the longest-idle ones to make room. \
+         The client holds every connection until the server closes it. Peak open files and \
+         connections are sampled from `/proc` every 20 ms; convergence runs from the last \
+         answer until every rocket equals the in-order fold of what was accepted.\n"
     );
     out
 }

@@ -299,9 +299,11 @@ async fn accept_loop<H: Handler>(
 ) {
     let mut backoff = AcceptBackoff::default();
     loop {
+        // Reclaim a batch at a time, back up to twice the low-water mark, so the scan for idle
+        // connections runs once per batch of accepts rather than on each.
         let free = permits.available_permits() + registry.closing.load(Ordering::Relaxed);
         if free < low_water(cap) {
-            registry.reclaim_idle(low_water(cap) - free);
+            registry.reclaim_idle(2 * low_water(cap) - free);
         }
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {

@@ -6,7 +6,10 @@
 //! the hard one at start.
 
 /// The soft limit on open files, if it can be read.
-#[allow(clippy::unnecessary_cast, reason = "rlim_t is not u64 on every platform")]
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "rlim_t is not u64 on every platform"
+)]
 pub fn open_files() -> Option<u64> {
     read().map(|limit| limit.rlim_cur as u64)
 }
