@@ -223,7 +223,8 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
                     None,
                     Default::default(),
                     message.to_json().into_bytes(),
-                );
+                )
+                .expect("a convertible request");
                 let begun = Instant::now();
                 let response = ingest::handle(&queue, request).await;
                 bill.ingest_ms.push(begun.elapsed().as_secs_f64() * 1e3);

@@ -400,13 +400,16 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
                 });
             }
         };
-        let request = api_gateway_request(
+        let request = match api_gateway_request(
             parts.method.clone(),
             parts.uri.path(),
             parts.uri.query(),
             parts.headers,
             body.to_vec(),
-        );
+        ) {
+            Ok(request) => request,
+            Err(error) => return to_hyper(error.into_response()),
+        };
         let response = match route.function() {
             Function::Ingest => ingest::handle(&*self.backends.queue, request).await,
             Function::Query => query::handle(&*self.backends.store, request).await,

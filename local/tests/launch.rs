@@ -2,90 +2,14 @@
 //! 1,024, against the `rockets launch` client, which behaves like the challenge's test program:
 //! a new connection per message, never closed. Also its handling of SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod process;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use process::ServerProcess;
+
 use rockets_local::launch::{Plan, Target, verify};
-
-/// `rockets-local` running as a child process, its output collected.
-struct ServerProcess {
-    child: Child,
-    url: String,
-    output: Arc<Mutex<String>>,
-}
-
-impl ServerProcess {
-    /// Starts the server with the open-file limit (soft and hard) at `open_files`.
-    fn start(open_files: u32, env: &[(&str, &str)]) -> ServerProcess {
-        let mut child = Command::new("sh")
-            .args(["-c", &format!("ulimit -n {open_files} && exec \"$0\"")])
-            .arg(env!("CARGO_BIN_EXE_rockets-local"))
-            .env("ROCKETS_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("rockets-local starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (url_tx, url_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let collected = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("rockets-local listening on ") {
-                    let _ = url_tx.send(url.split(' ').next().unwrap_or_default().to_string());
-                }
-                let mut output = collected.lock().unwrap();
-                output.push_str(&line);
-                output.push('\n');
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        let collected = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut output = collected.lock().unwrap();
-                output.push_str(&line);
-                output.push('\n');
-            }
-        });
-        let url = url_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no address printed: {}", output.lock().unwrap()));
-        ServerProcess { child, url, output }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill only sends a signal to our own child's PID.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-    }
-
-    /// The exit code, once the process has exited within `within`.
-    fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn launch(url: &str, args: &[&str], within: Duration) -> serde_json::Value {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rockets"))

@@ -175,7 +175,8 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
         None,
         HeaderMap::new(),
         m[0].to_json().into_bytes(),
-    );
+    )
+    .expect("a convertible request");
     assert_eq!(ingest::handle(&queue, post).await.status(), 202);
     actions.insert("ingest", recorder.take());
 
@@ -197,7 +198,8 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
         &format!("/rockets/{c}/events"),
         "/health",
     ] {
-        let get = api_gateway_request(Method::GET, path, None, HeaderMap::new(), Vec::new());
+        let get = api_gateway_request(Method::GET, path, None, HeaderMap::new(), Vec::new())
+            .expect("a convertible request");
         assert_eq!(query::handle(&store, get).await.status(), 200, "{path}");
     }
     actions.insert("query", recorder.take());

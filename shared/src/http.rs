@@ -1,7 +1,9 @@
 //! The HTTP boundary: routes, the API's error enum and JSON responses.
 
 use base64::Engine as _;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use std::future::Future;
+
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::http::{HeaderMap, Method, StatusCode, header};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
@@ -111,16 +113,15 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
         .expect("static response parts are valid")
 }
 
-/// The request API Gateway's HTTP API (payload format 2.0, `$default` stage) hands a function,
-/// built through lambda_http's own event conversion, so that local serving and tests give the
-/// handlers exactly what Lambda gives them.
-pub fn api_gateway_request(
+/// The event API Gateway's HTTP API (payload format 2.0, `$default` stage) hands a function for
+/// this request, so that local serving and tests give the handlers exactly what Lambda gives them.
+pub fn api_gateway_event(
     method: Method,
     path: &str,
     query: Option<&str>,
     headers: HeaderMap,
     body: Vec<u8>,
-) -> Request {
+) -> ApiGatewayV2httpRequest {
     let mut event = ApiGatewayV2httpRequest::default();
     event.version = Some("2.0".into());
     event.route_key = Some("$default".into());
@@ -144,7 +145,135 @@ pub fn api_gateway_request(
     context.http.method = method;
     context.http.path = Some(path.into());
     context.http.protocol = Some("HTTP/1.1".into());
-    LambdaRequest::ApiGatewayV2(event).into()
+    event
+}
+
+/// [`api_gateway_event`] converted by [`gateway_request`].
+pub fn api_gateway_request(
+    method: Method,
+    path: &str,
+    query: Option<&str>,
+    headers: HeaderMap,
+    body: Vec<u8>,
+) -> Result<Request, ApiError> {
+    gateway_request(api_gateway_event(method, path, query, headers, body))
+}
+
+/// The request an API Gateway event describes, converted by lambda_http itself.
+///
+/// That conversion builds a URL from the `Host` and `X-Forwarded-Proto` headers, the path and
+/// the query, and panics when they make none, as it does on a body marked base64 that is not.
+/// Such an event is refused here instead, naming what is wrong, before lambda_http sees it.
+pub fn gateway_request(event: ApiGatewayV2httpRequest) -> Result<Request, ApiError> {
+    check_convertible(&event)?;
+    Ok(LambdaRequest::ApiGatewayV2(event).into())
+}
+
+fn check_convertible(event: &ApiGatewayV2httpRequest) -> Result<(), ApiError> {
+    let invalid = |field, reason: &str| ApiError::Invalid(ValidationError::invalid(field, reason));
+    let path = event.raw_path.as_deref().unwrap_or_default();
+    let host = event
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(event.request_context.domain_name.as_deref());
+    let mut uri = match host {
+        None => url::Url::parse(&format!("http://localhost{path}"))
+            .map_err(|_| invalid("path", "is not a valid URL path"))?
+            .path()
+            .to_string(),
+        Some(host) => {
+            // A Host that carries a path, query or user would move the URL's path away from
+            // the one API Gateway routed.
+            if host.contains(['/', '?', '#', '@', '\\'])
+                || url::Url::parse(&format!("https://{host}/")).is_err()
+            {
+                return Err(invalid("headers.host", "is not a valid host"));
+            }
+            let scheme = match event
+                .headers
+                .get("x-forwarded-proto")
+                .map(|p| p.to_str().unwrap_or_default())
+            {
+                None => "https",
+                Some(p) if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("http") => p,
+                Some(_) => {
+                    return Err(invalid(
+                        "headers.x-forwarded-proto",
+                        "must be http or https",
+                    ));
+                }
+            };
+            url::Url::parse(&format!("{scheme}://{host}{path}"))
+                .map_err(|_| invalid("path", "is not a valid URL path"))?
+                .to_string()
+        }
+    };
+    if let Some(query) = event.raw_query_string.as_deref().filter(|q| !q.is_empty()) {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    uri.parse::<lambda_http::http::Uri>()
+        .map_err(|_| invalid("query", "is not a valid URL query"))?;
+    if event.is_base64_encoded
+        && let Some(body) = &event.body
+        && base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .is_err()
+    {
+        return Err(invalid("body", "is marked base64 but is not"));
+    }
+    Ok(())
+}
+
+/// The HTTP API response for a handler's response.
+pub fn gateway_response(response: Response<Body>) -> ApiGatewayV2httpResponse {
+    let (parts, body) = response.into_parts();
+    let mut gateway = ApiGatewayV2httpResponse::default();
+    gateway.status_code = i64::from(parts.status.as_u16());
+    gateway.is_base64_encoded = matches!(body, Body::Binary(_));
+    gateway.body = match body {
+        Body::Empty => None,
+        other => Some(other),
+    };
+    gateway.headers = parts.headers;
+    gateway
+}
+
+/// One HTTP API event through [`gateway_request`] (a 400 for one that cannot be converted),
+/// the handler, and [`gateway_response`].
+pub async fn serve_event<F, Fut>(
+    handler: &F,
+    event: ApiGatewayV2httpRequest,
+) -> ApiGatewayV2httpResponse
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let response = match gateway_request(event) {
+        Ok(request) => handler(request).await,
+        Err(error) => error.into_response(),
+    };
+    gateway_response(response)
+}
+
+/// Serves an HTTP API function in Lambda, each event through [`serve_event`].
+pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<ApiGatewayV2httpRequest>| {
+            // Boxed, as lambda_http boxes its handler's future: the handlers' futures nest the
+            // SDK's deeply, and unboxed their type is more than the compiler will lay out.
+            let served: std::pin::Pin<Box<dyn Future<Output = ApiGatewayV2httpResponse> + '_>> =
+                Box::pin(serve_event(handler, event.payload));
+            async move { Ok::<_, lambda_runtime::Error>(served.await) }
+        },
+    ))
+    .await
 }
 
 /// The request's path as the API defines it: without the stage prefix API Gateway adds for a
@@ -351,12 +480,88 @@ mod tests {
         event.request_context.http.method = Method::GET;
         let request: Request = LambdaRequest::ApiGatewayV2(event).into();
         assert_eq!(api_path(&request), "/rockets/abc");
-        let plain = api_gateway_request(Method::GET, "/v1/rockets", None, HeaderMap::new(), vec![]);
+        let plain = api_gateway_request(Method::GET, "/v1/rockets", None, HeaderMap::new(), vec![])
+            .unwrap();
         assert_eq!(
             api_path(&plain),
             "/v1/rockets",
             "$default has no prefix to strip"
         );
+    }
+
+    fn event_with(headers: &[(&str, &[u8])], query: &str) -> ApiGatewayV2httpRequest {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        api_gateway_event(Method::GET, "/rockets", Some(query), map, Vec::new())
+    }
+
+    fn refused_field(event: ApiGatewayV2httpRequest) -> String {
+        match gateway_request(event) {
+            Ok(_) => "accepted".into(),
+            Err(error) => {
+                assert_eq!(error.status(), 400);
+                body_json(error.into_response())["error"]["field"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn headers_lambda_http_cannot_turn_into_a_url_are_a_400_naming_them() {
+        let refused = |headers: &[(&str, &[u8])]| refused_field(event_with(headers, ""));
+        for host in [&b"a b"[..], b"[x]", b"x:99999", b"a/b?c", b"[", b"x\\y"] {
+            assert_eq!(refused(&[("host", host)]), "headers.host", "{host:?}");
+        }
+        for proto in [&b"h ttp"[..], b"javascript", b"ftp", b"", b"\xff"] {
+            let headers: &[(&str, &[u8])] =
+                &[("host", b"example.com"), ("x-forwarded-proto", proto)];
+            assert_eq!(refused(headers), "headers.x-forwarded-proto", "{proto:?}");
+        }
+        for fine in [
+            &b"example.com"[..],
+            b"127.0.0.1:8088",
+            b"[::1]:8088",
+            b"localhost",
+        ] {
+            assert_eq!(
+                refused(&[("host", fine), ("x-forwarded-proto", b"HTTP")]),
+                "accepted"
+            );
+        }
+        // A Host that is not visible ASCII is ignored by lambda_http, as here.
+        assert_eq!(refused(&[("host", b"caf\xc3\xa9")]), "accepted");
+        assert_eq!(refused_field(event_with(&[], "a=\"b\"")), "query");
+        let mut bad_body = event_with(&[], "");
+        bad_body.body = Some("not base64!".into());
+        bad_body.is_base64_encoded = true;
+        assert_eq!(refused_field(bad_body), "body");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_header_path_or_query_makes_the_conversion_panic(
+            host in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            proto in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            path in "/[ -~]{0,24}",
+            query in "[ -~]{0,24}",
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = header::HeaderValue::from_bytes(&host) {
+                headers.insert(header::HOST, value);
+            }
+            if let Ok(value) = header::HeaderValue::from_bytes(&proto) {
+                headers.insert("x-forwarded-proto", value);
+            }
+            let event = api_gateway_event(Method::GET, &path, Some(&query), headers, Vec::new());
+            let _ = gateway_request(event);
+        }
     }
 
     fn body_json(response: Response<Body>) -> serde_json::Value {

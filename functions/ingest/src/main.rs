@@ -1,4 +1,4 @@
-use lambda_http::{Error, service_fn};
+use lambda_runtime::Error;
 use rockets::aws::{SqsQueue, sdk_config};
 
 #[tokio::main]
@@ -6,8 +6,5 @@ async fn main() -> Result<(), Error> {
     rockets::telemetry::init();
     let queue = SqsQueue::from_env(&sdk_config().await)?;
     let queue = &queue;
-    lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, Error>(ingest::handle(queue, request).await)
-    }))
-    .await
+    rockets::http::run(|request| ingest::handle(queue, request)).await
 }

@@ -37,7 +37,8 @@ fn launched() -> Value {
 }
 
 async fn post(queue: &RecordingQueue, method: Method, path: &str, body: Vec<u8>) -> Response<Body> {
-    let request = api_gateway_request(method, path, None, HeaderMap::new(), body);
+    let request = api_gateway_request(method, path, None, HeaderMap::new(), body)
+        .expect("a convertible request");
     ingest::handle(queue, request).await
 }
 
@@ -191,5 +192,23 @@ async fn wrong_method_and_unknown_path() {
     .await;
     assert_eq!(response.status(), 404);
     assert_eq!(json_body(&response)["error"]["code"], "not_found");
+    assert!(queue.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field_and_queues_nothing() {
+    let queue = RecordingQueue::default();
+    let handler = |request| ingest::handle(&queue, request);
+    let body = launched().to_string();
+    for (event, field) in rockets::testing::unconvertible_gateway_events("POST", "/messages", &body)
+    {
+        let response = rockets::http::serve_event(&handler, event).await;
+        assert_eq!(response.status_code, 400, "{field}");
+        let Some(Body::Text(text)) = &response.body else {
+            panic!("a JSON body")
+        };
+        let body: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(body["error"]["field"], field);
+    }
     assert!(queue.sent.lock().unwrap().is_empty());
 }

@@ -1,4 +1,4 @@
-use lambda_http::{Error, service_fn};
+use lambda_runtime::Error;
 use rockets::aws::{DynamoStore, sdk_config};
 
 #[tokio::main]
@@ -6,8 +6,5 @@ async fn main() -> Result<(), Error> {
     rockets::telemetry::init();
     let store = DynamoStore::from_env(&sdk_config().await)?;
     let store = &store;
-    lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, Error>(query::handle(store, request).await)
-    }))
-    .await
+    rockets::http::run(|request| query::handle(store, request)).await
 }

@@ -45,7 +45,8 @@ async fn get(store: &EmbeddedStore, path_and_query: &str) -> (u16, Value) {
         None => (path_and_query, None),
     };
     let request =
-        rockets::http::api_gateway_request(Method::GET, path, query, HeaderMap::new(), Vec::new());
+        rockets::http::api_gateway_request(Method::GET, path, query, HeaderMap::new(), Vec::new())
+            .expect("a convertible request");
     let response = query::handle(store, request).await;
     assert_eq!(response.headers()["content-type"], "application/json");
     let body = serde_json::from_slice(response.body().as_ref()).unwrap();
@@ -278,4 +279,21 @@ async fn health() {
         get(&EmbeddedStore::new(), "/health").await,
         (200, json!({"status": "ok"}))
     );
+}
+
+#[tokio::test]
+async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field() {
+    let store = fleet(3, 1).await;
+    let handler = |request| query::handle(&store, request);
+    for path in ["/rockets", "/rockets/x", "/health"] {
+        for (event, field) in rockets::testing::unconvertible_gateway_events("GET", path, "") {
+            let response = rockets::http::serve_event(&handler, event).await;
+            assert_eq!(response.status_code, 400, "{path} {field}");
+            let Some(lambda_http::Body::Text(text)) = &response.body else {
+                panic!("a JSON body")
+            };
+            let body: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(body["error"]["field"], field, "{path}");
+        }
+    }
 }
