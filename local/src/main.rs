@@ -44,16 +44,17 @@ environment:
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    rockets::telemetry::init();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("rockets-local: {error}\n\n{USAGE}");
-            ExitCode::from(2)
+fn main() -> ExitCode {
+    rockets::config::run_main(async {
+        rockets::telemetry::init();
+        match run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("rockets-local: {error}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
         }
-    }
+    })
 }
 
 async fn run() -> Result<(), Error> {

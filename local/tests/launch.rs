@@ -102,3 +102,51 @@ fn a_second_signal_exits_at_once() {
     server.signal(libc::SIGINT);
     assert_eq!(server.exit_code(Duration::from_secs(5)), Some(130));
 }
+
+#[test]
+fn empty_endpoint_variables_mean_unset_as_sam_local_passes_them() {
+    // Nothing listens on this port: every AWS call fails, which must not be a panic.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut server = ServerProcess::start_with(
+        1024,
+        &["--aws"],
+        &[
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_SQS", ""),
+            ("AWS_ENDPOINT_URL_DYNAMODB", ""),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("TABLE_NAME", "rockets"),
+            (
+                "QUEUE_URL",
+                &format!("{endpoint}/000000000000/rockets.fifo"),
+            ),
+        ],
+    );
+    let target = Target::parse(&server.url).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        let addrs = target.resolve().await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addrs[0]).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET /rockets/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        rockets_local::launch::read_response(&mut stream)
+            .await
+            .unwrap()
+            .0
+    });
+    assert_eq!(status, 503, "the store is unreachable, and says so");
+    std::thread::sleep(Duration::from_millis(500));
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.exit_code(Duration::from_secs(20)), Some(0));
+    let log = server.output();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("receive failed"), "{log}");
+}

@@ -1,8 +1,11 @@
 use lambda_runtime::Error;
 use rockets::aws::{SqsQueue, sdk_config};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    rockets::config::run_main(run())
+}
+
+async fn run() -> Result<(), Error> {
     rockets::telemetry::init();
     let queue = SqsQueue::from_env(&sdk_config().await)?;
     let queue = &queue;

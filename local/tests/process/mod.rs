@@ -16,9 +16,18 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server with the open-file limit (soft and hard) at `open_files`.
     pub fn start(open_files: u32, env: &[(&str, &str)]) -> ServerProcess {
+        Self::start_with(open_files, &[], env)
+    }
+
+    /// [`ServerProcess::start`] with command-line arguments.
+    pub fn start_with(open_files: u32, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new("sh")
-            .args(["-c", &format!("ulimit -n {open_files} && exec \"$0\"")])
+            .args([
+                "-c",
+                &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+            ])
             .arg(env!("CARGO_BIN_EXE_rockets-local"))
+            .args(args)
             .env("ROCKETS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
