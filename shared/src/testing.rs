@@ -351,7 +351,44 @@ pub mod contract {
         assert_eq!(snapshot.parked, [m[4].clone()]);
         assert_eq!(snapshot.rocket.pending_messages, 1);
 
+        long_escaped_text(store).await;
         listing(store).await;
+    }
+
+    /// Text stored before any length limit, and text that escaping doubles in an index key,
+    /// still commits and lists: a state write that cannot succeed would block its channel.
+    async fn long_escaped_text<S: ChannelStore + RocketReader>(store: &S) {
+        let c = channel(&unique_name(&"t".repeat(80)));
+        let launched = super::message(
+            &c,
+            1,
+            Event::Launched {
+                rocket_type: "\u{0}".repeat(600).into(),
+                launch_speed: 1,
+                mission: "\u{1}".repeat(1_000).into(),
+            },
+        );
+        let (t, version) = open(store, &c).await;
+        assert_eq!(
+            store
+                .commit(version, &change(t, &[&launched]))
+                .await
+                .unwrap(),
+            CommitOutcome::Committed
+        );
+        let stored = store.rocket(&c).await.unwrap().expect("stored");
+        assert_eq!(stored.mission.as_deref().map(str::len), Some(1_000));
+        for sort_by in [SortKey::Type, SortKey::Mission] {
+            let query = ListQuery {
+                sort_by,
+                order: Order::Asc,
+                status: Some(Status::Launched),
+                limit: 1000,
+                after: None,
+            };
+            let page = store.rockets(&query).await.unwrap();
+            assert!(page.rockets.iter().any(|r| r.channel == c), "{sort_by:?}");
+        }
     }
 
     /// Sorted, filtered, paginated listing over rockets in every status.

@@ -43,7 +43,9 @@ pub(crate) const STATUS: &str = "st";
 const STATE: &str = "state";
 const PARKED: &str = "parked#";
 const EVENT: &str = "event#";
-/// Longest index value kept for text; DynamoDB caps an index sort key at 1024 bytes.
+/// Longest encoded text kept in an index value: with the terminator, a null/value marker and a
+/// channel of at most 128 bytes, the key stays well under DynamoDB's 1,024-byte cap on an
+/// index sort key.
 const MAX_INDEXED_TEXT: usize = 512;
 /// Keys per BatchGetItem call, DynamoDB's limit.
 const BATCH_GET_LIMIT: usize = 100;
@@ -205,17 +207,24 @@ pub(crate) fn index_value(position: &Position) -> String {
         }
         SortValue::Text(t) => {
             out.push('1');
-            let mut end = t.len().min(MAX_INDEXED_TEXT);
-            while !t.is_char_boundary(end) {
-                end -= 1;
-            }
             // \u{1} escapes the two characters below \u{2}; \u{1}\u{1} ends the value and
-            // sorts before anything a value can continue with.
-            for c in t[..end].chars() {
-                match c {
-                    '\u{0}' => out.push_str("\u{1}\u{2}"),
-                    '\u{1}' => out.push_str("\u{1}\u{3}"),
-                    c => out.push(c),
+            // sorts before anything a value can continue with. The cut is made on the encoded
+            // text, which escaping can make twice as long as the value.
+            let start = out.len();
+            for c in t.chars() {
+                let escaped = match c {
+                    '\u{0}' => "\u{1}\u{2}",
+                    '\u{1}' => "\u{1}\u{3}",
+                    _ => "",
+                };
+                let len = if escaped.is_empty() { c.len_utf8() } else { 2 };
+                if out.len() - start + len > MAX_INDEXED_TEXT {
+                    break;
+                }
+                if escaped.is_empty() {
+                    out.push(c);
+                } else {
+                    out.push_str(escaped);
                 }
             }
             out.push_str("\u{1}\u{1}");
@@ -781,8 +790,15 @@ mod tests {
     }
 
     #[test]
-    fn long_text_is_cut_to_fit_an_index_key() {
-        let long = position(SortValue::Text("é".repeat(2_000).into()), &"c".repeat(128));
-        assert!(index_value(&long).len() < 1024);
+    fn long_text_is_cut_to_fit_an_index_key_after_escaping() {
+        for text in [
+            "é".repeat(2_000),
+            "\u{0}".repeat(2_000),
+            "\u{1}a".repeat(1_000),
+            "😀".repeat(600),
+        ] {
+            let long = position(SortValue::Text(text.into()), &"c".repeat(128));
+            assert!(index_value(&long).len() <= 1 + MAX_INDEXED_TEXT + 2 + 128);
+        }
     }
 }
