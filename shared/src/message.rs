@@ -18,6 +18,10 @@ use serde_json::value::RawValue;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest channel name; it also keeps SQS group and deduplication ids within their limits.
 pub const MAX_CHANNEL_LEN: usize = 128;
+/// Longest free text (`type`, `mission`, `newMission`, `reason`) a new message may carry, in
+/// characters. It bounds what one message costs to store and to serve: a rocket's item, its
+/// index keys and a page of rockets all grow with it.
+pub const MAX_TEXT_CHARS: usize = 256;
 
 /// Why a message (or a query parameter) was refused. Every variant maps to HTTP 400 and names
 /// the first field at fault, as a dotted path such as `metadata.messageNumber`.
@@ -88,6 +92,11 @@ impl Channel {
             return Err(format!(
                 "contains {bad:?}; only A-Z a-z 0-9 - _ . : are allowed"
             ));
+        }
+        // `/rockets/.` and `/rockets/..` are path segments every client normalises away, so
+        // a channel so named could never be read back.
+        if raw.bytes().all(|b| b == b'.') {
+            return Err("must not be made only of dots".into());
         }
         Ok(Self(raw.into()))
     }
@@ -183,6 +192,48 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The free-text fields, by their wire path.
+    pub fn texts(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Event::Launched {
+                rocket_type,
+                mission,
+                ..
+            } => vec![("message.type", rocket_type), ("message.mission", mission)],
+            Event::SpeedIncreased { .. } | Event::SpeedDecreased { .. } => Vec::new(),
+            Event::MissionChanged { new_mission } => vec![("message.newMission", new_mission)],
+            Event::Exploded { reason } => vec![("message.reason", reason)],
+        }
+    }
+}
+
+fn check_new_text(field: &'static str, text: &str) -> Result<(), ValidationError> {
+    if text.chars().nth(MAX_TEXT_CHARS).is_some() {
+        return Err(ValidationError::invalid(
+            field,
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    if let Some(bad) = text.chars().find(|c| c.is_control() || is_noncharacter(*c)) {
+        return Err(ValidationError::invalid(
+            field,
+            format!(
+                "must not contain control characters or noncharacters (found U+{:04X})",
+                u32::from(bad)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// U+FDD0–U+FDEF and the last two code points of every plane, which Unicode reserves and SQS
+/// refuses.
+fn is_noncharacter(c: char) -> bool {
+    let c = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
+}
+
 /// The wire names of the five message types, in the order the contract lists them.
 pub const MESSAGE_TYPES: [&str; 5] = [
     "RocketLaunched",
@@ -269,6 +320,18 @@ impl Envelope {
             time,
             event,
         })
+    }
+
+    /// [`Envelope::parse`] for a message offered to the API, whose free text must also be at
+    /// most [`MAX_TEXT_CHARS`] characters with no control characters or Unicode
+    /// noncharacters. Messages already accepted are parsed without these limits, so a limit
+    /// can change without stranding what is queued or stored.
+    pub fn parse_new(body: &[u8]) -> Result<Self, ValidationError> {
+        let message = Self::parse(body)?;
+        for (field, text) in message.event.texts() {
+            check_new_text(field, text)?;
+        }
+        Ok(message)
     }
 
     /// The canonical wire form: only the contract's fields, in a fixed order.
@@ -833,5 +896,49 @@ mod tests {
             Event::Launched { mission, .. } => assert_eq!(&*mission, "Mars \"Direct\" \u{1F680}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn new_messages_bound_their_text_and_refuse_control_characters_and_noncharacters() {
+        let new = |value: &Value| Envelope::parse_new(value.to_string().as_bytes());
+        assert!(new(&launched()).is_ok());
+        let at_limit = "é".repeat(MAX_TEXT_CHARS);
+        assert!(new(&with(&["message", "mission"], json!(at_limit))).is_ok());
+        for (path, value) in [
+            (
+                ["message", "mission"],
+                json!("x".repeat(MAX_TEXT_CHARS + 1)),
+            ),
+            (["message", "type"], json!("a\u{0}b")),
+            (["message", "type"], json!("tab\there")),
+            (["message", "mission"], json!("\u{FFFE}")),
+            (["message", "mission"], json!("x\u{FDD0}")),
+            (["message", "mission"], json!("\u{10FFFF}")),
+            (["message", "mission"], json!("x\u{85}")),
+        ] {
+            let err = new(&with(&path, value.clone())).expect_err("refused");
+            assert_eq!(err.field(), format!("{}.{}", path[0], path[1]), "{value}");
+            assert_eq!(err.code(), "invalid_value");
+            assert!(
+                parse(&with(&path, value)).is_ok(),
+                "accepted messages still parse"
+            );
+        }
+        let mut changed = launched();
+        changed["metadata"]["messageType"] = json!("RocketMissionChanged");
+        changed["message"] = json!({"newMission": "\u{7}"});
+        assert_eq!(new(&changed).unwrap_err().field(), "message.newMission");
+        let mut exploded = launched();
+        exploded["metadata"]["messageType"] = json!("RocketExploded");
+        exploded["message"] = json!({"reason": "r".repeat(MAX_TEXT_CHARS + 1)});
+        assert_eq!(new(&exploded).unwrap_err().field(), "message.reason");
+    }
+
+    #[test]
+    fn a_channel_made_only_of_dots_is_refused() {
+        for name in [".", "..", "..."] {
+            assert!(Channel::parse(name).is_err(), "{name}");
+        }
+        assert!(Channel::parse(".a.").is_ok());
     }
 }

@@ -37,7 +37,7 @@ async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Result<Response
             limit: MAX_BODY_BYTES,
         });
     }
-    let message = Envelope::parse(body)?;
+    let message = Envelope::parse_new(body)?;
     queue
         .send(&message)
         .await

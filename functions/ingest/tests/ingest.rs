@@ -212,3 +212,30 @@ async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field_and_queue
     }
     assert!(queue.sent.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn over_long_text_control_characters_and_noncharacters_are_refused_and_not_queued() {
+    let queue = RecordingQueue::default();
+    let long = "x".repeat(rockets::message::MAX_TEXT_CHARS + 1);
+    for (field, value) in [
+        ("mission", long.as_str()),
+        ("type", "Falcon\u{0}9"),
+        ("mission", "\u{FFFF}"),
+    ] {
+        let mut message = launched();
+        message["message"][field] = json!(value);
+        let response = post(
+            &queue,
+            Method::POST,
+            "/messages",
+            message.to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            json_body(&response)["error"]["field"],
+            format!("message.{field}")
+        );
+    }
+    assert!(queue.sent.lock().unwrap().is_empty());
+}

@@ -11,6 +11,11 @@ use rockets::rocket::Rocket;
 use serde::Serialize;
 use serde_json::json;
 
+/// The most a response body may hold. Lambda refuses a response over 6 MB, and the body is
+/// escaped once more into the response document, which at worst doubles it; API Gateway
+/// passes what Lambda returns. A page is cut short of this, whatever was stored.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// `GET /rockets`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -44,7 +49,11 @@ async fn respond<R: RocketReader>(
         Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::ListRockets => {
             let query = ListQuery::from_params(param)?;
-            let page = reader.rockets(&query).await.map_err(store_error)?;
+            let mut page = reader.rockets(&query).await.map_err(store_error)?;
+            if within_budget(&mut page.rockets) {
+                let last = page.rockets.last().expect("a cut page keeps one rocket");
+                page.next = Some(query.sort_by.position(last));
+            }
             let list = RocketList {
                 next_cursor: page.next.map(|position| query.cursor(&position)),
                 rockets: page.rockets,
@@ -66,12 +75,13 @@ async fn respond<R: RocketReader>(
             let limit = param("limit").map_or(Ok(DEFAULT_LIMIT), |raw| {
                 parse_limit(raw, "limit", MAX_LIMIT)
             })?;
-            let events = reader
+            let mut events = reader
                 .history(&channel, after, limit)
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| not_found(&channel))?;
-            let next_after = (events.len() == limit)
+            let cut = within_budget(&mut events);
+            let next_after = (cut || events.len() == limit)
                 .then(|| events.last().map(|m| m.number))
                 .flatten();
             let history = History {
@@ -85,6 +95,38 @@ async fn respond<R: RocketReader>(
             "no route for {}",
             api_path(&request)
         ))),
+    }
+}
+
+/// Keeps the longest prefix of `items` whose JSON fits [`MAX_BODY_BYTES`] (at least one item,
+/// which alone is far smaller); true if it cut any.
+fn within_budget<T: Serialize>(items: &mut Vec<T>) -> bool {
+    /// Counts what serialising writes, without keeping it.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut total = Counter(0);
+    let keep = items
+        .iter()
+        .position(|item| {
+            let _ = serde_json::to_writer(&mut total, item);
+            total.0 += 1;
+            total.0 > MAX_BODY_BYTES
+        })
+        .map(|first_over| first_over.max(1));
+    match keep {
+        Some(keep) if keep < items.len() => {
+            items.truncate(keep);
+            true
+        }
+        _ => false,
     }
 }
 

@@ -297,3 +297,93 @@ async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field() {
         }
     }
 }
+
+/// Text as long as a 64 KiB body allowed before text was bounded at ingest.
+fn huge(n: u64) -> std::sync::Arc<str> {
+    format!("{n}{}", "m".repeat(60_000)).into()
+}
+
+#[tokio::test]
+async fn pages_stay_within_the_response_limit_whatever_was_stored() {
+    use rockets::message::Event;
+    use rockets::testing::message;
+    let store = EmbeddedStore::new();
+    for i in 0..100 {
+        let c = channel(&format!("huge-{i:03}"));
+        let mut timeline = Timeline::empty(c.clone(), Utc::now());
+        timeline.receive(message(
+            &c,
+            1,
+            Event::Launched {
+                rocket_type: huge(i),
+                launch_speed: 1,
+                mission: huge(i),
+            },
+        ));
+        if i == 0 {
+            for n in 2..=100 {
+                timeline.receive(message(
+                    &c,
+                    n,
+                    Event::MissionChanged {
+                        new_mission: huge(n),
+                    },
+                ));
+            }
+        }
+        store
+            .commit(0, &timeline.into_change().unwrap())
+            .await
+            .unwrap();
+    }
+    let max = query::MAX_BODY_BYTES;
+
+    let mut seen = Vec::new();
+    let mut path = "/rockets?limit=100".to_string();
+    for _ in 0..100 {
+        let (status, body) = get(&store, &path).await;
+        assert_eq!(status, 200);
+        assert!(
+            body.to_string().len() <= max,
+            "{} bytes",
+            body.to_string().len()
+        );
+        seen.extend(
+            body["rockets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["channel"].clone()),
+        );
+        match body["nextCursor"].as_str() {
+            Some(cursor) => path = format!("/rockets?limit=100&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 100, "every rocket once");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 100);
+
+    let mut numbers = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, body) = get(
+            &store,
+            &format!("/rockets/huge-000/events?after={after}&limit=1000"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(body.to_string().len() <= max);
+        numbers.extend(
+            body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["metadata"]["messageNumber"].as_u64().unwrap()),
+        );
+        match body["nextAfter"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(numbers, (1..=100).collect::<Vec<_>>());
+}
