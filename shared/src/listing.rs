@@ -3,6 +3,11 @@
 //! Every order is total: rockets sort by (value of the sort key, channel), nulls first, and
 //! `desc` is the exact reverse of `asc`. A page ends at a [`Position`], and the next page starts
 //! strictly after it, so a walk visits each rocket once even while other rockets change.
+//!
+//! Text sorts by its first [`MAX_SORT_TEXT_CHARS`] characters, as long as the API accepts, so
+//! a cursor stays small whatever was stored. A cursor is the position and the query it
+//! continues, with a MAC: a changed or forged cursor is a `400`, never a place in some other
+//! order.
 
 use std::sync::Arc;
 
@@ -13,6 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{Channel, ValidationError};
 use crate::rocket::{Rocket, Status};
+
+/// The characters of a text value that its order considers.
+pub const MAX_SORT_TEXT_CHARS: usize = crate::message::MAX_TEXT_CHARS;
+/// Longer than any cursor this API issues.
+const MAX_CURSOR_LEN: usize = 4096;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
@@ -89,7 +99,14 @@ impl SortKey {
 
     /// Where a rocket stands in this key's order.
     pub fn position(self, rocket: &Rocket) -> Position {
-        let text = |v: &Option<Arc<str>>| v.clone().map_or(SortValue::Null, SortValue::Text);
+        let text = |v: &Option<Arc<str>>| {
+            v.as_ref().map_or(SortValue::Null, |t| {
+                match t.char_indices().nth(MAX_SORT_TEXT_CHARS) {
+                    Some((cut, _)) => SortValue::Text(Arc::from(&t[..cut])),
+                    None => SortValue::Text(t.clone()),
+                }
+            })
+        };
         let time = |v: &Option<chrono::DateTime<chrono::FixedOffset>>| {
             v.map_or(SortValue::Null, |t| SortValue::Time(t.with_timezone(&Utc)))
         };
@@ -219,15 +236,26 @@ impl ListQuery {
             status: self.status,
             after: position.clone(),
         };
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).expect("cursor serialises"))
+        let body = serde_json::to_vec(&body).expect("cursor serialises");
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&body),
+            URL_SAFE_NO_PAD.encode(cursor_mac(&body))
+        )
     }
 
     fn decode_cursor(&self, raw: &str) -> Result<Position, ValidationError> {
-        let body: CursorBody = URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| ValidationError::invalid("cursor", "is not a cursor this API issued"))?;
+        let not_ours = || ValidationError::invalid("cursor", "is not a cursor this API issued");
+        if raw.len() > MAX_CURSOR_LEN {
+            return Err(not_ours());
+        }
+        let (body, mac) = raw.split_once('.').ok_or_else(not_ours)?;
+        let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| not_ours())?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| not_ours())?;
+        if !constant_time_eq(&cursor_mac(&body), &mac) {
+            return Err(not_ours());
+        }
+        let body: CursorBody = serde_json::from_slice(&body).map_err(|_| not_ours())?;
         if (body.sort_by, body.order, body.status) != (self.sort_by, self.order, self.status) {
             return Err(ValidationError::invalid(
                 "cursor",
@@ -236,6 +264,35 @@ impl ListQuery {
         }
         Ok(body.after)
     }
+}
+
+/// The key cursors are signed with: `ROCKETS_CURSOR_KEY` where set (give every function of a
+/// deployment the same one), else a fixed key, which still tells a damaged cursor from one
+/// this API issued. A forged cursor can do no more than start a public listing at a place of
+/// its choosing, which a client can do with the sort parameters alone.
+fn cursor_key() -> &'static [u8] {
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        std::env::var("ROCKETS_CURSOR_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map_or_else(|| b"rockets-listing-cursor".to_vec(), String::into_bytes)
+    })
+}
+
+/// The first 12 bytes of HMAC-SHA256 over the cursor's body.
+fn cursor_mac(body: &[u8]) -> [u8; 12] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(cursor_key()).expect("any key length");
+    mac.update(body);
+    let full = mac.finalize().into_bytes();
+    let mut short = [0; 12];
+    short.copy_from_slice(&full[..12]);
+    short
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// An integer page size between 1 and `max`.
@@ -327,5 +384,30 @@ mod tests {
             channel: Channel::parse("b").unwrap(),
         };
         assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn cursors_stay_small_and_a_changed_one_is_refused() {
+        let mut rocket = Rocket::new(Channel::parse(&"c".repeat(128)).unwrap(), Utc::now());
+        rocket.mission = Some("\u{0}".repeat(60_000).into());
+        let q = query(&[("sortBy", "mission")]).unwrap();
+        let cursor = q.cursor(&SortKey::Mission.position(&rocket));
+        assert!(cursor.len() < 2_500, "{} characters", cursor.len());
+        let back = query(&[("sortBy", "mission"), ("cursor", &cursor)]).unwrap();
+        assert_eq!(back.after, Some(SortKey::Mission.position(&rocket)));
+
+        let (body, mac) = cursor.split_once('.').unwrap();
+        let mut flipped = body.as_bytes().to_vec();
+        flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
+        let flipped = format!("{}.{mac}", String::from_utf8(flipped).unwrap());
+        for bad in [
+            flipped.as_str(),
+            body,
+            &format!("{body}.AAAA"),
+            &"A".repeat(5_000),
+        ] {
+            let err = query(&[("sortBy", "mission"), ("cursor", bad)]).unwrap_err();
+            assert_eq!(err.field(), "cursor");
+        }
     }
 }

@@ -378,6 +378,18 @@ pub mod contract {
         );
         let stored = store.rocket(&c).await.unwrap().expect("stored");
         assert_eq!(stored.mission.as_deref().map(str::len), Some(1_000));
+        let other = channel(&unique_name("plain"));
+        let (t, version) = open(store, &other).await;
+        let plain = super::message(
+            &other,
+            1,
+            Event::Launched {
+                rocket_type: "Saturn-V".into(),
+                launch_speed: 1,
+                mission: "APOLLO".into(),
+            },
+        );
+        store.commit(version, &change(t, &[&plain])).await.unwrap();
         for sort_by in [SortKey::Type, SortKey::Mission] {
             let query = ListQuery {
                 sort_by,
@@ -388,6 +400,26 @@ pub mod contract {
             };
             let page = store.rockets(&query).await.unwrap();
             assert!(page.rockets.iter().any(|r| r.channel == c), "{sort_by:?}");
+            // Text of NULs sorts first; a page may end, and the next start, right there.
+            let first = store
+                .rockets(&ListQuery {
+                    limit: 1,
+                    ..query.clone()
+                })
+                .await
+                .unwrap();
+            assert_eq!(first.rockets[0].channel, c, "{sort_by:?}");
+            let next = ListQuery {
+                limit: 1000,
+                after: first.next,
+                ..query
+            };
+            let rest = store.rockets(&next).await.unwrap();
+            assert!(rest.rockets.iter().all(|r| r.channel != c), "{sort_by:?}");
+            assert!(
+                rest.rockets.iter().any(|r| r.channel == other),
+                "{sort_by:?}"
+            );
         }
     }
 
