@@ -384,3 +384,30 @@ async fn the_pipeline_in_aws_mode_converges_and_leaves_nothing_queued() {
     }
     assert_eq!(aws.depth(&aws.queues.dead_letter_url).await, (0, 0));
 }
+
+#[tokio::test]
+async fn queue_errors_tell_an_outage_from_a_misconfiguration() {
+    use rockets::ports::{MessageQueue, QueueError};
+    let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
+        return;
+    };
+    let m = flight(&channel("errors"), 1, &mut Rng::new(1)).remove(0);
+    let config = emulator_config(&endpoint).await;
+    let missing = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&config),
+        format!("{endpoint}/123456789012/no-such-queue.fifo"),
+    );
+    let error = missing.send(&m).await.unwrap_err();
+    assert!(matches!(error, QueueError::Failed(_)), "{error:?}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let config = emulator_config(&nowhere).await;
+    let unreachable = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&config),
+        format!("{nowhere}/123456789012/rockets.fifo"),
+    );
+    let error = unreachable.send(&m).await.unwrap_err();
+    assert!(matches!(error, QueueError::Unavailable(_)), "{error:?}");
+}

@@ -34,6 +34,10 @@ pub enum ApiError {
     /// 413: the body is larger than the API accepts.
     #[error("body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 400: the queue refused the message for a reason of its own (its code is given);
+    /// resending the same message cannot succeed.
+    #[error("the queue refused this message ({code})")]
+    QueueRefused { code: String, detail: String },
     /// 503 with `Retry-After`: a dependency is down; the same request may succeed later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -52,6 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::QueueRefused { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,6 +69,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTimeout { .. } => "request_timeout",
+            ApiError::QueueRefused { .. } => "refused_by_queue",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -80,6 +86,10 @@ impl ApiError {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal error".to_string()
+            }
+            ApiError::QueueRefused { detail, .. } => {
+                tracing::warn!(error = %detail, "the queue refused a message");
+                self.to_string()
             }
             other => other.to_string(),
         };
@@ -101,6 +111,17 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<crate::ports::QueueError> for ApiError {
+    fn from(error: crate::ports::QueueError) -> Self {
+        use crate::ports::QueueError;
+        match error {
+            QueueError::Unavailable(detail) => ApiError::Unavailable(detail),
+            QueueError::Refused { code, detail } => ApiError::QueueRefused { code, detail },
+            QueueError::Failed(detail) => ApiError::Internal(detail),
+        }
     }
 }
 

@@ -25,10 +25,35 @@ pub enum StoreError {
     Failed(String),
 }
 
-/// The queue refused or could not take a message (HTTP 503, so the sender resends).
+/// Why the queue did not take or give a message.
 #[derive(Debug, thiserror::Error)]
-#[error("queue unavailable: {0}")]
-pub struct QueueError(pub String);
+pub enum QueueError {
+    /// Unreachable, throttled or failing for now: the same request may succeed later.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The queue refused this message (its code says why): sending it again cannot help.
+    #[error("queue refused the message ({code}): {detail}")]
+    Refused { code: String, detail: String },
+    /// Anything else: the queue's configuration or permissions, or a bug.
+    #[error("queue failed: {0}")]
+    Failed(String),
+}
+
+impl QueueError {
+    /// The same error, its detail naming what it was about.
+    pub fn about(self, context: impl std::fmt::Display) -> Self {
+        match self {
+            QueueError::Unavailable(detail) => {
+                QueueError::Unavailable(format!("{detail} ({context})"))
+            }
+            QueueError::Refused { code, detail } => QueueError::Refused {
+                code,
+                detail: format!("{detail} ({context})"),
+            },
+            QueueError::Failed(detail) => QueueError::Failed(format!("{detail} ({context})")),
+        }
+    }
+}
 
 /// A message as it goes onto the FIFO queue.
 #[derive(Clone, PartialEq, Eq, Debug)]

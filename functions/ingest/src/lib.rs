@@ -38,10 +38,12 @@ async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Result<Response
         });
     }
     let message = Envelope::parse_new(body)?;
-    queue
-        .send(&message)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("{e} (channel {})", message.channel)))?;
+    queue.send(&message).await.map_err(|error| {
+        error.about(format_args!(
+            "channel {} message {}",
+            message.channel, message.number
+        ))
+    })?;
     tracing::debug!(channel = %message.channel, number = %message.number, "message queued");
     Ok(json_response(
         StatusCode::ACCEPTED,

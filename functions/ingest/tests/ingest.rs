@@ -17,7 +17,7 @@ struct RecordingQueue {
 impl MessageQueue for RecordingQueue {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
         if self.down {
-            return Err(QueueError("connection refused".into()));
+            return Err(QueueError::Unavailable("connection refused".into()));
         }
         self.sent.lock().unwrap().push(QueuedMessage::of(message));
         Ok(())
@@ -238,4 +238,56 @@ async fn over_long_text_control_characters_and_noncharacters_are_refused_and_not
         );
     }
     assert!(queue.sent.lock().unwrap().is_empty());
+}
+
+/// Answers every send with one error.
+struct FailingQueue(fn() -> QueueError);
+
+impl MessageQueue for FailingQueue {
+    async fn send(&self, _: &Envelope) -> Result<(), QueueError> {
+        Err((self.0)())
+    }
+}
+
+#[tokio::test]
+async fn only_a_transient_queue_failure_asks_the_sender_to_retry() {
+    let cases: [(fn() -> QueueError, u16, &str); 3] = [
+        (
+            || QueueError::Unavailable("throttled".into()),
+            503,
+            "unavailable",
+        ),
+        (
+            || QueueError::Refused {
+                code: "InvalidMessageContents".into(),
+                detail: "secret detail".into(),
+            },
+            400,
+            "refused_by_queue",
+        ),
+        (
+            || QueueError::Failed("AccessDenied".into()),
+            500,
+            "internal_error",
+        ),
+    ];
+    for (error, status, code) in cases {
+        let request = api_gateway_request(
+            Method::POST,
+            "/messages",
+            None,
+            HeaderMap::new(),
+            launched().to_string().into_bytes(),
+        )
+        .expect("a convertible request");
+        let response = ingest::handle(&FailingQueue(error), request).await;
+        assert_eq!(response.status(), status);
+        assert_eq!(
+            response.headers().contains_key("retry-after"),
+            status == 503
+        );
+        let body = json_body(&response);
+        assert_eq!(body["error"]["code"], code);
+        assert!(!body.to_string().contains("secret"), "{body}");
+    }
 }

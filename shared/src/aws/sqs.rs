@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use futures_util::future::join_all;
 
@@ -20,11 +20,48 @@ pub struct SqsQueue {
     url: String,
 }
 
-fn queue_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: &str,
-    error: aws_sdk_sqs::error::SdkError<E, R>,
-) -> QueueError {
-    QueueError(format!("{what}: {}", DisplayErrorContext(&error)))
+/// Codes SQS answers for a request to try again later, once the SDK's own retries are spent.
+const TRANSIENT_CODES: [&str; 8] = [
+    "ThrottlingException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "KmsThrottled",
+    "KmsUnavailable",
+    "KMS.ThrottlingException",
+];
+
+/// Codes SQS answers for a message it will never take.
+const REFUSED_CODES: [&str; 3] = [
+    "InvalidMessageContents",
+    "InvalidParameterValue",
+    "MessageTooLong",
+];
+
+/// Classifies an SDK error: transient ones are `Unavailable`, a refusal of the message itself
+/// is `Refused`, the rest (access, a missing queue) `Failed`.
+fn queue_error<E, R>(what: &str, error: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_sqs::error::SdkError;
+    let detail = format!("{what}: {}", DisplayErrorContext(&error));
+    match &error {
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(code) if TRANSIENT_CODES.contains(&code) => QueueError::Unavailable(detail),
+            Some(code) if REFUSED_CODES.contains(&code) => QueueError::Refused {
+                code: code.to_string(),
+                detail,
+            },
+            _ => QueueError::Failed(detail),
+        },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            QueueError::Unavailable(detail)
+        }
+        _ => QueueError::Failed(detail),
+    }
 }
 
 impl SqsQueue {
@@ -123,7 +160,7 @@ impl QueueConsumer for SqsQueue {
         for result in join_all(calls).await {
             let output = result.map_err(|e| queue_error("delete", e))?;
             if let Some(failed) = output.failed().first() {
-                return Err(QueueError(format!(
+                return Err(QueueError::Failed(format!(
                     "delete refused for {} record(s): {}",
                     output.failed().len(),
                     failed.message().unwrap_or(failed.code())
