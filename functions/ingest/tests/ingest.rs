@@ -240,8 +240,11 @@ async fn over_long_text_control_characters_and_noncharacters_are_refused_and_not
     assert!(queue.sent.lock().unwrap().is_empty());
 }
 
+/// Makes the error a [`FailingQueue`] answers with.
+type MakeError = fn() -> QueueError;
+
 /// Answers every send with one error.
-struct FailingQueue(fn() -> QueueError);
+struct FailingQueue(MakeError);
 
 impl MessageQueue for FailingQueue {
     async fn send(&self, _: &Envelope) -> Result<(), QueueError> {
@@ -251,7 +254,7 @@ impl MessageQueue for FailingQueue {
 
 #[tokio::test]
 async fn only_a_transient_queue_failure_asks_the_sender_to_retry() {
-    let cases: [(fn() -> QueueError, u16, &str); 3] = [
+    let cases: [(MakeError, u16, &str); 3] = [
         (
             || QueueError::Unavailable("throttled".into()),
             503,
