@@ -411,3 +411,33 @@ async fn queue_errors_tell_an_outage_from_a_misconfiguration() {
     let error = unreachable.send(&m).await.unwrap_err();
     assert!(matches!(error, QueueError::Unavailable(_)), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_endpoint_is_an_outage_within_the_functions_timeout() {
+    use rockets::ports::{MessageQueue, QueueError, RocketReader, StoreError};
+    // Takes connections and never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", hung.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let config = emulator_config(&endpoint).await;
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&config),
+        format!("{endpoint}/123456789012/rockets.fifo"),
+    );
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), "rockets");
+    let m = flight(&channel("hung"), 1, &mut Rng::new(1)).remove(0);
+    let started = Instant::now();
+    let (sent, read) = tokio::join!(queue.send(&m), store.rocket(&m.channel));
+    let took = started.elapsed();
+    assert!(matches!(sent, Err(QueueError::Unavailable(_))), "{sent:?}");
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{took:?}: the ingest and query functions time out at 5 s"
+    );
+}

@@ -28,7 +28,9 @@ use crate::ports::StoreError;
 /// Loads the SDK configuration once per process (per Lambda container), outside any handler.
 ///
 /// The standard retry mode retries throttling and transient errors with jittered backoff, up
-/// to three attempts; connection setup is bounded so a bad endpoint fails fast.
+/// to three attempts. Every call is bounded: [`ATTEMPT_TIMEOUT`] an attempt and
+/// [`OPERATION_TIMEOUT`] in all, retries included, below the 5 s the ingest and query functions
+/// may run, so a hung endpoint is a 503 the sender can retry rather than a function timeout.
 pub async fn sdk_config() -> SdkConfig {
     config_loader().load().await
 }
@@ -49,10 +51,16 @@ pub fn config_loader() -> aws_config::ConfigLoader {
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
                 .build(),
         )
 }
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(4_500);
 
 /// The roots of Amazon Trust Services, which issues the certificate of every AWS endpoint:
 /// Amazon Root CA 1 to 4 and Starfield Services Root Certificate Authority - G2, which

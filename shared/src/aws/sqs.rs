@@ -11,6 +11,9 @@ use futures_util::future::join_all;
 use crate::message::Envelope;
 use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage};
 
+/// The longest wait SQS allows a receive.
+const LONG_POLL_MAX: Duration = Duration::from_secs(20);
+
 /// Entries per DeleteMessageBatch call, SQS's limit.
 const DELETE_BATCH_LIMIT: usize = 10;
 
@@ -113,6 +116,16 @@ impl QueueConsumer for SqsQueue {
             .max_number_of_messages(max.clamp(1, 10) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
+            // A long poll waits by design: its bound is the wait plus an ordinary call's.
+            .customize()
+            .config_override(
+                aws_sdk_sqs::Config::builder().timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(wait.min(LONG_POLL_MAX) + super::ATTEMPT_TIMEOUT)
+                        .operation_timeout(wait.min(LONG_POLL_MAX) + super::OPERATION_TIMEOUT)
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| queue_error("receive", e))?;
