@@ -215,6 +215,13 @@ mod tests {
             at(2, Event::SpeedIncreased { by: i64::MAX }),
         ]);
         assert_eq!(rocket.speed, i64::MAX);
+        let rocket = fold(&[
+            launch(1, 0),
+            at(2, Event::SpeedDecreased { by: i64::MAX }),
+            at(3, Event::SpeedDecreased { by: i64::MAX }),
+            at(4, Event::SpeedIncreased { by: 5 }),
+        ]);
+        assert_eq!(rocket.speed, i64::MIN + 5);
     }
 
     #[test]

@@ -46,6 +46,15 @@ async fn respond<R: RocketReader>(
     let params = request.query_string_parameters();
     let param = |name: &str| params.first(name);
     match Route::resolve(request.method(), api_path(&request))? {
+        Route::Health if param("deep") == Some("true") => {
+            // One read of a rocket that need not exist: enough to know the store answers.
+            let probe = Channel::parse("health").expect("a valid channel");
+            reader.rocket(&probe).await.map_err(store_error)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"status": "ok", "store": "ok"}),
+            ))
+        }
         Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::ListRockets => {
             let query = ListQuery::from_params(param)?;

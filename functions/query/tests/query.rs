@@ -387,3 +387,54 @@ async fn pages_stay_within_the_response_limit_whatever_was_stored() {
     }
     assert_eq!(numbers, (1..=100).collect::<Vec<_>>());
 }
+
+/// A store that does not answer.
+struct DownStore;
+
+impl rockets::ports::RocketReader for DownStore {
+    async fn rocket(
+        &self,
+        _: &rockets::message::Channel,
+    ) -> Result<Option<rockets::rocket::Rocket>, rockets::ports::StoreError> {
+        Err(rockets::ports::StoreError::Unavailable("timed out".into()))
+    }
+
+    async fn rockets(
+        &self,
+        _: &rockets::listing::ListQuery,
+    ) -> Result<rockets::listing::RocketPage, rockets::ports::StoreError> {
+        Err(rockets::ports::StoreError::Unavailable("timed out".into()))
+    }
+
+    async fn history(
+        &self,
+        _: &rockets::message::Channel,
+        _: u64,
+        _: usize,
+    ) -> Result<Option<Vec<rockets::message::Envelope>>, rockets::ports::StoreError> {
+        Err(rockets::ports::StoreError::Unavailable("timed out".into()))
+    }
+}
+
+#[tokio::test]
+async fn health_is_shallow_unless_asked_to_read_the_store() {
+    let (status, body) = get(&EmbeddedStore::new(), "/health?deep=true").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"status": "ok", "store": "ok"}))
+    );
+    let ask = |query: Option<&str>| {
+        rockets::http::api_gateway_request(
+            Method::GET,
+            "/health",
+            query,
+            HeaderMap::new(),
+            Vec::new(),
+        )
+        .expect("a convertible request")
+    };
+    assert_eq!(query::handle(&DownStore, ask(None)).await.status(), 200);
+    let deep = query::handle(&DownStore, ask(Some("deep=true"))).await;
+    assert_eq!(deep.status(), 503);
+    assert_eq!(deep.headers()["retry-after"], "1");
+}
