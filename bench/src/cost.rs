@@ -256,7 +256,9 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
             let mut event = SqsEvent::default();
             event.records = records;
             let begun = Instant::now();
-            let response = apply::handle(&store, event).await.expect("apply");
+            let response = apply::handle(&store, &batcher, apply::VISIBILITY_TIMEOUT, event)
+                .await
+                .expect("apply");
             bill.apply_ms.push(begun.elapsed().as_secs_f64() * 1e3);
             bill.apply_invocations += 1;
             assert!(response.batch_item_failures.is_empty(), "{response:?}");

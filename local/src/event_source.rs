@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use rockets::ports::{ChannelStore, QueueConsumer};
+use rockets::ports::{ChannelStore, QueueConsumer, RecordVisibility};
 use tokio::sync::watch;
 
 use crate::activity::Activity;
@@ -18,10 +18,11 @@ pub const LONG_POLL: Duration = Duration::from_secs(20);
 
 /// Feeds batches from `source` to the apply handler until `stop` turns true; a batch already
 /// received is applied and deleted first.
-pub async fn pump<C: QueueConsumer, S: ChannelStore>(
+pub async fn pump<C: QueueConsumer + RecordVisibility, S: ChannelStore>(
     source: Arc<C>,
     store: Arc<S>,
     batch_size: usize,
+    visibility_timeout: Duration,
     activity: Arc<Activity>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -46,9 +47,14 @@ pub async fn pump<C: QueueConsumer, S: ChannelStore>(
             .filter_map(|r| Some((r.message_id.clone()?, r.receipt_handle.clone()?)))
             .collect();
         // A panicking handler fails its invocation, as in Lambda; the batch comes back.
-        let outcome = AssertUnwindSafe(apply::apply_batch(&*store, &records))
-            .catch_unwind()
-            .await;
+        let outcome = AssertUnwindSafe(apply::apply_batch_backing_off(
+            &*store,
+            &*source,
+            visibility_timeout,
+            &records,
+        ))
+        .catch_unwind()
+        .await;
         let failed: HashSet<String> = match outcome {
             Ok(Ok((response, summary))) => {
                 tracing::debug!(

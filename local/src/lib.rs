@@ -29,7 +29,7 @@ use rockets::config::{self, ConfigError};
 use rockets::embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 use rockets::http::{ApiError, Function, Route, api_gateway_request};
 use rockets::message::ValidationError;
-use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RocketReader};
+use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility, RocketReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -296,7 +296,7 @@ pub async fn start<Q, R, E, S>(
 where
     Q: MessageQueue + 'static,
     R: RocketReader + 'static,
-    E: QueueConsumer + 'static,
+    E: QueueConsumer + RecordVisibility + 'static,
     S: ChannelStore + 'static,
 {
     let listeners = config.listen.bind().await?;
@@ -308,6 +308,7 @@ where
             events.queue.clone(),
             events.store.clone(),
             config.batch_size.clamp(1, 10),
+            config.queue.visibility_timeout,
             activity.clone(),
             stopped.clone(),
         ));

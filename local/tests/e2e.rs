@@ -6,10 +6,18 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rockets::embedded::{QueueConfig, QueueDepth};
-use rockets::ports::QueuedMessage;
+use std::sync::Arc;
+
+use rockets::embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig, QueueDepth};
+use rockets::listing::{ListQuery, RocketPage};
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::ChannelChange;
+use rockets::ports::{
+    ChannelSnapshot, ChannelStore, CommitOutcome, QueuedMessage, RocketReader, StoreError,
+};
+use rockets::rocket::Rocket;
 use rockets::testing::{HttpClient, Rng, channel, flight};
-use rockets_local::{LocalConfig, LocalServer, start_embedded};
+use rockets_local::{Backends, LocalConfig, LocalServer, start_embedded};
 use support::{assert_converges, post_all, post_concurrently_and_converge, traffic};
 
 async fn start(visibility: Duration, max_receive_count: u32) -> LocalServer {
@@ -78,4 +86,101 @@ async fn a_poison_message_blocks_its_channel_only_until_it_reaches_the_dead_lett
         .unwrap();
     assert_eq!(queue.depth().dead, 1);
     assert!(queue.dead_letters()[0].contains("not what apply expects"));
+}
+
+/// The embedded store, unavailable to the apply side until `up_at`.
+struct OutageStore {
+    inner: EmbeddedStore,
+    up_at: Instant,
+}
+
+impl OutageStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if Instant::now() < self.up_at {
+            return Err(StoreError::Unavailable("outage".into()));
+        }
+        Ok(())
+    }
+}
+
+impl ChannelStore for OutageStore {
+    async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+        self.check()?;
+        self.inner.load(channel).await
+    }
+
+    async fn commit(
+        &self,
+        version: u64,
+        change: &ChannelChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.check()?;
+        self.inner.commit(version, change).await
+    }
+
+    async fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.check()?;
+        self.inner.applied(channel, numbers).await
+    }
+}
+
+impl RocketReader for OutageStore {
+    async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
+        self.inner.rocket(channel).await
+    }
+
+    async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
+        self.inner.rockets(query).await
+    }
+
+    async fn history(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Envelope>>, StoreError> {
+        self.inner.history(channel, after, limit).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
+    // Four receives 100 ms apart would dead-letter every message within half a second; backing
+    // off (100 ms, 400 ms, 1.6 s before the fourth) outlasts an outage of a second and a half.
+    let config = LocalConfig {
+        queue: QueueConfig {
+            visibility_timeout: Duration::from_millis(100),
+            max_receive_count: 4,
+            ..QueueConfig::default()
+        },
+        ..LocalConfig::ephemeral()
+    };
+    let queue = Arc::new(EmbeddedQueue::new(config.queue));
+    let store = Arc::new(OutageStore {
+        inner: EmbeddedStore::new(),
+        up_at: Instant::now() + Duration::from_millis(1_500),
+    });
+    let backends = Backends {
+        queue: queue.clone(),
+        store: store.clone(),
+    };
+    let server = rockets_local::start(&config, backends.clone(), backends, None)
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let (flights, arrivals) = traffic(5, 6, 11);
+    tokio::task::spawn_blocking(move || {
+        post_concurrently_and_converge(addr, 2, &flights, arrivals)
+    })
+    .await
+    .unwrap();
+    assert_eq!(queue.depth().dead, 0, "{:?}", queue.dead_letters());
+    assert!(
+        Instant::now() >= store.up_at,
+        "applied only once the store was back"
+    );
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_dynamodb::config::Intercept;
@@ -19,6 +20,11 @@ use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
 use rockets::aws::{DynamoStore, SqsQueue, index_attribute, index_name};
 use rockets::http::{Function, ROUTES, api_gateway_request};
 use rockets::listing::SortKey;
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::ChannelChange;
+use rockets::ports::{
+    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, StoreError,
+};
 use rockets::testing::{Rng, channel, emulator, emulator_config, flight, sqs_record, unique_name};
 use serde_yaml::Value;
 
@@ -136,6 +142,23 @@ impl Recorder {
     }
 }
 
+/// A store that does not answer.
+struct DownStore;
+
+impl ChannelStore for DownStore {
+    async fn load(&self, _: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+
+    async fn commit(&self, _: u64, _: &ChannelChange) -> Result<CommitOutcome, StoreError> {
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+
+    async fn applied(&self, _: &Channel, _: &[MessageNumber]) -> Result<Vec<Envelope>, StoreError> {
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+}
+
 /// Drives each function's handler through its real AWS adapters and returns the actions each
 /// one called.
 async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<String>> {
@@ -164,6 +187,7 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
             .build(),
     );
     let store = DynamoStore::new(dynamodb, table);
+    let queue_url = queues.url.clone();
     let queue = SqsQueue::new(sqs, queues.url);
     let c = channel(&unique_name("template"));
     let m = flight(&c, 3, &mut Rng::new(1));
@@ -187,9 +211,23 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
             .iter()
             .map(|e| sqs_record(&unique_name("record"), e))
             .collect();
-        let response = apply::handle(&store, event).await.unwrap();
+        let response = apply::handle(&store, &queue, apply::VISIBILITY_TIMEOUT, event)
+            .await
+            .unwrap();
         assert!(response.batch_item_failures.is_empty());
     }
+    // And a store that does not answer: the records back off. (The record is sent and
+    // received by the event source mapping, not the function: a client that is not recorded.)
+    let source = SqsQueue::new(setup_sqs.clone(), queue_url.clone());
+    source.send(&m[1]).await.unwrap();
+    let mut event = SqsEvent::default();
+    event.records = source.receive(10, Duration::from_secs(1)).await.unwrap();
+    let received = event.records.len();
+    assert!(received >= 1, "ingest's message and this one");
+    let response = apply::handle(&DownStore, &queue, apply::VISIBILITY_TIMEOUT, event)
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), received);
     actions.insert("apply", recorder.take());
 
     for path in [
@@ -252,6 +290,11 @@ async fn every_action_the_code_calls_is_granted_and_nothing_more() {
         let granted = grants(&template, function);
         let actions: BTreeSet<&str> = granted.iter().map(|(a, _)| a.as_str()).collect();
         for action in &recorded[name] {
+            // SQS authorises a batch call as its single-message action.
+            let action = match action.strip_prefix("sqs:") {
+                Some(operation) => format!("sqs:{}", operation.trim_end_matches("Batch")),
+                None => action.clone(),
+            };
             assert!(
                 actions.contains(action.as_str()),
                 "{function} calls {action}, not granted"
@@ -263,6 +306,7 @@ async fn every_action_the_code_calls_is_granted_and_nothing_more() {
                 "{function}: wildcard action {action}"
             );
             let needed = recorded[name].contains(action)
+                || recorded[name].contains(&format!("{action}Batch"))
                 || RUNTIME_ACTIONS.contains(&action.as_str())
                 || (name == "apply" && EVENT_SOURCE_ACTIONS.contains(&action.as_str()));
             assert!(
@@ -402,6 +446,11 @@ fn the_settings_cfn_lint_does_not_check() {
     );
     let timeout = apply["Timeout"].as_u64().unwrap();
     assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout);
+    assert_eq!(
+        queue["VisibilityTimeout"].as_u64().unwrap(),
+        apply::VISIBILITY_TIMEOUT.as_secs(),
+        "apply backs off from the queue's visibility timeout"
+    );
     assert_eq!(
         text(&queue["RedrivePolicy"]["deadLetterTargetArn"]),
         "DeadLetterQueue.Arn"

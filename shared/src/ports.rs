@@ -114,6 +114,15 @@ pub trait QueueConsumer: Send + Sync {
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
+/// Delays the next delivery of received records, as SQS's ChangeMessageVisibility does.
+pub trait RecordVisibility: Send + Sync {
+    /// Keeps each record (by receipt handle) hidden for its duration from now on.
+    fn hide(
+        &self,
+        records: Vec<(String, std::time::Duration)>,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
 /// What the store holds for one channel, and the version to commit against.
 #[derive(Clone, PartialEq, Debug)]
 pub struct ChannelSnapshot {

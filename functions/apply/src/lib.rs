@@ -14,7 +14,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{Received, Timeline, same_or_conflict};
-use rockets::ports::{ChannelStore, CommitOutcome, StoreError};
+use rockets::ports::{ChannelStore, CommitOutcome, RecordVisibility, StoreError};
 
 /// How often a channel's commit is retried when another applier got there first.
 pub const MAX_COMMIT_ATTEMPTS: u32 = 8;
@@ -64,12 +64,36 @@ impl std::ops::AddAssign for BatchSummary {
     }
 }
 
-/// Applies a batch and reports, per message id, the records SQS must deliver again.
-pub async fn handle<S: ChannelStore>(
+/// The visibility timeout of the template's queue, the first back-off after an outage.
+pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest one back-off lasts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// How long a record stays hidden after the store was unavailable for it, by how often it has
+/// been received: `base` (the queue's visibility timeout) times 4 to the receives before this
+/// one, at most two hours.
+///
+/// An outage is not the message's fault, yet every receive counts towards the dead-letter
+/// queue; backing off stretches the receives over a long outage instead of spending them in
+/// minutes. A message's last receive is its last chance, so what it outlasts is the sum of the
+/// back-offs before it: with 60 s and the template's five receives, 1 + 4 + 16 + 64 minutes,
+/// about an hour and a half, against five minutes without backing off.
+pub fn outage_backoff(base: Duration, receive_count: u32) -> Duration {
+    let factor = 4u32.saturating_pow(receive_count.saturating_sub(1).min(15));
+    base.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// Applies a batch and reports, per message id, the records SQS must deliver again; those that
+/// failed because the store was unavailable are hidden for an [`outage_backoff`] of `base`.
+pub async fn handle<S: ChannelStore, V: RecordVisibility>(
     store: &S,
+    visibility: &V,
+    base: Duration,
     event: SqsEvent,
 ) -> Result<SqsBatchResponse, ApplyError> {
-    let (response, summary) = apply_batch(store, &event.records).await?;
+    let (response, summary) =
+        apply_batch_backing_off(store, visibility, base, &event.records).await?;
     tracing::info!(
         records = event.records.len(),
         applied = summary.applied,
@@ -83,10 +107,53 @@ pub async fn handle<S: ChannelStore>(
 }
 
 /// [`handle`], also returning what the batch did.
+pub async fn apply_batch_backing_off<S: ChannelStore, V: RecordVisibility>(
+    store: &S,
+    visibility: &V,
+    base: Duration,
+    records: &[SqsMessage],
+) -> Result<(SqsBatchResponse, BatchSummary), ApplyError> {
+    let (response, summary, unavailable) = apply_records(store, records).await?;
+    let hidden: Vec<(String, Duration)> = unavailable
+        .into_iter()
+        .filter_map(|record| {
+            let count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            Some((record.receipt_handle.clone()?, outage_backoff(base, count)))
+        })
+        .collect();
+    if !hidden.is_empty() {
+        let longest = hidden.iter().map(|(_, d)| *d).max().unwrap_or_default();
+        tracing::warn!(
+            records = hidden.len(),
+            hidden_secs = longest.as_secs(),
+            "store unavailable; backing off"
+        );
+        if let Err(error) = visibility.hide(hidden).await {
+            tracing::warn!(%error, "could not back off; the records return after the visibility timeout");
+        }
+    }
+    Ok((response, summary))
+}
+
+/// Applies a batch without backing off: what each record came to, and what the batch did.
 pub async fn apply_batch<S: ChannelStore>(
     store: &S,
     records: &[SqsMessage],
 ) -> Result<(SqsBatchResponse, BatchSummary), ApplyError> {
+    let (response, summary, _) = apply_records(store, records).await?;
+    Ok((response, summary))
+}
+
+/// The batch's response and summary, and the records that failed because the store was
+/// unavailable.
+async fn apply_records<'r, S: ChannelStore>(
+    store: &S,
+    records: &'r [SqsMessage],
+) -> Result<(SqsBatchResponse, BatchSummary, Vec<&'r SqsMessage>), ApplyError> {
     if let Some(index) = records
         .iter()
         .position(|r| r.message_id.as_deref().is_none_or(str::is_empty))
@@ -101,17 +168,29 @@ pub async fn apply_batch<S: ChannelStore>(
     .await;
     let mut response = SqsBatchResponse::default();
     let mut summary = BatchSummary::default();
-    for (failed, channel_summary) in results {
-        summary += channel_summary;
+    let mut unavailable = Vec::new();
+    for outcome in results {
+        summary += outcome.summary;
+        if outcome.store_unavailable {
+            unavailable.extend(outcome.failed.iter().copied());
+        }
         response
             .batch_item_failures
-            .extend(failed.into_iter().map(|id| {
+            .extend(outcome.failed.into_iter().filter_map(|record| {
                 let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failure
+                failure.item_identifier = record.message_id.clone()?;
+                Some(failure)
             }));
     }
-    Ok((response, summary))
+    Ok((response, summary, unavailable))
+}
+
+/// What became of one channel's records.
+struct ChannelOutcome<'r> {
+    failed: Vec<&'r SqsMessage>,
+    summary: BatchSummary,
+    /// The records failed because the store could not be reached, not because of them.
+    store_unavailable: bool,
 }
 
 /// The records of each message group, in queue order. The group id is the channel; a record
@@ -137,12 +216,12 @@ fn group_by_channel(records: &[SqsMessage]) -> Vec<(&str, Vec<&SqsMessage>)> {
     groups
 }
 
-/// Applies one channel's records; returns the ids that failed and what was done.
-async fn apply_channel<S: ChannelStore>(
+/// Applies one channel's records.
+async fn apply_channel<'r, S: ChannelStore>(
     store: &S,
     group: &str,
-    records: Vec<&SqsMessage>,
-) -> (Vec<String>, BatchSummary) {
+    records: Vec<&'r SqsMessage>,
+) -> ChannelOutcome<'r> {
     let mut messages = Vec::with_capacity(records.len());
     for record in &records {
         let parsed = record
@@ -173,22 +252,26 @@ async fn apply_channel<S: ChannelStore>(
     }
     let mut summary = BatchSummary::default();
     let mut first_failed = messages.len();
+    let mut store_unavailable = false;
     if let Some(first) = messages.first() {
         let channel = first.channel.clone();
         match apply_messages(store, &channel, &messages).await {
             Ok(done) => summary = done,
             Err(error) => {
                 tracing::error!(%channel, %error, records = records.len(), "channel not applied; SQS will redeliver");
+                store_unavailable =
+                    matches!(error, ChannelError::Store(StoreError::Unavailable(_)));
                 first_failed = 0;
             }
         }
     }
-    let failed: Vec<String> = records[first_failed..]
-        .iter()
-        .filter_map(|r| r.message_id.clone())
-        .collect();
+    let failed = records[first_failed..].to_vec();
     summary.failed = failed.len();
-    (failed, summary)
+    ChannelOutcome {
+        failed,
+        summary,
+        store_unavailable,
+    }
 }
 
 /// Loads the channel, receives the messages and commits, retrying with jittered backoff
@@ -305,4 +388,23 @@ fn backoff(attempt: u32) -> Duration {
     let ceiling_us = (1_000u64 << attempt.min(7)).min(100_000);
     let random = RandomState::new().hash_one(attempt);
     Duration::from_micros(random % ceiling_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_backs_off_four_times_longer_each_receive_up_to_two_hours() {
+        let minute = Duration::from_secs(60);
+        let schedule: Vec<u64> = (1..=7)
+            .map(|count| outage_backoff(minute, count).as_secs() / 60)
+            .collect();
+        assert_eq!(schedule, [1, 4, 16, 64, 120, 120, 120]);
+        assert_eq!(outage_backoff(minute, 0), minute);
+        assert_eq!(outage_backoff(minute, u32::MAX), MAX_BACKOFF);
+        // With the template's five receives: the outage a valid message outlasts in the queue.
+        let survived: Duration = (1..5).map(|count| outage_backoff(minute, count)).sum();
+        assert_eq!(survived, Duration::from_secs(85 * 60));
+    }
 }

@@ -246,7 +246,12 @@ async fn a_record_without_a_message_id_fails_the_whole_batch() {
     batch[0].message_id = None;
     let mut event = SqsEvent::default();
     event.records = batch;
-    assert!(apply::handle(&store, event).await.is_err());
+    let queue = rockets::embedded::EmbeddedQueue::new(Default::default());
+    assert!(
+        apply::handle(&store, &queue, apply::VISIBILITY_TIMEOUT, event)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,17 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName,
+};
 use futures_util::future::join_all;
 
 use crate::message::Envelope;
-use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage};
+use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
+
+/// The longest SQS lets a received message stay hidden: 12 hours.
+const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
 
 /// The longest wait SQS allows a receive.
 const LONG_POLL_MAX: Duration = Duration::from_secs(20);
@@ -175,6 +181,41 @@ impl QueueConsumer for SqsQueue {
             if let Some(failed) = output.failed().first() {
                 return Err(QueueError::Failed(format!(
                     "delete refused for {} record(s): {}",
+                    output.failed().len(),
+                    failed.message().unwrap_or(failed.code())
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RecordVisibility for SqsQueue {
+    async fn hide(&self, records: Vec<(String, Duration)>) -> Result<(), QueueError> {
+        let calls = records.chunks(DELETE_BATCH_LIMIT).map(|chunk| {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (handle, hidden))| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .visibility_timeout(hidden.as_secs().min(MAX_VISIBILITY_SECS) as i32)
+                        .build()
+                        .expect("id and handle are set")
+                })
+                .collect();
+            self.client
+                .change_message_visibility_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+        });
+        for result in join_all(calls).await {
+            let output = result.map_err(|e| queue_error("change visibility", e))?;
+            if let Some(failed) = output.failed().first() {
+                return Err(QueueError::Failed(format!(
+                    "visibility change refused for {} record(s): {}",
                     output.failed().len(),
                     failed.message().unwrap_or(failed.code())
                 )));

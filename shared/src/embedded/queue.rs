@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use aws_lambda_events::event::sqs::SqsMessage;
 
 use crate::message::Envelope;
-use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage};
+use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
@@ -80,6 +80,8 @@ struct Group {
     /// The first `in_flight` messages are out with a consumer under `lease`.
     in_flight: usize,
     lease: u64,
+    /// When the lease ends; a lease may be extended, leaving earlier deadlines in the heap.
+    deadline: Option<Instant>,
     /// Whether the group is in `State::ready`.
     ready: bool,
 }
@@ -126,8 +128,10 @@ impl State {
             if let Some(group) = self.groups.get_mut(&group_id)
                 && group.lease == lease
                 && group.in_flight > 0
+                && group.deadline.is_none_or(|at| at <= now)
             {
                 group.in_flight = 0;
+                group.deadline = None;
                 self.mark_ready(&group_id);
             }
         }
@@ -245,6 +249,7 @@ impl EmbeddedQueue {
             if group.in_flight > 0 {
                 group.lease = lease;
                 let deadline = now + self.config.visibility_timeout;
+                group.deadline = Some(deadline);
                 state.leases.push(Reverse((deadline, lease, group_id)));
             } else if group.messages.is_empty() {
                 state.groups.remove(&group_id);
@@ -325,6 +330,39 @@ impl EmbeddedQueue {
         true
     }
 
+    /// Keeps a received message hidden for `hidden` from now, as SQS's ChangeMessageVisibility
+    /// does; its group, which waits for it in any case, with it.
+    /// Returns false for a receipt whose visibility timeout has ended.
+    pub fn hide(&self, receipt_handle: &str, hidden: Duration) -> bool {
+        let mut parts = receipt_handle.splitn(3, ':');
+        let (Some(lease), Some(_), Some(group_id)) = (
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return false;
+        };
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let now = Instant::now();
+        state.end_expired_leases(now);
+        let Some((group_id, group)) = state.groups.get_key_value(group_id) else {
+            return false;
+        };
+        let group_id = group_id.clone();
+        if group.lease != lease || group.in_flight == 0 {
+            return false;
+        }
+        // The group waits for its longest-hidden message, as a FIFO group in SQS does.
+        let group = state.groups.get_mut(&group_id).expect("just found");
+        let deadline = group
+            .deadline
+            .map_or(now + hidden, |at| at.max(now + hidden));
+        group.deadline = Some(deadline);
+        state.leases.push(Reverse((deadline, lease, group_id)));
+        true
+    }
+
     pub fn depth(&self) -> QueueDepth {
         let state = self.lock();
         let in_flight: usize = state.groups.values().map(|g| g.in_flight).sum();
@@ -384,6 +422,20 @@ impl QueueConsumer for EmbeddedQueue {
         for handle in receipt_handles {
             if !EmbeddedQueue::delete(self, &handle) {
                 tracing::warn!(handle, "delete refused: the visibility timeout had ended");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RecordVisibility for EmbeddedQueue {
+    async fn hide(&self, records: Vec<(String, Duration)>) -> Result<(), QueueError> {
+        for (handle, hidden) in records {
+            if !EmbeddedQueue::hide(self, &handle, hidden) {
+                tracing::warn!(
+                    handle,
+                    "visibility change refused: the visibility timeout had ended"
+                );
             }
         }
         Ok(())
