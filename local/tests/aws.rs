@@ -441,3 +441,35 @@ async fn a_hung_endpoint_is_an_outage_within_the_functions_timeout() {
         "{took:?}: the ingest and query functions time out at 5 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_store_could_not_take_are_hidden_for_the_back_off_on_sqs() {
+    let Some(aws) = aws(1, 5).await else { return };
+    let m = flight(&channel(&unique_name("outage")), 1, &mut Rng::new(2));
+    aws.send(&[&m[0]]).await;
+    let records = aws.queue.receive(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(records.len(), 1);
+    // The store is down; the record backs off 3 s, three times the queue's visibility timeout.
+    let down = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&emulator_config("http://127.0.0.1:9").await),
+        "nowhere",
+    );
+    let (response, _) =
+        apply::apply_batch_backing_off(&down, &aws.queue, Duration::from_secs(3), &records)
+            .await
+            .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    let hidden_until = Instant::now() + Duration::from_secs(3);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        aws.queue
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still hidden after the queue's own visibility timeout"
+    );
+    let again = aws.queue.receive(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again.len(), 1, "back once the back-off ends");
+    assert!(Instant::now() >= hidden_until - Duration::from_millis(200));
+}
