@@ -38,7 +38,7 @@ environment:
   ROCKETS_REPORT_MS              activity summary interval while busy (default 5000)
   ROCKETS_POLLERS                concurrent apply pollers (default 4)
   ROCKETS_BATCH_SIZE             records per apply batch, 1-10 (default 10)
-  ROCKETS_VISIBILITY_TIMEOUT_MS  before a failed record is redelivered (default 30000)
+  ROCKETS_VISIBILITY_TIMEOUT_MS  before a failed record is redelivered (default 60000)
   ROCKETS_MAX_RECEIVE_COUNT      receives before the dead-letter queue (default 5)
   RUST_LOG                       log level (default info)";
 
@@ -92,13 +92,15 @@ async fn run() -> Result<(), Error> {
     }
     let server = if aws {
         let sdk = sdk_config().await;
-        let queue = if bootstrap {
-            let (_, queues) = create_resources(&config).await?;
-            SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queues.url)
+        let (queue, store) = if bootstrap {
+            let (table, queues) = create_resources(&config).await?;
+            (
+                SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queues.url),
+                DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
+            )
         } else {
-            SqsQueue::from_env(&sdk)?
+            (SqsQueue::from_env(&sdk)?, DynamoStore::from_env(&sdk)?)
         };
-        let store = DynamoStore::from_env(&sdk)?;
         start_aws(&config, queue, store).await
     } else {
         start_embedded(&config).await

@@ -507,3 +507,54 @@ fn the_settings_cfn_lint_does_not_check() {
         assert!(!template["Outputs"][output].is_null(), "output {output}");
     }
 }
+
+#[test]
+fn provisioned_queues_are_configured_as_the_template_configures_them() {
+    use rockets::aws::provision::{dead_letter_attributes, queue_attributes};
+    let template = template();
+    let settings = QueueSettings::default();
+    let queue = &resource(&template, "MessageQueue")["Properties"];
+    assert_eq!(
+        queue["RedrivePolicy"]["maxReceiveCount"].as_u64(),
+        Some(u64::from(settings.max_receive_count))
+    );
+    assert_eq!(
+        rockets::embedded::QueueConfig::default().visibility_timeout,
+        settings.visibility_timeout,
+        "the local server's queue behaves as the deployed one"
+    );
+    for (properties, provisioned, not_provisioned) in [
+        (
+            queue,
+            queue_attributes(&settings),
+            &["QueueName", "RedrivePolicy"][..],
+        ),
+        (
+            &resource(&template, "DeadLetterQueue")["Properties"],
+            dead_letter_attributes(),
+            &["QueueName", "RedriveAllowPolicy"][..],
+        ),
+    ] {
+        let provisioned: HashMap<String, String> = provisioned
+            .into_iter()
+            .map(|(name, value)| (name.as_str().to_string(), value))
+            .collect();
+        for (name, value) in properties.as_mapping().unwrap() {
+            let name = name.as_str().unwrap();
+            if not_provisioned.contains(&name) {
+                continue;
+            }
+            let value = match value {
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                other => text(other).to_string(),
+            };
+            assert_eq!(provisioned.get(name), Some(&value), "{name}");
+        }
+        assert_eq!(
+            provisioned.len() + not_provisioned.len(),
+            properties.as_mapping().unwrap().len(),
+            "provisioned but not in the template: {provisioned:?}"
+        );
+    }
+}

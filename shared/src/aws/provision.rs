@@ -21,6 +21,54 @@ pub struct QueueSettings {
     pub max_receive_count: u32,
 }
 
+impl Default for QueueSettings {
+    /// The template's.
+    fn default() -> Self {
+        QueueSettings {
+            visibility_timeout: Duration::from_secs(60),
+            max_receive_count: 5,
+        }
+    }
+}
+
+/// The message queue's attributes, as the template sets them, less its redrive policy (which
+/// needs the dead-letter queue's ARN).
+pub fn queue_attributes(settings: &QueueSettings) -> Vec<(QueueAttributeName, String)> {
+    vec![
+        (QueueAttributeName::FifoQueue, "true".into()),
+        // Deduplication ids are per (channel, messageNumber), so they may be scoped to the
+        // channel's group, which allows high-throughput FIFO.
+        (
+            QueueAttributeName::ContentBasedDeduplication,
+            "false".into(),
+        ),
+        (
+            QueueAttributeName::DeduplicationScope,
+            "messageGroup".into(),
+        ),
+        (
+            QueueAttributeName::FifoThroughputLimit,
+            "perMessageGroupId".into(),
+        ),
+        (
+            QueueAttributeName::VisibilityTimeout,
+            settings.visibility_timeout.as_secs().max(1).to_string(),
+        ),
+        (QueueAttributeName::MessageRetentionPeriod, "345600".into()),
+        (QueueAttributeName::SqsManagedSseEnabled, "true".into()),
+    ]
+}
+
+/// The dead-letter queue's attributes, as the template sets them, less its redrive-allow
+/// policy (the template's names the source queue's ARN; emulators do not all accept one).
+pub fn dead_letter_attributes() -> Vec<(QueueAttributeName, String)> {
+    vec![
+        (QueueAttributeName::FifoQueue, "true".into()),
+        (QueueAttributeName::MessageRetentionPeriod, "1209600".into()),
+        (QueueAttributeName::SqsManagedSseEnabled, "true".into()),
+    ]
+}
+
 /// The URLs of the queue and its dead-letter queue.
 #[derive(Clone, Debug)]
 pub struct Queues {
@@ -103,8 +151,7 @@ pub async fn ensure_queues(
     let dead_letter_url = client
         .create_queue()
         .queue_name(format!("{name}-dlq.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .set_attributes(Some(dead_letter_attributes().into_iter().collect()))
         .send()
         .await?
         .queue_url
@@ -122,15 +169,13 @@ pub async fn ensure_queues(
         "deadLetterTargetArn": dead_letter_arn,
         "maxReceiveCount": settings.max_receive_count,
     });
+    let mut attributes: std::collections::HashMap<_, _> =
+        queue_attributes(&settings).into_iter().collect();
+    attributes.insert(QueueAttributeName::RedrivePolicy, redrive.to_string());
     let url = client
         .create_queue()
         .queue_name(format!("{name}.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            settings.visibility_timeout.as_secs().max(1).to_string(),
-        )
-        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .set_attributes(Some(attributes))
         .send()
         .await?
         .queue_url

@@ -29,7 +29,8 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            visibility_timeout: Duration::from_secs(30),
+            // The template's queue's.
+            visibility_timeout: Duration::from_secs(60),
             max_receive_count: 5,
             deduplication_window: Duration::from_secs(300),
         }
