@@ -12,9 +12,11 @@
 //! - [`listing`]: sort keys, query parameters and cursors for `GET /rockets`.
 //! - [`http`]: routes, the API error enum and JSON responses.
 //! - [`config`], [`telemetry`]: environment configuration and logging setup.
+//! - [`backoff`]: jittered exponential waits between retries.
 //! - `testing` (feature `testing`): fixtures for tests and benchmarks.
 
 pub mod aws;
+pub mod backoff;
 pub mod config;
 pub mod embedded;
 pub mod http;

@@ -6,7 +6,6 @@
 //! SQS redelivers them in their original order; other channels are unaffected.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -385,9 +384,11 @@ fn report_conflict(message: &Envelope) {
 
 /// Full jitter over an exponential ceiling: 0–2 ms, 0–4 ms, … capped at 100 ms.
 fn backoff(attempt: u32) -> Duration {
-    let ceiling_us = (1_000u64 << attempt.min(7)).min(100_000);
-    let random = RandomState::new().hash_one(attempt);
-    Duration::from_micros(random % ceiling_us)
+    rockets::backoff::full_jitter(
+        attempt,
+        Duration::from_millis(2),
+        Duration::from_millis(100),
+    )
 }
 
 #[cfg(test)]

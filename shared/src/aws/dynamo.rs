@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
@@ -237,6 +238,41 @@ pub(crate) fn index_value(position: &Position) -> String {
     out
 }
 
+/// Rounds of a batch read before unprocessed keys count as an outage.
+const BATCH_GET_ROUNDS: u32 = 6;
+
+/// Reads `keys` with `fetch`, which answers what it found and what it left unprocessed
+/// (DynamoDB does when a partition is throttled), asking again for the rest after a jittered,
+/// growing wait, as DynamoDB asks of BatchGetItem callers.
+async fn fetch_all<K, I, F, Fut>(keys: Vec<K>, fetch: F) -> Result<Vec<I>, StoreError>
+where
+    F: Fn(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<(Vec<I>, Vec<K>), StoreError>>,
+{
+    let mut found = Vec::with_capacity(keys.len());
+    let mut pending = keys;
+    for round in 1..=BATCH_GET_ROUNDS {
+        let (items, unprocessed) = fetch(pending).await?;
+        found.extend(items);
+        pending = unprocessed;
+        if pending.is_empty() {
+            return Ok(found);
+        }
+        if round < BATCH_GET_ROUNDS {
+            tokio::time::sleep(crate::backoff::full_jitter(
+                round,
+                std::time::Duration::from_millis(25),
+                std::time::Duration::from_millis(800),
+            ))
+            .await;
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "batch get left {} keys unprocessed",
+        pending.len()
+    )))
+}
+
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
@@ -386,15 +422,10 @@ impl DynamoStore {
         keys: Vec<HashMap<String, AttributeValue>>,
         consistent: bool,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let chunks = keys.chunks(BATCH_GET_LIMIT).map(|chunk| async move {
-            let mut found = Vec::with_capacity(chunk.len());
-            let mut pending = chunk.to_vec();
-            for _ in 0..8 {
-                if pending.is_empty() {
-                    break;
-                }
+        let chunks = keys.chunks(BATCH_GET_LIMIT).map(|chunk| {
+            fetch_all(chunk.to_vec(), |pending| async move {
                 let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .set_keys(Some(pending))
                     .consistent_read(consistent)
                     .build()
                     .map_err(|e| StoreError::Failed(e.to_string()))?;
@@ -409,22 +440,17 @@ impl DynamoStore {
                 for consumed in output.consumed_capacity() {
                     self.capacity.add_read(Some(consumed), consistent);
                 }
-                if let Some(mut responses) = output.responses {
-                    found.extend(responses.remove(&self.table).unwrap_or_default());
-                }
-                if let Some(mut unprocessed) = output.unprocessed_keys
-                    && let Some(rest) = unprocessed.remove(&self.table)
-                {
-                    pending = rest.keys;
-                }
-            }
-            if pending.is_empty() {
-                Ok(found)
-            } else {
-                Err(StoreError::Unavailable(
-                    "batch get left keys unprocessed".into(),
-                ))
-            }
+                let found = output
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default();
+                let unprocessed = output
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|rest| rest.keys)
+                    .unwrap_or_default();
+                Ok((found, unprocessed))
+            })
         });
         let mut items = Vec::with_capacity(keys.len());
         for chunk in join_all(chunks).await {
@@ -800,5 +826,43 @@ mod tests {
             let long = position(SortValue::Text(text.into()), &"c".repeat(128));
             assert!(index_value(&long).len() <= 1 + MAX_INDEXED_TEXT + 2 + 128);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unprocessed_keys_are_asked_for_again_after_a_growing_jittered_wait() {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let started = tokio::time::Instant::now();
+        let found = fetch_all((0..10).collect(), |pending: Vec<u32>| {
+            asked
+                .lock()
+                .unwrap()
+                .push((started.elapsed(), pending.len()));
+            async move {
+                // One key processed a round, the rest left for later.
+                let (first, rest) = pending.split_at(1);
+                Ok((first.to_vec(), rest.to_vec()))
+            }
+        })
+        .await;
+        let asked = asked.into_inner().unwrap();
+        assert_eq!(asked.len(), BATCH_GET_ROUNDS as usize);
+        assert!(matches!(found, Err(StoreError::Unavailable(_))));
+        assert!(
+            asked.windows(2).all(|w| w[1].0 >= w[0].0),
+            "rounds in order: {asked:?}"
+        );
+        let waited = asked.last().unwrap().0;
+        assert!(
+            waited > std::time::Duration::ZERO,
+            "the rounds were spaced: {asked:?}"
+        );
+        assert!(waited < std::time::Duration::from_secs(3), "{waited:?}");
+
+        let all = fetch_all((0..3).collect(), |pending: Vec<u32>| async move {
+            Ok((pending, Vec::new()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(all, [0, 1, 2]);
     }
 }
