@@ -234,23 +234,51 @@ fn is_noncharacter(c: char) -> bool {
     (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
 }
 
-/// The wire names of the five message types, in the order the contract lists them.
-pub const MESSAGE_TYPES: [&str; 5] = [
-    "RocketLaunched",
-    "RocketSpeedIncreased",
-    "RocketSpeedDecreased",
-    "RocketMissionChanged",
-    "RocketExploded",
-];
+/// The five message types. Parsing matches on this enum, so a sixth type cannot be added
+/// without the compiler asking for its body's rules.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum MessageType {
+    Launched,
+    SpeedIncreased,
+    SpeedDecreased,
+    MissionChanged,
+    Exploded,
+}
+
+impl MessageType {
+    /// In the order the contract lists them.
+    pub const ALL: [MessageType; 5] = [
+        MessageType::Launched,
+        MessageType::SpeedIncreased,
+        MessageType::SpeedDecreased,
+        MessageType::MissionChanged,
+        MessageType::Exploded,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Launched => "RocketLaunched",
+            MessageType::SpeedIncreased => "RocketSpeedIncreased",
+            MessageType::SpeedDecreased => "RocketSpeedDecreased",
+            MessageType::MissionChanged => "RocketMissionChanged",
+            MessageType::Exploded => "RocketExploded",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<MessageType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
 
 impl Event {
-    pub fn message_type(&self) -> &'static str {
+    pub fn message_type(&self) -> MessageType {
         match self {
-            Event::Launched { .. } => MESSAGE_TYPES[0],
-            Event::SpeedIncreased { .. } => MESSAGE_TYPES[1],
-            Event::SpeedDecreased { .. } => MESSAGE_TYPES[2],
-            Event::MissionChanged { .. } => MESSAGE_TYPES[3],
-            Event::Exploded { .. } => MESSAGE_TYPES[4],
+            Event::Launched { .. } => MessageType::Launched,
+            Event::SpeedIncreased { .. } => MessageType::SpeedIncreased,
+            Event::SpeedDecreased { .. } => MessageType::SpeedDecreased,
+            Event::MissionChanged { .. } => MessageType::MissionChanged,
+            Event::Exploded { .. } => MessageType::Exploded,
         }
     }
 }
@@ -285,32 +313,30 @@ impl Envelope {
         let number = MessageNumber(number);
         let time = timestamp(metadata.message_time, "metadata.messageTime")?;
         let message_type = string(metadata.message_type, "metadata.messageType")?;
-        let index = MESSAGE_TYPES
-            .iter()
-            .position(|t| *t == message_type)
-            .ok_or_else(|| {
-                ValidationError::invalid(
-                    "metadata.messageType",
-                    format!("must be one of {}", MESSAGE_TYPES.join(", ")),
-                )
-            })?;
+        let message_type = MessageType::parse(&message_type).ok_or_else(|| {
+            let names: Vec<_> = MessageType::ALL.iter().map(|t| t.as_str()).collect();
+            ValidationError::invalid(
+                "metadata.messageType",
+                format!("must be one of {}", names.join(", ")),
+            )
+        })?;
         let body = root.message.object("message")?;
-        let event = match index {
-            0 => Event::Launched {
+        let event = match message_type {
+            MessageType::Launched => Event::Launched {
                 rocket_type: text(body.rocket_type, "message.type")?,
                 launch_speed: amount(body.launch_speed, "message.launchSpeed")?,
                 mission: text(body.mission, "message.mission")?,
             },
-            1 => Event::SpeedIncreased {
+            MessageType::SpeedIncreased => Event::SpeedIncreased {
                 by: amount(body.by, "message.by")?,
             },
-            2 => Event::SpeedDecreased {
+            MessageType::SpeedDecreased => Event::SpeedDecreased {
                 by: amount(body.by, "message.by")?,
             },
-            3 => Event::MissionChanged {
+            MessageType::MissionChanged => Event::MissionChanged {
                 new_mission: text(body.new_mission, "message.newMission")?,
             },
-            _ => Event::Exploded {
+            MessageType::Exploded => Event::Exploded {
                 reason: text(body.reason, "message.reason")?,
             },
         };
@@ -395,7 +421,7 @@ impl Serialize for Envelope {
                 channel: self.channel.as_str(),
                 message_number: self.number.get(),
                 message_time: format_time(&self.time),
-                message_type: self.event.message_type(),
+                message_type: self.event.message_type().as_str(),
             },
             message,
         }
@@ -687,7 +713,7 @@ mod tests {
             let mut doc = with(&["metadata", "messageType"], json!(message_type));
             doc["message"] = body;
             let env = parse(&doc).unwrap();
-            assert_eq!(env.event.message_type(), message_type);
+            assert_eq!(env.event.message_type().as_str(), message_type);
             assert_eq!(Envelope::parse(env.to_json().as_bytes()).unwrap(), env);
         }
     }
@@ -804,8 +830,12 @@ mod tests {
         assert_eq!(field_error(&with(&at, json!(3))), (f, "invalid_type"));
         let err = parse(&with(&at, json!("RocketLanded"))).unwrap_err();
         assert_eq!((err.field(), err.code()), (f, "invalid_value"));
-        for name in MESSAGE_TYPES {
-            assert!(err.to_string().contains(name), "{err}");
+        for message_type in MessageType::ALL {
+            assert!(err.to_string().contains(message_type.as_str()), "{err}");
+            assert_eq!(
+                MessageType::parse(message_type.as_str()),
+                Some(message_type)
+            );
         }
     }
 

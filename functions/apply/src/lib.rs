@@ -377,7 +377,7 @@ fn report_conflict(message: &Envelope) {
     tracing::warn!(
         channel = %message.channel,
         number = %message.number,
-        message_type = message.event.message_type(),
+        message_type = message.event.message_type().as_str(),
         "conflict: a different message with this number was accepted first; this one is kept out"
     );
 }
