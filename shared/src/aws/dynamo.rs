@@ -273,6 +273,71 @@ where
     )))
 }
 
+/// A page from the index entries it was cut from and the rockets read after them.
+///
+/// A rocket may change between the two reads. The page shows it as read, and only if it still
+/// has the status the query asked for; the next page starts after the last *entry*, where this
+/// one was cut, so a walk meets every rocket once whatever changed meanwhile.
+fn page_from_entries(
+    query: &ListQuery,
+    entries: &[(String, String)],
+    more: bool,
+    mut fetched: HashMap<String, Rocket>,
+) -> Result<RocketPage, StoreError> {
+    let rockets = entries
+        .iter()
+        .filter_map(|(_, channel)| fetched.remove(channel))
+        .filter(|rocket| query.status.is_none_or(|status| rocket.status == status))
+        .collect();
+    let next = match entries.last() {
+        Some((value, channel)) if more => Some(
+            entry_position(query.sort_by, value, channel)
+                .ok_or_else(|| StoreError::Failed(format!("unreadable index value {value:?}")))?,
+        ),
+        _ => None,
+    };
+    Ok(RocketPage { rockets, next })
+}
+
+/// The position an index value encodes, read back as [`index_value`] wrote it.
+fn entry_position(key: SortKey, value: &str, channel: &str) -> Option<Position> {
+    let channel = Channel::parse(channel).ok()?;
+    let encoded = value.strip_suffix(channel.as_str())?;
+    let value = match (key, encoded) {
+        (_, "0") => SortValue::Null,
+        (SortKey::Channel, _) => return None,
+        (SortKey::Speed | SortKey::Status | SortKey::LastMessageNumber, encoded) => {
+            let offset = u128::from_str_radix(encoded.strip_prefix('1')?, 16).ok()?;
+            SortValue::Int((offset ^ (1u128 << 127)) as i128)
+        }
+        (SortKey::LaunchTime | SortKey::LastMessageTime, encoded) => {
+            let time = chrono::NaiveDateTime::parse_from_str(
+                encoded.strip_prefix('1')?,
+                "%Y%m%dT%H%M%S%.9f",
+            )
+            .ok()?;
+            SortValue::Time(time.and_utc())
+        }
+        (SortKey::Type | SortKey::Mission, encoded) => {
+            let escaped = encoded.strip_prefix('1')?.strip_suffix("\u{1}\u{1}")?;
+            let mut text = String::with_capacity(escaped.len());
+            let mut chars = escaped.chars();
+            while let Some(c) = chars.next() {
+                text.push(match (c, c == '\u{1}') {
+                    (_, true) => match chars.next()? {
+                        '\u{2}' => '\u{0}',
+                        '\u{3}' => '\u{1}',
+                        _ => return None,
+                    },
+                    (c, false) => c,
+                });
+            }
+            SortValue::Text(text.into())
+        }
+    };
+    Some(Position { value, channel })
+}
+
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
@@ -685,21 +750,12 @@ impl RocketReader for DynamoStore {
                 Ok(key(&channel, STATE))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut by_channel: HashMap<String, Rocket> = HashMap::with_capacity(keys.len());
+        let mut fetched: HashMap<String, Rocket> = HashMap::with_capacity(keys.len());
         for item in self.batch_get(keys, false).await? {
             let rocket = rocket(&item)?;
-            by_channel.insert(rocket.channel.as_str().to_owned(), rocket);
+            fetched.insert(rocket.channel.as_str().to_owned(), rocket);
         }
-        let rockets: Vec<Rocket> = entries
-            .iter()
-            .filter_map(|(_, channel)| by_channel.remove(channel))
-            .collect();
-        let next = if more {
-            rockets.last().map(|r| query.sort_by.position(r))
-        } else {
-            None
-        };
-        Ok(RocketPage { rockets, next })
+        page_from_entries(query, &entries, more, fetched)
     }
 
     async fn history(
@@ -864,5 +920,79 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(all, [0, 1, 2]);
+    }
+
+    #[test]
+    fn an_index_value_reads_back_as_its_position() {
+        let channel = "c-1:x";
+        let positions = [
+            (SortKey::Channel, SortValue::Null),
+            (SortKey::Speed, SortValue::Int(-42)),
+            (SortKey::Speed, SortValue::Int(i128::from(i64::MAX))),
+            (SortKey::Status, SortValue::Int(2)),
+            (SortKey::LastMessageNumber, SortValue::Int(7)),
+            (SortKey::Mission, SortValue::Null),
+            (SortKey::Mission, SortValue::Text("a\u{0}b\u{1}c é".into())),
+            (SortKey::Type, SortValue::Text("Falcon-9".into())),
+            (
+                SortKey::LaunchTime,
+                SortValue::Time("2022-02-02T19:39:05.863370+01:00".parse().unwrap()),
+            ),
+        ];
+        for (key, value) in positions {
+            let position = position(value, channel);
+            let encoded = index_value(&position);
+            assert_eq!(
+                entry_position(key, &encoded, channel),
+                Some(position),
+                "{key:?}"
+            );
+        }
+        assert_eq!(entry_position(SortKey::Speed, "1zz", "c"), None);
+    }
+
+    #[test]
+    fn the_next_page_starts_where_the_index_was_cut_whatever_changed_since() {
+        let launched = |name: &str, speed: i64| Rocket {
+            speed,
+            status: Status::Launched,
+            ..Rocket::new(Channel::parse(name).unwrap(), chrono::Utc::now())
+        };
+        let query = ListQuery {
+            sort_by: SortKey::Speed,
+            status: Some(Status::Launched),
+            limit: 2,
+            ..ListQuery::default()
+        };
+        let (a, b) = (launched("a", 10), launched("b", 20));
+        let entries: Vec<(String, String)> = [&a, &b]
+            .iter()
+            .map(|r| {
+                (
+                    index_value(&SortKey::Speed.position(r)),
+                    r.channel.to_string(),
+                )
+            })
+            .collect();
+        // Between the index read and the re-read, b sped up and a exploded.
+        let mut faster = b.clone();
+        faster.speed = 1_000;
+        let mut exploded = a.clone();
+        exploded.status = Status::Exploded;
+        let fetched = HashMap::from([
+            ("a".to_string(), exploded),
+            ("b".to_string(), faster.clone()),
+        ]);
+        let page = page_from_entries(&query, &entries, true, fetched).unwrap();
+        assert_eq!(
+            page.rockets,
+            [faster],
+            "a no longer has the status asked for"
+        );
+        assert_eq!(
+            page.next,
+            Some(SortKey::Speed.position(&b)),
+            "after the entry, not the re-read rocket"
+        );
     }
 }
