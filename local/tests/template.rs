@@ -26,7 +26,7 @@ use rockets::ports::{
     ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, StoreError,
 };
 use rockets::testing::{Rng, channel, emulator, emulator_config, flight, sqs_record, unique_name};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 const TEMPLATE: &str = include_str!("../../template.yaml");
 
@@ -46,7 +46,7 @@ const RUNTIME_ACTIONS: [&str; 4] = [
 ];
 
 fn template() -> Value {
-    serde_yaml::from_str(TEMPLATE).expect("template.yaml is YAML")
+    serde_norway::from_str(TEMPLATE).expect("template.yaml is YAML")
 }
 
 fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {

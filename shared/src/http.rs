@@ -386,26 +386,10 @@ impl Route {
 }
 
 fn path_channel(segment: &str) -> Result<Channel, ApiError> {
-    let decoded = percent_decode(segment)
-        .ok_or_else(|| ValidationError::invalid("channel", "is not validly percent-encoded"))?;
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| ValidationError::invalid("channel", "is not validly percent-encoded"))?;
     Channel::parse(&decoded).map_err(|reason| ValidationError::invalid("channel", reason).into())
-}
-
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
