@@ -138,6 +138,17 @@ impl State {
         }
     }
 
+    /// The group and sequence number a receipt handle names, if its lease is still running.
+    fn leased(&mut self, receipt_handle: &str, now: Instant) -> Option<(Arc<str>, u64)> {
+        let mut parts = receipt_handle.splitn(3, ':');
+        let lease = parts.next()?.parse::<u64>().ok()?;
+        let sequence = parts.next()?.parse::<u64>().ok()?;
+        let group_id = parts.next()?;
+        self.end_expired_leases(now);
+        let (group_id, group) = self.groups.get_key_value(group_id)?;
+        (group.lease == lease && group.in_flight > 0).then(|| (group_id.clone(), sequence))
+    }
+
     fn forget_old_ids(&mut self, now: Instant) {
         while let Some((expires, _)) = self.seen_order.front() {
             if *expires > now {
@@ -290,25 +301,13 @@ impl EmbeddedQueue {
     /// Deletes a received message. Returns false for a receipt whose visibility timeout has
     /// ended (the message may already be with another consumer), as SQS FIFO does.
     pub fn delete(&self, receipt_handle: &str) -> bool {
-        let mut parts = receipt_handle.splitn(3, ':');
-        let (Some(lease), Some(sequence), Some(group_id)) = (
-            parts.next().and_then(|s| s.parse::<u64>().ok()),
-            parts.next().and_then(|s| s.parse::<u64>().ok()),
-            parts.next(),
-        ) else {
-            return false;
-        };
         let mut guard = self.lock();
         let state = &mut *guard;
-        state.end_expired_leases(Instant::now());
-        let Some((group_id, group)) = state.groups.get_key_value(group_id) else {
+        let now = Instant::now();
+        let Some((group_id, sequence)) = state.leased(receipt_handle, now) else {
             return false;
         };
-        let group_id = group_id.clone();
-        if group.lease != lease || group.in_flight == 0 {
-            return false;
-        }
-        let group = state.groups.get_mut(&group_id).expect("just found");
+        let group = state.groups.get_mut(&group_id).expect("leased");
         let Some(at) = group
             .messages
             .iter()
@@ -335,32 +334,21 @@ impl EmbeddedQueue {
     /// does; its group, which waits for it in any case, with it.
     /// Returns false for a receipt whose visibility timeout has ended.
     pub fn hide(&self, receipt_handle: &str, hidden: Duration) -> bool {
-        let mut parts = receipt_handle.splitn(3, ':');
-        let (Some(lease), Some(_), Some(group_id)) = (
-            parts.next().and_then(|s| s.parse::<u64>().ok()),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return false;
-        };
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = Instant::now();
-        state.end_expired_leases(now);
-        let Some((group_id, group)) = state.groups.get_key_value(group_id) else {
+        let Some((group_id, _)) = state.leased(receipt_handle, now) else {
             return false;
         };
-        let group_id = group_id.clone();
-        if group.lease != lease || group.in_flight == 0 {
-            return false;
-        }
         // The group waits for its longest-hidden message, as a FIFO group in SQS does.
-        let group = state.groups.get_mut(&group_id).expect("just found");
+        let group = state.groups.get_mut(&group_id).expect("leased");
         let deadline = group
             .deadline
             .map_or(now + hidden, |at| at.max(now + hidden));
         group.deadline = Some(deadline);
-        state.leases.push(Reverse((deadline, lease, group_id)));
+        state
+            .leases
+            .push(Reverse((deadline, group.lease, group_id)));
         true
     }
 
