@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_http::http::Method;
-use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets::aws::{DynamoStore, SqsQueue, WriteUnits};
-use rockets::embedded::EmbeddedQueue;
 use rockets::http::api_gateway_request;
 use rockets::message::Envelope;
 use rockets::ports::{MessageQueue, QueueConsumer, QueueError};
-use rockets::testing::{Rng, channel, emulator_config, flight, unique_name};
+use rockets::testing::{Rng, channel, flight, unique_name};
+use rockets_aws::emulator_config;
+use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
+use rockets_aws::{DynamoStore, SqsQueue, WriteUnits};
+use rockets_embedded::EmbeddedQueue;
 
 /// us-east-1 on-demand prices, as published on the date in the report.
 pub const PRICES_DATE: &str = "2026-11-22";

@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use rockets::embedded::EmbeddedStore;
 use rockets::listing::{ListQuery, Order, SortKey};
 use rockets::message::Event;
 use rockets::ordering::Timeline;
 use rockets::ports::{ChannelStore, RocketReader};
 use rockets::testing::{Rng, channel, message};
+use rockets_embedded::EmbeddedStore;
 
 use crate::stats::{Summary, micros};
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use apply::BatchSummary;
-use rockets::embedded::QueueDepth;
+use rockets_embedded::QueueDepth;
 
 use crate::front::FrontStats;
 

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rockets::aws::provision::{self, QueueSettings};
-use rockets::aws::{DynamoStore, SqsQueue, sdk_config};
+use rockets_aws::provision::{self, QueueSettings};
+use rockets_aws::{DynamoStore, SqsQueue, sdk_config};
 use rockets_local::{LocalConfig, start_aws, start_embedded};
 
 const USAGE: &str = "\

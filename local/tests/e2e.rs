@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use rockets::embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig, QueueDepth};
 use rockets::listing::{ListQuery, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::ChannelChange;
@@ -17,6 +16,7 @@ use rockets::ports::{
 };
 use rockets::rocket::Rocket;
 use rockets::testing::{HttpClient, Rng, channel, flight};
+use rockets_embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig, QueueDepth};
 use rockets_local::{Backends, LocalConfig, LocalServer, start_embedded};
 use support::{assert_converges, post_all, post_concurrently_and_converge, traffic};
 

@@ -16,8 +16,6 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use lambda_http::http::{HeaderMap, Method};
-use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets::aws::{DynamoStore, SqsQueue, index_attribute, index_name};
 use rockets::http::{Function, ROUTES, api_gateway_request};
 use rockets::listing::SortKey;
 use rockets::message::{Channel, Envelope, MessageNumber};
@@ -25,7 +23,10 @@ use rockets::ordering::ChannelChange;
 use rockets::ports::{
     ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, StoreError,
 };
-use rockets::testing::{Rng, channel, emulator, emulator_config, flight, sqs_record, unique_name};
+use rockets::testing::{Rng, channel, emulator, flight, sqs_record, unique_name};
+use rockets_aws::emulator_config;
+use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
+use rockets_aws::{DynamoStore, SqsQueue, index_attribute, index_name};
 use serde_norway::Value;
 
 const TEMPLATE: &str = include_str!("../../template.yaml");
@@ -270,8 +271,8 @@ async fn every_action_the_code_calls_is_granted_and_nothing_more() {
 
     // Whatever the store and queue adapters can send, the handlers above did send, so the
     // recording is complete. The queue's consuming side is the local server's alone.
-    let dynamodb_ops = operations_in(include_str!("../../shared/src/aws/dynamo.rs"), "dynamodb");
-    let sqs_ops = operations_in(include_str!("../../shared/src/aws/sqs.rs"), "sqs");
+    let dynamodb_ops = operations_in(include_str!("../../shared/aws/src/dynamo.rs"), "dynamodb");
+    let sqs_ops = operations_in(include_str!("../../shared/aws/src/sqs.rs"), "sqs");
     let consumer_only: BTreeSet<String> = ["sqs:ReceiveMessage", "sqs:DeleteMessageBatch"]
         .map(String::from)
         .into();
@@ -510,7 +511,7 @@ fn the_settings_cfn_lint_does_not_check() {
 
 #[test]
 fn provisioned_queues_are_configured_as_the_template_configures_them() {
-    use rockets::aws::provision::{dead_letter_attributes, queue_attributes};
+    use rockets_aws::provision::{dead_letter_attributes, queue_attributes};
     let template = template();
     let settings = QueueSettings::default();
     let queue = &resource(&template, "MessageQueue")["Properties"];
@@ -519,7 +520,7 @@ fn provisioned_queues_are_configured_as_the_template_configures_them() {
         Some(u64::from(settings.max_receive_count))
     );
     assert_eq!(
-        rockets::embedded::QueueConfig::default().visibility_timeout,
+        rockets_embedded::QueueConfig::default().visibility_timeout,
         settings.visibility_timeout,
         "the local server's queue behaves as the deployed one"
     );

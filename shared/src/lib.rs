@@ -4,9 +4,10 @@
 //!   `rockets-domain` crate (no AWS or Lambda dependency), re-exported here.
 //! - [`ports`]: the narrow traits the handlers use: a queue to send to, a store to apply to,
 //!   a store to read from, and the records' visibility.
-//! - [`aws`]: the same ports on DynamoDB and SQS, plus provisioning for local endpoints.
-//! - [`embedded`]: in-process implementations of those ports with SQS FIFO and DynamoDB
-//!   semantics, for the local server and tests.
+//!
+//! The ports' implementations live in their own crates: `rockets-aws` (DynamoDB and SQS, and
+//! provisioning for local endpoints) and `rockets-embedded` (in-process, with SQS FIFO and
+//! DynamoDB semantics, for the local server and tests).
 //! - [`http`]: routes, the API error enum, JSON responses, and API Gateway events.
 //! - [`config`], [`telemetry`]: environment configuration and logging setup.
 //! - [`backoff`]: jittered exponential waits between retries.
@@ -14,10 +15,8 @@
 
 pub use rockets_domain::{listing, message, ordering, rocket};
 
-pub mod aws;
 pub mod backoff;
 pub mod config;
-pub mod embedded;
 pub mod http;
 pub mod ports;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 //!
 //! Ingest only sends ([`MessageQueue`]); apply only loads and commits channels
 //! ([`ChannelStore`]); query only reads ([`RocketReader`]). Each has an embedded implementation
-//! in [`crate::embedded`] and an AWS one, and the same handler code runs over either.
+//! in the `rockets-embedded` crate and an AWS one in `rockets-aws`, and the same handler code runs over either.
 
 use std::future::Future;
 

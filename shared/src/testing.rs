@@ -203,19 +203,6 @@ pub fn emulator(var: &str) -> Option<String> {
     }
 }
 
-/// SDK configuration for an emulator: the project's own client settings, with the emulator's
-/// endpoint, a fixed region and dummy credentials.
-pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
-    crate::aws::config_loader()
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "emulator",
-        ))
-        .load()
-        .await
-}
-
 /// A name no other test run uses, for tables, queues and channels.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

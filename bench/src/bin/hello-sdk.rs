@@ -6,7 +6,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let sqs = aws_sdk_sqs::Client::new(&rockets::aws::sdk_config().await);
+    let sqs = aws_sdk_sqs::Client::new(&rockets_aws::sdk_config().await);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let _client = &sqs;
         async move { Ok::<Value, Error>(event.payload) }

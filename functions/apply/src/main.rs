@@ -1,6 +1,6 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use rockets::aws::{DynamoStore, SqsQueue, sdk_config};
+use rockets_aws::{DynamoStore, SqsQueue, sdk_config};
 
 fn main() -> Result<(), Error> {
     rockets::config::run_main(run())

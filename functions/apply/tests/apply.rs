@@ -5,12 +5,12 @@ use apply::{BatchSummary, apply_batch};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use proptest::prelude::*;
-use rockets::embedded::EmbeddedStore;
 use rockets::message::{Channel, Envelope, Event, MessageNumber};
 use rockets::ordering::ChannelChange;
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
 use rockets::rocket::Rocket;
 use rockets::testing::{Rng, channel, flight, message, sqs_record};
+use rockets_embedded::EmbeddedStore;
 
 /// Wraps the embedded store and fails on purpose: before reading, before writing, or after
 /// writing (a crash between the state write and the SQS delete). It can also pause between
@@ -246,7 +246,7 @@ async fn a_record_without_a_message_id_fails_the_whole_batch() {
     batch[0].message_id = None;
     let mut event = SqsEvent::default();
     event.records = batch;
-    let queue = rockets::embedded::EmbeddedQueue::new(Default::default());
+    let queue = rockets_embedded::EmbeddedQueue::new(Default::default());
     assert!(
         apply::handle(&store, &queue, apply::VISIBILITY_TIMEOUT, event)
             .await

@@ -1,5 +1,5 @@
 use lambda_runtime::Error;
-use rockets::aws::{DynamoStore, sdk_config};
+use rockets_aws::{DynamoStore, sdk_config};
 
 fn main() -> Result<(), Error> {
     rockets::config::run_main(run())

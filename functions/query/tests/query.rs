@@ -3,10 +3,10 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method};
-use rockets::embedded::EmbeddedStore;
 use rockets::ordering::Timeline;
 use rockets::ports::ChannelStore;
 use rockets::testing::{Rng, channel, flight};
+use rockets_embedded::EmbeddedStore;
 use serde_json::{Value, json};
 
 const SORT_KEYS: [&str; 8] = [

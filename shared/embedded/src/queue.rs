@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 
-use crate::message::Envelope;
-use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
+use rockets::message::Envelope;
+use rockets::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {

@@ -1,10 +1,11 @@
 //! The backend contract, run unchanged against the embedded backends and the AWS ones (on
 //! moto and on DynamoDB Local, which the test command starts).
 
-use rockets::aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets::aws::{DynamoStore, SqsQueue};
-use rockets::embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
-use rockets::testing::{contract, emulator, emulator_config, unique_name};
+use rockets::testing::{contract, emulator, unique_name};
+use rockets_aws::emulator_config;
+use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
+use rockets_aws::{DynamoStore, SqsQueue};
+use rockets_embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 
 async fn dynamodb(endpoint: &str) -> DynamoStore {
     let config = emulator_config(endpoint).await;

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use crate::listing::{ListQuery, Order, Position, RocketPage, SortKey};
-use crate::message::{Channel, Envelope, MessageNumber};
-use crate::ordering::ChannelChange;
-use crate::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
-use crate::rocket::{Rocket, Status};
+use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey};
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::ChannelChange;
+use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
+use rockets::rocket::{Rocket, Status};
 
 #[derive(Default)]
 pub struct EmbeddedStore {

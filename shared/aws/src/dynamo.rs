@@ -32,11 +32,11 @@ use aws_sdk_dynamodb::types::{
 use futures_util::future::join_all;
 
 use super::store_error;
-use crate::listing::{ListQuery, Order, Position, RocketPage, SortKey, SortValue};
-use crate::message::{Channel, Envelope, MessageNumber};
-use crate::ordering::ChannelChange;
-use crate::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
-use crate::rocket::{Rocket, Status};
+use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey, SortValue};
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::ChannelChange;
+use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
+use rockets::rocket::{Rocket, Status};
 
 pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
@@ -259,7 +259,7 @@ where
             return Ok(found);
         }
         if round < BATCH_GET_ROUNDS {
-            tokio::time::sleep(crate::backoff::full_jitter(
+            tokio::time::sleep(rockets::backoff::full_jitter(
                 round,
                 std::time::Duration::from_millis(25),
                 std::time::Duration::from_millis(800),
@@ -351,10 +351,10 @@ impl DynamoStore {
     pub const ENV: &'static str = "TABLE_NAME";
 
     /// The table named by `TABLE_NAME`.
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, rockets::config::ConfigError> {
         Ok(Self::new(
             Client::new(config),
-            crate::config::required(Self::ENV)?,
+            rockets::config::required(Self::ENV)?,
         ))
     }
 
@@ -791,8 +791,8 @@ impl RocketReader for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listing::SortValue;
     use chrono::{TimeZone, Utc};
+    use rockets::listing::SortValue;
 
     #[test]
     fn write_units_are_split_between_the_item_and_the_indexes() {

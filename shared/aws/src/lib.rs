@@ -23,7 +23,7 @@ use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provi
 pub use dynamo::{Capacity, DynamoStore, WriteUnits, index_attribute, index_name};
 pub use sqs::SqsQueue;
 
-use crate::ports::StoreError;
+use rockets::ports::StoreError;
 
 /// Loads the SDK configuration once per process (per Lambda container), outside any handler.
 ///
@@ -61,6 +61,19 @@ pub fn config_loader() -> aws_config::ConfigLoader {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(4_500);
+
+/// SDK configuration for an emulator: the project's own client settings, with the emulator's
+/// endpoint, a fixed region and dummy credentials.
+pub async fn emulator_config(endpoint: &str) -> SdkConfig {
+    config_loader()
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "emulator",
+        ))
+        .load()
+        .await
+}
 
 /// The roots of Amazon Trust Services, which issues the certificate of every AWS endpoint:
 /// Amazon Root CA 1 to 4 and Starfield Services Root Certificate Authority - G2, which

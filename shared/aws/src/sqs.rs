@@ -11,8 +11,8 @@ use aws_sdk_sqs::types::{
 };
 use futures_util::future::join_all;
 
-use crate::message::Envelope;
-use crate::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
+use rockets::message::Envelope;
+use rockets::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
 
 /// The longest SQS lets a received message stay hidden: 12 hours.
 const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
@@ -85,10 +85,10 @@ impl SqsQueue {
     pub const ENV: &'static str = "QUEUE_URL";
 
     /// The queue named by `QUEUE_URL`.
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, rockets::config::ConfigError> {
         Ok(Self::new(
             Client::new(config),
-            crate::config::required(Self::ENV)?,
+            rockets::config::required(Self::ENV)?,
         ))
     }
 

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use super::dynamo::{PK, SK, STATUS, index_attribute, index_name};
-use crate::listing::SortKey;
+use rockets::listing::SortKey;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
