@@ -114,6 +114,16 @@ impl ApiError {
     }
 }
 
+impl From<crate::ports::StoreError> for ApiError {
+    fn from(error: crate::ports::StoreError) -> Self {
+        use crate::ports::StoreError;
+        match error {
+            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            StoreError::Failed(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
 impl From<crate::ports::QueueError> for ApiError {
     fn from(error: crate::ports::QueueError) -> Self {
         use crate::ports::QueueError;

@@ -6,7 +6,7 @@ use rockets::http::{ApiError, Route, api_path, json_response};
 use rockets::listing::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, parse_limit};
 use rockets::message::{Channel, ValidationError};
 use rockets::message::{Envelope, MessageNumber};
-use rockets::ports::{RocketReader, StoreError};
+use rockets::ports::RocketReader;
 use rockets::rocket::Rocket;
 use serde::Serialize;
 use serde_json::json;
@@ -49,7 +49,7 @@ async fn respond<R: RocketReader>(
         Route::Health if param("deep") == Some("true") => {
             // One read of a rocket that need not exist: enough to know the store answers.
             let probe = Channel::parse("health").expect("a valid channel");
-            reader.rocket(&probe).await.map_err(store_error)?;
+            reader.rocket(&probe).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"status": "ok", "store": "ok"}),
@@ -58,7 +58,7 @@ async fn respond<R: RocketReader>(
         Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::ListRockets => {
             let query = ListQuery::from_params(param)?;
-            let mut page = reader.rockets(&query).await.map_err(store_error)?;
+            let mut page = reader.rockets(&query).await?;
             if within_budget(&mut page.rockets) {
                 let last = page.rockets.last().expect("a cut page keeps one rocket");
                 page.next = Some(query.sort_by.position(last));
@@ -69,7 +69,7 @@ async fn respond<R: RocketReader>(
             };
             Ok(json_response(StatusCode::OK, &list))
         }
-        Route::GetRocket(channel) => match reader.rocket(&channel).await.map_err(store_error)? {
+        Route::GetRocket(channel) => match reader.rocket(&channel).await? {
             Some(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
             None => Err(not_found(&channel)),
         },
@@ -86,8 +86,7 @@ async fn respond<R: RocketReader>(
             })?;
             let mut events = reader
                 .history(&channel, after, limit)
-                .await
-                .map_err(store_error)?
+                .await?
                 .ok_or_else(|| not_found(&channel))?;
             let cut = within_budget(&mut events);
             let next_after = (cut || events.len() == limit)
@@ -141,11 +140,4 @@ fn within_budget<T: Serialize>(items: &mut Vec<T>) -> bool {
 
 fn not_found(channel: &Channel) -> ApiError {
     ApiError::NotFound(format!("no rocket has been seen on channel {channel}"))
-}
-
-fn store_error(error: StoreError) -> ApiError {
-    match error {
-        StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
-        StoreError::Failed(detail) => ApiError::Internal(detail),
-    }
 }
