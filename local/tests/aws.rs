@@ -437,31 +437,57 @@ async fn a_hung_endpoint_is_an_outage_within_the_functions_timeout() {
     let took = started.elapsed();
     assert!(matches!(sent, Err(QueueError::Unavailable(_))), "{sent:?}");
     assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    // The configured bound is below the functions' 5 s (the template test holds that); here,
+    // that the calls honour it, with room for a busy machine.
     assert!(
-        took < Duration::from_secs(5),
-        "{took:?}: the ingest and query functions time out at 5 s"
+        took < rockets_aws::OPERATION_TIMEOUT + Duration::from_millis(1_500),
+        "{took:?}"
     );
+}
+
+/// A store that does not answer, at once.
+struct DownStore;
+
+impl ChannelStore for DownStore {
+    async fn load(
+        &self,
+        _: &rockets::message::Channel,
+    ) -> Result<Option<rockets::ports::ChannelSnapshot>, rockets::ports::StoreError> {
+        Err(rockets::ports::StoreError::Unavailable("down".into()))
+    }
+
+    async fn commit(
+        &self,
+        _: u64,
+        _: &rockets::ordering::ChannelChange,
+    ) -> Result<CommitOutcome, rockets::ports::StoreError> {
+        Err(rockets::ports::StoreError::Unavailable("down".into()))
+    }
+
+    async fn applied(
+        &self,
+        _: &rockets::message::Channel,
+        _: &[rockets::message::MessageNumber],
+    ) -> Result<Vec<Envelope>, rockets::ports::StoreError> {
+        Err(rockets::ports::StoreError::Unavailable("down".into()))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_the_store_could_not_take_are_hidden_for_the_back_off_on_sqs() {
-    let Some(aws) = aws(1, 5).await else { return };
+    let Some(aws) = aws(2, 5).await else { return };
     let m = flight(&channel(&unique_name("outage")), 1, &mut Rng::new(2));
     aws.send(&[&m[0]]).await;
     let records = aws.queue.receive(10, Duration::from_secs(2)).await.unwrap();
     assert_eq!(records.len(), 1);
-    // The store is down; the record backs off 3 s, three times the queue's visibility timeout.
-    let down = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&emulator_config("http://127.0.0.1:9").await),
-        "nowhere",
-    );
+    // The store is down; the record backs off 6 s, three times the queue's visibility timeout.
     let (response, _) =
-        apply::apply_batch_backing_off(&down, &aws.queue, Duration::from_secs(3), &records)
+        apply::apply_batch_backing_off(&DownStore, &aws.queue, Duration::from_secs(6), &records)
             .await
             .unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
-    let hidden_until = Instant::now() + Duration::from_secs(3);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let hidden_until = Instant::now() + Duration::from_secs(6);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         aws.queue
             .receive(10, Duration::ZERO)
@@ -470,7 +496,11 @@ async fn records_the_store_could_not_take_are_hidden_for_the_back_off_on_sqs() {
             .is_empty(),
         "still hidden after the queue's own visibility timeout"
     );
-    let again = aws.queue.receive(10, Duration::from_secs(5)).await.unwrap();
+    let again = aws
+        .queue
+        .receive(10, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1, "back once the back-off ends");
-    assert!(Instant::now() >= hidden_until - Duration::from_millis(200));
+    assert!(Instant::now() >= hidden_until - Duration::from_millis(500));
 }

@@ -446,6 +446,15 @@ fn the_settings_cfn_lint_does_not_check() {
         "ingest sets deduplication ids"
     );
     let timeout = apply["Timeout"].as_u64().unwrap();
+    for function in ["IngestFunction", "QueryFunction", "ApplyFunction"] {
+        let limit = resource(&template, function)["Properties"]["Timeout"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            rockets_aws::OPERATION_TIMEOUT < Duration::from_secs(limit),
+            "an AWS call may outlast {function}'s {limit} s"
+        );
+    }
     assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout);
     assert_eq!(
         queue["VisibilityTimeout"].as_u64().unwrap(),
