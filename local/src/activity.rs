@@ -48,6 +48,30 @@ impl Activity {
         }
     }
 
+    /// Everything counted since start, by name.
+    pub fn totals(&self) -> Totals {
+        let [
+            accepted,
+            rejected,
+            unavailable,
+            applied,
+            parked,
+            duplicates,
+            conflicts,
+            failed,
+        ] = self.snapshot();
+        Totals {
+            accepted,
+            rejected,
+            unavailable,
+            applied,
+            parked,
+            duplicates,
+            conflicts,
+            failed,
+        }
+    }
+
     fn snapshot(&self) -> [u64; 8] {
         [
             &self.accepted,
@@ -61,6 +85,19 @@ impl Activity {
         ]
         .map(|c| c.load(Ordering::Relaxed))
     }
+}
+
+/// [`Activity`]'s counts at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub unavailable: u64,
+    pub applied: u64,
+    pub parked: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub failed: u64,
 }
 
 /// Reads the queue's depth, where the backend can tell it without a request.

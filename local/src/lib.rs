@@ -207,10 +207,11 @@ impl LocalServer {
         tracing::info!("stopping: no new connections; finishing requests and batches in flight");
         tokio::select! {
             clean = self.shutdown() => {
+                let totals = self.activity.totals();
                 if clean {
-                    tracing::info!("stopped");
+                    tracing::info!(?totals, "stopped");
                 } else {
-                    tracing::warn!("stopped; some requests or batches did not finish in time");
+                    tracing::warn!(?totals, "stopped; some requests or batches did not finish in time");
                 }
                 Ok(())
             }

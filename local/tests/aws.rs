@@ -31,6 +31,7 @@ struct Aws {
 
 /// A fresh table and queue pair on moto, or `None` (skip) outside CI without it.
 async fn aws(visibility_secs: u64, max_receive_count: u32) -> Option<Aws> {
+    rockets::testing::init_test_logs();
     let endpoint = emulator("ROCKETS_TEST_MOTO")?;
     let config = emulator_config(&endpoint).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);

@@ -21,6 +21,7 @@ use rockets_local::{Backends, LocalConfig, LocalServer, start_embedded};
 use support::{assert_converges, post_all, post_concurrently_and_converge, traffic};
 
 async fn start(visibility: Duration, max_receive_count: u32) -> LocalServer {
+    rockets::testing::init_test_logs();
     let config = LocalConfig {
         queue: QueueConfig {
             visibility_timeout: visibility,

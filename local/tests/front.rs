@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start(front: FrontConfig) -> LocalServer {
+    rockets::testing::init_test_logs();
     let config = LocalConfig {
         front,
         ..LocalConfig::ephemeral()

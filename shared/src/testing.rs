@@ -203,6 +203,15 @@ pub fn emulator(var: &str) -> Option<String> {
     }
 }
 
+/// Shows the logs of what a test runs when `TEST_LOG` is set (at `RUST_LOG`'s level, `info`
+/// by default); tests are quiet otherwise.
+pub fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("TEST_LOG").is_some() {
+        ONCE.call_once(crate::telemetry::init);
+    }
+}
+
 /// A name no other test run uses, for tables, queues and channels.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
