@@ -173,6 +173,7 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
         let table = unique_name("cost");
         ensure_table(&dynamodb, &table).await.expect("table");
         let store = DynamoStore::new(dynamodb, table);
+        let settings = apply::Settings::default();
 
         let mut rng = Rng::new(rockets as u64 + length);
         let flights: Vec<Vec<Envelope>> = (0..rockets)
@@ -257,7 +258,7 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
             let mut event = SqsEvent::default();
             event.records = records;
             let begun = Instant::now();
-            let response = apply::handle(&store, &batcher, apply::VISIBILITY_TIMEOUT, event)
+            let response = apply::handle(&store, &batcher, &batcher, &settings, event)
                 .await
                 .expect("apply");
             bill.apply_ms.push(begun.elapsed().as_secs_f64() * 1e3);

@@ -23,6 +23,8 @@ pub struct Activity {
     pub parked: AtomicU64,
     pub duplicates: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Over the park limit, sent to the dead-letter queue.
+    pub refused: AtomicU64,
     pub failed: AtomicU64,
 }
 
@@ -42,48 +44,27 @@ impl Activity {
             (&self.parked, summary.parked),
             (&self.duplicates, summary.duplicates),
             (&self.conflicts, summary.conflicts),
+            (&self.refused, summary.refused),
             (&self.failed, summary.failed),
         ] {
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    /// Everything counted since start, by name.
+    /// Everything counted since start.
     pub fn totals(&self) -> Totals {
-        let [
-            accepted,
-            rejected,
-            unavailable,
-            applied,
-            parked,
-            duplicates,
-            conflicts,
-            failed,
-        ] = self.snapshot();
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Totals {
-            accepted,
-            rejected,
-            unavailable,
-            applied,
-            parked,
-            duplicates,
-            conflicts,
-            failed,
+            accepted: read(&self.accepted),
+            rejected: read(&self.rejected),
+            unavailable: read(&self.unavailable),
+            applied: read(&self.applied),
+            parked: read(&self.parked),
+            duplicates: read(&self.duplicates),
+            conflicts: read(&self.conflicts),
+            refused: read(&self.refused),
+            failed: read(&self.failed),
         }
-    }
-
-    fn snapshot(&self) -> [u64; 8] {
-        [
-            &self.accepted,
-            &self.rejected,
-            &self.unavailable,
-            &self.applied,
-            &self.parked,
-            &self.duplicates,
-            &self.conflicts,
-            &self.failed,
-        ]
-        .map(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -97,7 +78,25 @@ pub struct Totals {
     pub parked: u64,
     pub duplicates: u64,
     pub conflicts: u64,
+    pub refused: u64,
     pub failed: u64,
+}
+
+impl Totals {
+    /// What was counted after `earlier`.
+    fn since(&self, earlier: &Totals) -> Totals {
+        Totals {
+            accepted: self.accepted - earlier.accepted,
+            rejected: self.rejected - earlier.rejected,
+            unavailable: self.unavailable - earlier.unavailable,
+            applied: self.applied - earlier.applied,
+            parked: self.parked - earlier.parked,
+            duplicates: self.duplicates - earlier.duplicates,
+            conflicts: self.conflicts - earlier.conflicts,
+            refused: self.refused - earlier.refused,
+            failed: self.failed - earlier.failed,
+        }
+    }
 }
 
 /// Reads the queue's depth, where the backend can tell it without a request.
@@ -110,28 +109,29 @@ pub async fn report(
     depth: Option<DepthProbe>,
     every: Duration,
 ) {
-    let mut last = activity.snapshot();
+    let mut last = activity.totals();
     let mut last_depth = QueueDepth::default();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let now = activity.snapshot();
+        let now = activity.totals();
         let queue = depth.as_ref().map(|probe| probe()).unwrap_or_default();
         if now == last && queue == last_depth {
             continue;
         }
-        let d: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
+        let d = now.since(&last);
         tracing::info!(
-            accepted = d[0],
-            rejected = d[1],
-            unavailable = d[2],
-            applied = d[3],
-            parked = d[4],
-            duplicates = d[5],
-            conflicts = d[6],
-            failed = d[7],
+            accepted = d.accepted,
+            rejected = d.rejected,
+            unavailable = d.unavailable,
+            applied = d.applied,
+            parked = d.parked,
+            duplicates = d.duplicates,
+            conflicts = d.conflicts,
+            refused = d.refused,
+            failed = d.failed,
             queued = queue.visible,
             in_flight = queue.in_flight,
             dead_letters = queue.dead,
@@ -140,8 +140,8 @@ pub async fn report(
             idle_closed = front.idle_timeouts.load(Ordering::Relaxed),
             reclaimed = front.reclaimed.load(Ordering::Relaxed),
             accept_errors = front.accept_errors.load(Ordering::Relaxed),
-            total_accepted = now[0],
-            total_applied = now[3],
+            total_accepted = now.accepted,
+            total_applied = now.applied,
             "activity in the last {}s",
             every.as_secs()
         );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use rockets::ports::{ChannelStore, QueueConsumer, RecordVisibility};
+use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility};
 use tokio::sync::watch;
 
 use crate::activity::Activity;
@@ -18,11 +18,12 @@ pub const LONG_POLL: Duration = Duration::from_secs(20);
 
 /// Feeds batches from `source` to the apply handler until `stop` turns true; a batch already
 /// received is applied and deleted first.
-pub async fn pump<C: QueueConsumer + RecordVisibility, S: ChannelStore>(
+pub async fn pump<C: QueueConsumer + RecordVisibility, S: ChannelStore, D: MessageQueue>(
     source: Arc<C>,
     store: Arc<S>,
+    dead_letters: Arc<D>,
     batch_size: usize,
-    visibility_timeout: Duration,
+    settings: apply::Settings,
     activity: Arc<Activity>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -50,7 +51,8 @@ pub async fn pump<C: QueueConsumer + RecordVisibility, S: ChannelStore>(
         let outcome = AssertUnwindSafe(apply::apply_batch_backing_off(
             &*store,
             &*source,
-            visibility_timeout,
+            &*dead_letters,
+            &settings,
             &records,
         ))
         .catch_unwind()
@@ -63,6 +65,7 @@ pub async fn pump<C: QueueConsumer + RecordVisibility, S: ChannelStore>(
                     parked = summary.parked,
                     duplicates = summary.duplicates,
                     conflicts = summary.conflicts,
+                    refused = summary.refused,
                     failed = summary.failed,
                     "batch done"
                 );

@@ -29,7 +29,7 @@ use rockets::http::{ApiError, Function, Route, api_gateway_request};
 use rockets::message::ValidationError;
 use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility, RocketReader};
 use rockets_aws::{DynamoStore, SqsQueue};
-use rockets_embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
+use rockets_embedded::{DeadLetters, EmbeddedQueue, EmbeddedStore, QueueConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -98,6 +98,8 @@ pub struct LocalConfig {
     pub front: FrontConfig,
     /// How often the activity summary is logged while something happens.
     pub report_every: Duration,
+    /// The most messages one channel may park; one more goes to the dead-letter queue.
+    pub park_limit: u64,
 }
 
 impl Default for LocalConfig {
@@ -109,6 +111,7 @@ impl Default for LocalConfig {
             queue: QueueConfig::default(),
             front: FrontConfig::default(),
             report_every: Duration::from_secs(5),
+            park_limit: apply::Settings::PARK_LIMIT,
         }
     }
 }
@@ -154,6 +157,7 @@ impl LocalConfig {
                 shutdown_grace: d.front.shutdown_grace,
             },
             report_every: config::millis("ROCKETS_REPORT_MS", d.report_every)?,
+            park_limit: config::parsed("ROCKETS_PARK_LIMIT", d.park_limit)?,
         })
     }
 }
@@ -268,30 +272,48 @@ pub async fn start_embedded(config: &LocalConfig) -> std::io::Result<LocalServer
     };
     let queue = backends.queue.clone();
     let probe: DepthProbe = Box::new(move || queue.depth());
-    let mut server = start(config, backends.clone(), backends.clone(), Some(probe)).await?;
+    let dead_letters = Arc::new(DeadLetters(backends.queue.clone()));
+    let mut server = start(
+        config,
+        backends.clone(),
+        backends.clone(),
+        dead_letters,
+        Some(probe),
+    )
+    .await?;
     server.embedded = Some(backends);
     Ok(server)
 }
 
 /// Starts the pipeline on the AWS backends (DynamoDB and SQS, or emulators of them); the event
 /// source long-polls the queue as Lambda's event source mapping does.
-pub async fn start_aws(
+pub async fn start_aws<D: MessageQueue + 'static>(
     config: &LocalConfig,
     queue: SqsQueue,
+    dead_letters: D,
     store: DynamoStore,
 ) -> std::io::Result<LocalServer> {
     let backends = Backends {
         queue: Arc::new(queue),
         store: Arc::new(store),
     };
-    start(config, backends.clone(), backends, None).await
+    start(
+        config,
+        backends.clone(),
+        backends,
+        Arc::new(dead_letters),
+        None,
+    )
+    .await
 }
 
-/// Starts the HTTP server on `http` and the event source pollers on `events`.
-pub async fn start<Q, R, E, S>(
+/// Starts the HTTP server on `http` and the event source pollers on `events`, which send
+/// messages over the park limit to `dead_letters`.
+pub async fn start<Q, R, E, S, D>(
     config: &LocalConfig,
     http: Backends<Q, R>,
     events: Backends<E, S>,
+    dead_letters: Arc<D>,
     depth: Option<DepthProbe>,
 ) -> std::io::Result<LocalServer>
 where
@@ -299,6 +321,7 @@ where
     R: RocketReader + 'static,
     E: QueueConsumer + RecordVisibility + 'static,
     S: ChannelStore + 'static,
+    D: MessageQueue + 'static,
 {
     let listeners = config.listen.bind().await?;
     let activity = Arc::new(Activity::default());
@@ -308,8 +331,13 @@ where
         pollers.spawn(event_source::pump(
             events.queue.clone(),
             events.store.clone(),
+            dead_letters.clone(),
             config.batch_size.clamp(1, 10),
-            config.queue.visibility_timeout,
+            apply::Settings {
+                visibility_timeout: config.queue.visibility_timeout,
+                park_limit: config.park_limit,
+                ..apply::Settings::default()
+            },
             activity.clone(),
             stopped.clone(),
         ));

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rockets_aws::provision::{self, QueueSettings};
-use rockets_aws::{DynamoStore, SqsQueue, sdk_config};
+use rockets_aws::{DynamoStore, RedriveTarget, SqsQueue, sdk_config};
 use rockets_local::{LocalConfig, start_aws, start_embedded};
 
 const USAGE: &str = "\
@@ -17,7 +17,8 @@ GET /health, and applies messages in process.
   (default)     embedded queue and store, in memory
   --aws         DynamoDB table TABLE_NAME and SQS queue QUEUE_URL, at the endpoint the AWS SDK
                 is configured for (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS, ...); the queue is
-                long-polled the way Lambda's event source mapping does
+                long-polled the way Lambda's event source mapping does; messages over the park
+                limit go to DEAD_LETTER_QUEUE_URL (default: the queue's redrive target)
   --bootstrap   with --aws: first create the table and queues if missing (QUEUE_URL unneeded)
   bootstrap     only create the table TABLE_NAME (default rockets) and the queues QUEUE_NAME.fifo
                 and QUEUE_NAME-dlq.fifo (default rockets), and print their names
@@ -40,6 +41,8 @@ environment:
   ROCKETS_BATCH_SIZE             records per apply batch, 1-10 (default 10)
   ROCKETS_VISIBILITY_TIMEOUT_MS  before a failed record is redelivered (default 60000)
   ROCKETS_MAX_RECEIVE_COUNT      receives before the dead-letter queue (default 5)
+  ROCKETS_PARK_LIMIT             messages one channel may hold ahead of a gap; one more goes
+                                 to the dead-letter queue (default 10000)
   RUST_LOG                       log level (default info)";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -85,7 +88,7 @@ async fn run() -> Result<(), Error> {
     if bootstrap_only {
         let (table, queues) = create_resources(&config).await?;
         println!(
-            "TABLE_NAME={table}\nQUEUE_URL={}\nDLQ_URL={}",
+            "TABLE_NAME={table}\nQUEUE_URL={}\nDEAD_LETTER_QUEUE_URL={}",
             queues.url, queues.dead_letter_url
         );
         return Ok(());
@@ -101,7 +104,12 @@ async fn run() -> Result<(), Error> {
         } else {
             (SqsQueue::from_env(&sdk)?, DynamoStore::from_env(&sdk)?)
         };
-        start_aws(&config, queue, store).await
+        // Where messages over the park limit go.
+        let dead_letters = match SqsQueue::dead_letters_from_env(&sdk) {
+            Ok(named) => RedriveTarget::known(queue.clone(), named),
+            Err(_) => queue.redrive_target(),
+        };
+        start_aws(&config, queue, dead_letters, store).await
     } else {
         start_embedded(&config).await
     }

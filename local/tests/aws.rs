@@ -11,6 +11,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use rockets::message::{Envelope, Event};
+use rockets::ordering::ParkedView;
 use rockets::ordering::Timeline;
 use rockets::ports::{ChannelStore, CommitOutcome, QueueConsumer, QueuedMessage, RocketReader};
 use rockets::rocket::Rocket;
@@ -56,6 +57,10 @@ async fn aws(visibility_secs: u64, max_receive_count: u32) -> Option<Aws> {
 }
 
 impl Aws {
+    fn dead_letters(&self) -> SqsQueue {
+        SqsQueue::new(self.sqs.clone(), self.queues.dead_letter_url.clone())
+    }
+
     async fn send(&self, messages: &[&Envelope]) {
         for m in messages {
             self.queue.send_queued(QueuedMessage::of(m)).await.unwrap();
@@ -213,7 +218,8 @@ async fn two_appliers_on_one_channel_at_once_apply_each_message_exactly_once() {
         apply_batch(&*store, &all).await.unwrap();
         assert!(aws.rocket(&c).await.same_state(&fold(&m)), "round {round}");
         assert_eq!(store.history(&c, 0, 100).await.unwrap().unwrap(), m);
-        assert!(store.load(&c).await.unwrap().unwrap().parked.is_empty());
+        let snapshot = store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
+        assert_eq!(snapshot.parked, ParkedView::none());
     }
 }
 
@@ -228,14 +234,18 @@ async fn a_parked_message_is_applied_when_another_batch_fills_its_gap() {
         .await
         .unwrap();
     assert_eq!(summary.parked, 2);
-    let snapshot = aws.store.load(&c).await.unwrap().unwrap();
-    assert_eq!(snapshot.parked.len(), 2);
+    let snapshot = aws.store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
+    assert_eq!(snapshot.parked.first.len(), 2);
     assert_eq!(snapshot.rocket.pending_messages, 2);
 
     let (_, summary) = apply_batch(&aws.store, &[record(&m[0])]).await.unwrap();
     assert_eq!(summary.applied, 3);
-    let snapshot = aws.store.load(&c).await.unwrap().unwrap();
-    assert!(snapshot.parked.is_empty(), "the parked items are deleted");
+    let snapshot = aws.store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.parked,
+        ParkedView::none(),
+        "the parked items are deleted"
+    );
     assert!(snapshot.rocket.same_state(&fold(&m)));
 }
 
@@ -324,9 +334,14 @@ async fn a_poison_message_reaches_the_dead_letter_queue_and_its_channel_then_pro
         })
         .await
         .unwrap();
-    let server = start_aws(&local_config(1, 2), aws.queue.clone(), aws.store.clone())
-        .await
-        .unwrap();
+    let server = start_aws(
+        &local_config(1, 2),
+        aws.queue.clone(),
+        aws.dead_letters(),
+        aws.store.clone(),
+    )
+    .await
+    .unwrap();
     let addr = server.addr();
     let flights = vec![m.clone()];
     tokio::task::spawn_blocking(move || {
@@ -362,9 +377,14 @@ async fn a_poison_message_reaches_the_dead_letter_queue_and_its_channel_then_pro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_in_aws_mode_converges_and_leaves_nothing_queued() {
     let Some(aws) = aws(5, 5).await else { return };
-    let server = start_aws(&local_config(5, 5), aws.queue.clone(), aws.store.clone())
-        .await
-        .unwrap();
+    let server = start_aws(
+        &local_config(5, 5),
+        aws.queue.clone(),
+        aws.dead_letters(),
+        aws.store.clone(),
+    )
+    .await
+    .unwrap();
     let addr = server.addr();
     let (flights, arrivals) = traffic(20, 15, 77);
     tokio::task::spawn_blocking(move || {
@@ -453,6 +473,8 @@ impl ChannelStore for DownStore {
     async fn load(
         &self,
         _: &rockets::message::Channel,
+        _: usize,
+        _: &[rockets::message::MessageNumber],
     ) -> Result<Option<rockets::ports::ChannelSnapshot>, rockets::ports::StoreError> {
         Err(rockets::ports::StoreError::Unavailable("down".into()))
     }
@@ -482,10 +504,18 @@ async fn records_the_store_could_not_take_are_hidden_for_the_back_off_on_sqs() {
     let records = aws.queue.receive(10, Duration::from_secs(2)).await.unwrap();
     assert_eq!(records.len(), 1);
     // The store is down; the record backs off 6 s, three times the queue's visibility timeout.
-    let (response, _) =
-        apply::apply_batch_backing_off(&DownStore, &aws.queue, Duration::from_secs(6), &records)
-            .await
-            .unwrap();
+    let (response, _) = apply::apply_batch_backing_off(
+        &DownStore,
+        &aws.queue,
+        &aws.queue,
+        &apply::Settings {
+            visibility_timeout: Duration::from_secs(6),
+            ..apply::Settings::default()
+        },
+        &records,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
     let hidden_until = Instant::now() + Duration::from_secs(6);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -105,9 +105,14 @@ impl OutageStore {
 }
 
 impl ChannelStore for OutageStore {
-    async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
         self.check()?;
-        self.inner.load(channel).await
+        self.inner.load(channel, window, probe).await
     }
 
     async fn commit(
@@ -169,7 +174,8 @@ async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
         queue: queue.clone(),
         store: store.clone(),
     };
-    let server = rockets_local::start(&config, backends.clone(), backends, None)
+    let dead_letters = Arc::new(rockets_embedded::DeadLetters(queue.clone()));
+    let server = rockets_local::start(&config, backends.clone(), backends, dead_letters, None)
         .await
         .unwrap();
     let addr = server.addr();

@@ -147,7 +147,12 @@ impl Recorder {
 struct DownStore;
 
 impl ChannelStore for DownStore {
-    async fn load(&self, _: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+    async fn load(
+        &self,
+        _: &Channel,
+        _: usize,
+        _: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
         Err(StoreError::Unavailable("timed out".into()))
     }
 
@@ -212,7 +217,7 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
             .iter()
             .map(|e| sqs_record(&unique_name("record"), e))
             .collect();
-        let response = apply::handle(&store, &queue, apply::VISIBILITY_TIMEOUT, event)
+        let response = apply::handle(&store, &queue, &queue, &apply::Settings::default(), event)
             .await
             .unwrap();
         assert!(response.batch_item_failures.is_empty());
@@ -225,9 +230,15 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
     event.records = source.receive(10, Duration::from_secs(1)).await.unwrap();
     let received = event.records.len();
     assert!(received >= 1, "ingest's message and this one");
-    let response = apply::handle(&DownStore, &queue, apply::VISIBILITY_TIMEOUT, event)
-        .await
-        .unwrap();
+    let response = apply::handle(
+        &DownStore,
+        &queue,
+        &queue,
+        &apply::Settings::default(),
+        event,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.batch_item_failures.len(), received);
     actions.insert("apply", recorder.take());
 

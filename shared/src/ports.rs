@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 
 use crate::listing::{ListQuery, RocketPage};
 use crate::message::{Channel, Envelope, MessageNumber};
-use crate::ordering::ChannelChange;
+use crate::ordering::{ChannelChange, ParkedView};
 use crate::rocket::Rocket;
 
 /// A backend could not do what was asked. Handlers never show the detail to clients.
@@ -127,7 +127,7 @@ pub trait RecordVisibility: Send + Sync {
 #[derive(Clone, PartialEq, Debug)]
 pub struct ChannelSnapshot {
     pub rocket: Rocket,
-    pub parked: Vec<Envelope>,
+    pub parked: ParkedView,
     /// Increases with every commit; 0 means nothing is stored yet.
     pub version: u64,
 }
@@ -146,10 +146,14 @@ pub enum CommitOutcome {
 
 /// The apply side of the store: per-channel state, parked messages and history.
 pub trait ChannelStore: Send + Sync {
-    /// The channel's rocket, parked messages and version; `None` if never stored.
+    /// The channel's rocket and version, its first `window` parked messages (or all, if fewer),
+    /// and those parked beyond them with the `probe` numbers; `None` if never stored. What it
+    /// reads is bounded by `window` and `probe`, never by how many messages are parked.
     fn load(
         &self,
         channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
     ) -> impl Future<Output = Result<Option<ChannelSnapshot>, StoreError>> + Send;
 
     /// Writes the change atomically if the channel is still at `expected_version`.

@@ -236,7 +236,7 @@ pub mod contract {
     use super::{Rng, channel, flight, unique_name};
     use crate::listing::{ListQuery, Order, SortKey};
     use crate::message::{Envelope, Event, MessageNumber};
-    use crate::ordering::{ChannelChange, Timeline};
+    use crate::ordering::{ChannelChange, ParkedView, Timeline};
     use crate::ports::{
         ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, QueuedMessage, RocketReader,
     };
@@ -246,7 +246,7 @@ pub mod contract {
         store: &S,
         channel: &crate::message::Channel,
     ) -> (Timeline, u64) {
-        match store.load(channel).await.unwrap() {
+        match store.load(channel, usize::MAX, &[]).await.unwrap() {
             Some(s) => (Timeline::load(s.rocket, s.parked, Utc::now()), s.version),
             None => (Timeline::empty(channel.clone(), Utc::now()), 0),
         }
@@ -263,7 +263,7 @@ pub mod contract {
     pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
         let c = channel(&unique_name("contract"));
         let m = flight(&c, 5, &mut Rng::new(7));
-        assert!(store.load(&c).await.unwrap().is_none());
+        assert!(store.load(&c, usize::MAX, &[]).await.unwrap().is_none());
         assert!(store.rocket(&c).await.unwrap().is_none());
         assert!(store.history(&c, 0, 10).await.unwrap().is_none());
 
@@ -274,11 +274,20 @@ pub mod contract {
             store.commit(version, &parked).await.unwrap(),
             CommitOutcome::Committed
         );
-        let snapshot = store.load(&c).await.unwrap().expect("stored");
+        let snapshot = store
+            .load(&c, usize::MAX, &[])
+            .await
+            .unwrap()
+            .expect("stored");
         assert_eq!(snapshot.version, 1);
-        let mut numbers: Vec<u64> = snapshot.parked.iter().map(|p| p.number.get()).collect();
-        numbers.sort_unstable();
+        let numbers: Vec<u64> = snapshot
+            .parked
+            .first
+            .iter()
+            .map(|p| p.number.get())
+            .collect();
         assert_eq!(numbers, [2, 3]);
+        assert!(snapshot.parked.complete);
         assert_eq!(snapshot.rocket.pending_messages, 2);
         assert_eq!(
             store.rocket(&c).await.unwrap().unwrap().status,
@@ -291,7 +300,15 @@ pub mod contract {
             store.commit(0, &stale).await.unwrap(),
             CommitOutcome::VersionMismatch
         );
-        assert_eq!(store.load(&c).await.unwrap().unwrap().version, 1);
+        assert_eq!(
+            store
+                .load(&c, usize::MAX, &[])
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
         assert_eq!(store.history(&c, 0, 10).await.unwrap().unwrap(), []);
 
         // Filling the gap applies the parked messages and removes exactly them.
@@ -302,8 +319,8 @@ pub mod contract {
             store.commit(version, &filled).await.unwrap(),
             CommitOutcome::Committed
         );
-        let snapshot = store.load(&c).await.unwrap().unwrap();
-        assert!(snapshot.parked.is_empty(), "{:?}", snapshot.parked);
+        let snapshot = store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
+        assert_eq!(snapshot.parked, ParkedView::none());
         assert_eq!(
             (snapshot.rocket.last_message_number, snapshot.version),
             (3, 2)
@@ -343,12 +360,37 @@ pub mod contract {
             store.commit(version, &loser).await.unwrap(),
             CommitOutcome::Committed
         );
-        let snapshot = store.load(&c).await.unwrap().unwrap();
-        assert_eq!(snapshot.parked, [m[4].clone()]);
+        let snapshot = store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
+        assert_eq!(snapshot.parked, ParkedView::all(vec![m[4].clone()]));
         assert_eq!(snapshot.rocket.pending_messages, 1);
 
+        parked_view(store).await;
         long_escaped_text(store).await;
         listing(store).await;
+    }
+
+    /// Loading reads a bounded view of a channel's parked messages: the first few in order, and
+    /// those beyond them with the numbers asked about.
+    async fn parked_view<S: ChannelStore>(store: &S) {
+        let c = channel(&unique_name("view"));
+        let m = flight(&c, 12, &mut Rng::new(11));
+        let (t, version) = open(store, &c).await;
+        let parked: Vec<&Envelope> = m[2..].iter().collect();
+        store.commit(version, &change(t, &parked)).await.unwrap();
+        let n = |n: u64| MessageNumber::new(n).unwrap();
+        let snapshot = store
+            .load(&c, 3, &[n(2), n(4), n(9), n(12), n(40)])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(snapshot.rocket.pending_messages, 10);
+        assert_eq!(snapshot.parked.first, m[2..5]);
+        assert!(!snapshot.parked.complete);
+        let mut probed = snapshot.parked.probed;
+        probed.sort_by_key(|m| m.number);
+        assert_eq!(probed, [m[8].clone(), m[11].clone()]);
+        let whole = store.load(&c, 10, &[n(12)]).await.unwrap().unwrap();
+        assert_eq!(whole.parked, ParkedView::all(m[2..].to_vec()));
     }
 
     /// Text stored before any length limit, and text that escaping doubles in an index key,

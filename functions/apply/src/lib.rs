@@ -4,6 +4,11 @@
 //! records in queue order with one load and one conditional commit. A record that fails
 //! takes every later record of its channel in the batch with it into `batchItemFailures`, so
 //! SQS redelivers them in their original order; other channels are unaffected.
+//!
+//! What a batch reads and writes is bounded by the batch and [`Settings::park_window`], not
+//! by how many messages its channel parks; a drain longer than the window commits in rounds.
+//! A channel parks at most [`Settings::park_limit`] messages: one more goes straight to the
+//! dead-letter queue, from where an operator redrives it once the gap is filled.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,9 +16,13 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use futures_util::future::join_all;
+use rockets::config::ConfigError;
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{Received, Timeline, same_or_conflict};
-use rockets::ports::{ChannelStore, CommitOutcome, RecordVisibility, StoreError};
+use rockets::ports::{
+    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueError, RecordVisibility,
+    StoreError,
+};
 
 /// How often a channel's commit is retried when another applier got there first.
 pub const MAX_COMMIT_ATTEMPTS: u32 = 8;
@@ -50,6 +59,8 @@ pub struct BatchSummary {
     pub parked: usize,
     pub duplicates: usize,
     pub conflicts: usize,
+    /// Over the park limit, and sent to the dead-letter queue.
+    pub refused: usize,
     pub failed: usize,
 }
 
@@ -59,12 +70,50 @@ impl std::ops::AddAssign for BatchSummary {
         self.parked += other.parked;
         self.duplicates += other.duplicates;
         self.conflicts += other.conflicts;
+        self.refused += other.refused;
         self.failed += other.failed;
     }
 }
 
 /// The visibility timeout of the template's queue, the first back-off after an outage.
 pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the apply side treats parked messages and failures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Settings {
+    /// The queue's visibility timeout: the first back-off after an outage.
+    pub visibility_timeout: Duration,
+    /// The most messages one channel may park. The state item holds the count, so it costs
+    /// nothing to check; the limit bounds a channel's storage and the longest drain.
+    pub park_limit: u64,
+    /// The most parked messages one load reads, and so one commit drains.
+    pub park_window: usize,
+}
+
+impl Settings {
+    /// The default park limit: ten thousand messages behind one gap.
+    pub const PARK_LIMIT: u64 = 10_000;
+    /// The variable that sets [`Settings::park_limit`].
+    pub const PARK_LIMIT_ENV: &'static str = "PARK_LIMIT";
+
+    /// The defaults, with the park limit from `PARK_LIMIT` when it is set.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Settings {
+            park_limit: rockets::config::parsed(Self::PARK_LIMIT_ENV, Self::PARK_LIMIT)?,
+            ..Settings::default()
+        })
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            visibility_timeout: VISIBILITY_TIMEOUT,
+            park_limit: Self::PARK_LIMIT,
+            park_window: 100,
+        }
+    }
+}
 
 /// The longest one back-off lasts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2 * 60 * 60);
@@ -84,21 +133,29 @@ pub fn outage_backoff(base: Duration, receive_count: u32) -> Duration {
 }
 
 /// Applies a batch and reports, per message id, the records SQS must deliver again; those that
-/// failed because the store was unavailable are hidden for an [`outage_backoff`] of `base`.
-pub async fn handle<S: ChannelStore, V: RecordVisibility>(
+/// failed because the store was unavailable are hidden for an [`outage_backoff`] of the
+/// visibility timeout, and those over the park limit go to `dead_letters`.
+pub async fn handle<S, V, D>(
     store: &S,
     visibility: &V,
-    base: Duration,
+    dead_letters: &D,
+    settings: &Settings,
     event: SqsEvent,
-) -> Result<SqsBatchResponse, ApplyError> {
+) -> Result<SqsBatchResponse, ApplyError>
+where
+    S: ChannelStore,
+    V: RecordVisibility,
+    D: MessageQueue,
+{
     let (response, summary) =
-        apply_batch_backing_off(store, visibility, base, &event.records).await?;
+        apply_batch_backing_off(store, visibility, dead_letters, settings, &event.records).await?;
     tracing::info!(
         records = event.records.len(),
         applied = summary.applied,
         parked = summary.parked,
         duplicates = summary.duplicates,
         conflicts = summary.conflicts,
+        refused = summary.refused,
         failed = summary.failed,
         "batch done"
     );
@@ -106,13 +163,21 @@ pub async fn handle<S: ChannelStore, V: RecordVisibility>(
 }
 
 /// [`handle`], also returning what the batch did.
-pub async fn apply_batch_backing_off<S: ChannelStore, V: RecordVisibility>(
+pub async fn apply_batch_backing_off<S, V, D>(
     store: &S,
     visibility: &V,
-    base: Duration,
+    dead_letters: &D,
+    settings: &Settings,
     records: &[SqsMessage],
-) -> Result<(SqsBatchResponse, BatchSummary), ApplyError> {
-    let (response, summary, unavailable) = apply_records(store, records).await?;
+) -> Result<(SqsBatchResponse, BatchSummary), ApplyError>
+where
+    S: ChannelStore,
+    V: RecordVisibility,
+    D: MessageQueue,
+{
+    let (response, summary, unavailable) =
+        apply_records(store, dead_letters, settings, records).await?;
+    let base = settings.visibility_timeout;
     let hidden: Vec<(String, Duration)> = unavailable
         .into_iter()
         .filter_map(|record| {
@@ -138,19 +203,35 @@ pub async fn apply_batch_backing_off<S: ChannelStore, V: RecordVisibility>(
     Ok((response, summary))
 }
 
-/// Applies a batch without backing off: what each record came to, and what the batch did.
+/// Applies a batch without backing off and without a park limit: what each record came to,
+/// and what the batch did.
 pub async fn apply_batch<S: ChannelStore>(
     store: &S,
     records: &[SqsMessage],
 ) -> Result<(SqsBatchResponse, BatchSummary), ApplyError> {
-    let (response, summary, _) = apply_records(store, records).await?;
+    let settings = Settings {
+        park_limit: u64::MAX,
+        ..Settings::default()
+    };
+    let (response, summary, _) = apply_records(store, &Nowhere, &settings, records).await?;
     Ok((response, summary))
+}
+
+/// The dead-letter queue of a caller without a park limit, which never needs one.
+struct Nowhere;
+
+impl MessageQueue for Nowhere {
+    async fn send(&self, _: &Envelope) -> Result<(), QueueError> {
+        Err(QueueError::Failed("no dead-letter queue".into()))
+    }
 }
 
 /// The batch's response and summary, and the records that failed because the store was
 /// unavailable.
-async fn apply_records<'r, S: ChannelStore>(
+async fn apply_records<'r, S: ChannelStore, D: MessageQueue>(
     store: &S,
+    dead_letters: &D,
+    settings: &Settings,
     records: &'r [SqsMessage],
 ) -> Result<(SqsBatchResponse, BatchSummary, Vec<&'r SqsMessage>), ApplyError> {
     if let Some(index) = records
@@ -162,7 +243,7 @@ async fn apply_records<'r, S: ChannelStore>(
     let results = join_all(
         group_by_channel(records)
             .into_iter()
-            .map(|(group, records)| apply_channel(store, group, records)),
+            .map(|(group, records)| apply_channel(store, dead_letters, settings, group, records)),
     )
     .await;
     let mut response = SqsBatchResponse::default();
@@ -216,8 +297,10 @@ fn group_by_channel(records: &[SqsMessage]) -> Vec<(&str, Vec<&SqsMessage>)> {
 }
 
 /// Applies one channel's records.
-async fn apply_channel<'r, S: ChannelStore>(
+async fn apply_channel<'r, S: ChannelStore, D: MessageQueue>(
     store: &S,
+    dead_letters: &D,
+    settings: &Settings,
     group: &str,
     records: Vec<&'r SqsMessage>,
 ) -> ChannelOutcome<'r> {
@@ -254,8 +337,28 @@ async fn apply_channel<'r, S: ChannelStore>(
     let mut store_unavailable = false;
     if let Some(first) = messages.first() {
         let channel = first.channel.clone();
-        match apply_messages(store, &channel, &messages).await {
-            Ok(done) => summary = done,
+        match apply_messages(store, settings, &channel, &messages).await {
+            Ok((done, refused)) => {
+                summary = done;
+                // Sent in queue order; one that cannot be sent comes back with what follows it.
+                for (sent, &index) in refused.iter().enumerate() {
+                    let message = &messages[index];
+                    match dead_letters.send(message).await {
+                        Ok(()) => tracing::warn!(
+                            %channel,
+                            number = %message.number,
+                            park_limit = settings.park_limit,
+                            "over the park limit: sent to the dead-letter queue"
+                        ),
+                        Err(error) => {
+                            tracing::error!(%channel, number = %message.number, %error, "over the park limit, and the dead-letter queue did not take it; SQS will redeliver");
+                            summary.refused -= refused.len() - sent;
+                            first_failed = index;
+                            break;
+                        }
+                    }
+                }
+            }
             Err(error) => {
                 tracing::error!(%channel, %error, records = records.len(), "channel not applied; SQS will redeliver");
                 store_unavailable =
@@ -274,35 +377,43 @@ async fn apply_channel<'r, S: ChannelStore>(
 }
 
 /// Loads the channel, receives the messages and commits, retrying with jittered backoff
-/// while another applier commits first.
+/// while another applier commits first; then drains in further rounds for as long as the
+/// commit says more may be parked. Returns what was done and the indices of the messages
+/// refused for the park limit.
 async fn apply_messages<S: ChannelStore>(
     store: &S,
+    settings: &Settings,
     channel: &Channel,
     messages: &[Envelope],
-) -> Result<BatchSummary, ChannelError> {
+) -> Result<(BatchSummary, Vec<usize>), ChannelError> {
+    let probe: Vec<MessageNumber> = messages.iter().map(|m| m.number).collect();
     // Messages the store says were accepted first under the same numbers as ours; they
     // replace ours from then on.
     let mut accepted: HashMap<MessageNumber, Envelope> = HashMap::new();
-    for attempt in 1..=MAX_COMMIT_ATTEMPTS {
-        let now = Utc::now();
-        let (mut timeline, version) = match store.load(channel).await? {
-            Some(snapshot) => (
-                Timeline::load(snapshot.rocket, snapshot.parked, now),
-                snapshot.version,
-            ),
-            None => (Timeline::empty(channel.clone(), now), 0),
-        };
+    let mut attempt = 0;
+    let (mut summary, refused, mut drain_more) = loop {
+        attempt += 1;
+        if attempt > MAX_COMMIT_ATTEMPTS {
+            return Err(ChannelError::Contended);
+        }
+        let (mut timeline, version) = open(store, settings, channel, &probe).await?;
         let outcomes: Vec<Received> = messages
             .iter()
             .map(|m| timeline.receive(accepted.get(&m.number).unwrap_or(m).clone()))
             .collect();
-        let outcome = match timeline.into_change() {
+        let change = timeline.into_change();
+        let outcome = match &change {
             None => CommitOutcome::Committed,
-            Some(change) => store.commit(version, &change).await?,
+            Some(change) => store.commit(version, change).await?,
         };
         match outcome {
             CommitOutcome::Committed => {
-                return Ok(summarise(store, channel, messages, &outcomes, &accepted).await);
+                let summary = summarise(store, channel, messages, &outcomes, &accepted).await;
+                let refused = (outcomes.iter().enumerate())
+                    .filter(|(_, o)| **o == Received::OverParkLimit)
+                    .map(|(i, _)| i)
+                    .collect();
+                break (summary, refused, change.is_some_and(|c| c.drain_more));
             }
             CommitOutcome::Superseded(first) => {
                 accepted.extend(first.into_iter().map(|m| (m.number, m)));
@@ -312,8 +423,50 @@ async fn apply_messages<S: ChannelStore>(
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
+    };
+    let mut attempt = 0;
+    while drain_more {
+        attempt += 1;
+        if attempt > MAX_COMMIT_ATTEMPTS {
+            return Err(ChannelError::Contended);
+        }
+        let (timeline, version) = open(store, settings, channel, &[]).await?;
+        let Some(change) = timeline.into_change() else {
+            break;
+        };
+        match store.commit(version, &change).await? {
+            CommitOutcome::Committed => {
+                summary.applied += change.applied.len();
+                drain_more = change.drain_more;
+                attempt = 0;
+            }
+            CommitOutcome::Superseded(_) | CommitOutcome::VersionMismatch => {
+                // What it would have drained was applied by whoever committed first, or is
+                // theirs to drain; look again.
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
     }
-    Err(ChannelError::Contended)
+    Ok((summary, refused))
+}
+
+/// The channel's timeline and version, as far as one load reads it.
+async fn open<S: ChannelStore>(
+    store: &S,
+    settings: &Settings,
+    channel: &Channel,
+    probe: &[MessageNumber],
+) -> Result<(Timeline, u64), StoreError> {
+    let now = Utc::now();
+    let (timeline, version) = match store.load(channel, settings.park_window, probe).await? {
+        Some(ChannelSnapshot {
+            rocket,
+            parked,
+            version,
+        }) => (Timeline::load(rocket, parked, now), version),
+        None => (Timeline::empty(channel.clone(), now), 0),
+    };
+    Ok((timeline.with_park_limit(settings.park_limit), version))
 }
 
 /// Counts the outcomes, telling resends of earlier-applied messages from conflicts.
@@ -337,6 +490,7 @@ async fn summarise<S: ChannelStore>(
         match outcome {
             Received::Applied { unparked } => summary.applied += 1 + unparked,
             Received::Parked => summary.parked += 1,
+            Received::OverParkLimit => summary.refused += 1,
             Received::Duplicate => summary.duplicates += 1,
             Received::Conflict => {
                 summary.conflicts += 1;

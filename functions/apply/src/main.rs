@@ -12,9 +12,12 @@ async fn run() -> Result<(), Error> {
     let store = DynamoStore::from_env(&config)?;
     // The queue the records come from, to back off records the store could not take.
     let queue = SqsQueue::from_env(&config)?;
-    let (store, queue) = (&store, &queue);
+    // Where a message over the park limit goes, for an operator to redrive.
+    let dead_letters = SqsQueue::dead_letters_from_env(&config)?;
+    let settings = apply::Settings::from_env()?;
+    let (store, queue, dead_letters, settings) = (&store, &queue, &dead_letters, &settings);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        apply::handle(store, queue, apply::VISIBILITY_TIMEOUT, event.payload).await
+        apply::handle(store, queue, dead_letters, settings, event.payload).await
     }))
     .await
 }

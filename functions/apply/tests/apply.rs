@@ -47,9 +47,14 @@ impl FaultyStore {
 }
 
 impl ChannelStore for FaultyStore {
-    async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
         self.check(channel)?;
-        let snapshot = self.inner.load(channel).await;
+        let snapshot = self.inner.load(channel, window, probe).await;
         if self.interleave {
             tokio::task::yield_now().await;
         }
@@ -248,7 +253,7 @@ async fn a_record_without_a_message_id_fails_the_whole_batch() {
     event.records = batch;
     let queue = rockets_embedded::EmbeddedQueue::new(Default::default());
     assert!(
-        apply::handle(&store, &queue, apply::VISIBILITY_TIMEOUT, event)
+        apply::handle(&store, &queue, &queue, &apply::Settings::default(), event)
             .await
             .is_err()
     );

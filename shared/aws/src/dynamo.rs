@@ -5,11 +5,13 @@
 //! | `sk` | item | attributes |
 //! |---|---|---|
 //! | `event#<n:020>` | applied message *n* (the history) | `body` |
-//! | `parked#<n:020>` | message *n*, waiting for a gap to fill | `body` |
 //! | `state` | the rocket | `rocket`, `version`, `st`, `by_<sortKey>` ×8 |
+//! | `state#parked#<n:020>` | message *n*, waiting for a gap to fill | `body` |
 //!
-//! `parked#…` sorts just before `state`, so one strongly consistent Query over that range
-//! loads a channel. A commit writes the applied messages' history items and the newly parked
+//! The parked items sort just after `state`, lowest number first, so one strongly consistent
+//! Query on `begins_with(sk, "state")` with a limit loads a channel: its rocket and its first
+//! parked messages, however many it parks; a BatchGetItem finds any further parked messages
+//! with the numbers a batch holds. A commit writes the applied messages' history items and the newly parked
 //! items first, each conditional on being absent or identical, then replaces the state item
 //! conditional on `version`, then deletes the parked items it applied. The state write is the
 //! commit point; a history item written ahead of it fixes which content message *n* has
@@ -34,7 +36,7 @@ use futures_util::future::join_all;
 use super::store_error;
 use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey, SortValue};
 use rockets::message::{Channel, Envelope, MessageNumber};
-use rockets::ordering::ChannelChange;
+use rockets::ordering::{ChannelChange, ParkedView};
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
 use rockets::rocket::{Rocket, Status};
 
@@ -42,7 +44,7 @@ pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
 pub(crate) const STATUS: &str = "st";
 const STATE: &str = "state";
-const PARKED: &str = "parked#";
+const PARKED: &str = "state#parked#";
 const EVENT: &str = "event#";
 /// Longest encoded text kept in an index value: with the terminator, a null/value marker and a
 /// channel of at most 128 bytes, the key stays well under DynamoDB's 1,024-byte cap on an
@@ -563,6 +565,43 @@ impl DynamoStore {
         }
     }
 
+    /// A channel's state item and its first `parked` parked items, in key order, read strongly
+    /// consistently in as few pages as DynamoDB allows.
+    async fn channel_head(
+        &self,
+        channel: &Channel,
+        parked: usize,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let wanted = parked.saturating_add(1);
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let limit = i32::try_from(wanted - items.len()).unwrap_or(i32::MAX);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :state)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(channel.as_str()))
+                .expression_attribute_values(":state", s(STATE))
+                .consistent_read(true)
+                .limit(limit)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| store_error("load channel", e))?;
+            self.capacity.add_read(output.consumed_capacity(), true);
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() || items.len() >= wanted {
+                return Ok(items);
+            }
+        }
+    }
+
     /// Up to `limit + 1` (index value, channel) pairs of one status, after the cursor.
     async fn index_page(
         &self,
@@ -613,19 +652,44 @@ impl DynamoStore {
 }
 
 impl ChannelStore for DynamoStore {
-    async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
         let mut state = None;
-        let mut parked = Vec::new();
-        for item in self
-            .query_range(channel, PARKED, STATE, true, "load channel")
-            .await?
-        {
+        let mut first = Vec::new();
+        // One parked message past the window says the view is incomplete.
+        for item in self.channel_head(channel, window.saturating_add(1)).await? {
             if text(&item, SK)? == STATE {
                 state = Some((rocket(&item)?, version(&item)?));
             } else {
-                parked.push(envelope(&item)?);
+                first.push(envelope(&item)?);
             }
         }
+        let complete = first.len() <= window;
+        first.truncate(window);
+        let mut probed = Vec::new();
+        if !complete {
+            let last = first.last().map(|m| m.number);
+            let mut keys: Vec<_> = probe
+                .iter()
+                .filter(|n| last.is_none_or(|last| **n > last))
+                .map(|n| sort_key(PARKED, *n))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let keys = keys.into_iter().map(|sk| key(channel, sk)).collect();
+            for item in self.batch_get(keys, true).await? {
+                probed.push(envelope(&item)?);
+            }
+        }
+        let parked = ParkedView {
+            first,
+            complete,
+            probed,
+        };
         Ok(match state {
             Some((rocket, version)) => Some(ChannelSnapshot {
                 rocket,
@@ -633,7 +697,7 @@ impl ChannelStore for DynamoStore {
                 version,
             }),
             // Parked by a commit that never reached the state write: still worth keeping.
-            None if !parked.is_empty() => Some(ChannelSnapshot {
+            None if parked != ParkedView::none() => Some(ChannelSnapshot {
                 rocket: Rocket::new(channel.clone(), chrono::Utc::now()),
                 parked,
                 version: 0,

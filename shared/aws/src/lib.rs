@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
 pub use dynamo::{Capacity, DynamoStore, WriteUnits, index_attribute, index_name};
-pub use sqs::SqsQueue;
+pub use sqs::{RedriveTarget, SqsQueue};
 
 use rockets::ports::StoreError;
 

@@ -7,7 +7,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName,
+    MessageSystemAttributeName, QueueAttributeName,
 };
 use futures_util::future::join_all;
 
@@ -84,12 +84,70 @@ impl SqsQueue {
     /// The environment variable that holds the queue's URL.
     pub const ENV: &'static str = "QUEUE_URL";
 
+    /// The environment variable that holds the dead-letter queue's URL.
+    pub const DEAD_LETTERS_ENV: &'static str = "DEAD_LETTER_QUEUE_URL";
+
     /// The queue named by `QUEUE_URL`.
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, rockets::config::ConfigError> {
         Ok(Self::new(
             Client::new(config),
             rockets::config::required(Self::ENV)?,
         ))
+    }
+
+    /// The dead-letter queue named by `DEAD_LETTER_QUEUE_URL`.
+    pub fn dead_letters_from_env(
+        config: &aws_config::SdkConfig,
+    ) -> Result<Self, rockets::config::ConfigError> {
+        Ok(Self::new(
+            Client::new(config),
+            rockets::config::required(Self::DEAD_LETTERS_ENV)?,
+        ))
+    }
+
+    /// The dead-letter queue this queue's redrive policy names.
+    pub async fn dead_letter_queue(&self) -> Result<SqsQueue, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| queue_error("get queue attributes", e))?;
+        let arn = output
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+            .and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok())
+            .and_then(|policy| Some(policy.get("deadLetterTargetArn")?.as_str()?.to_owned()))
+            .ok_or_else(|| {
+                QueueError::Failed(format!("{} names no dead-letter queue", self.url))
+            })?;
+        // arn:aws:sqs:<region>:<account>:<name>
+        let parts: Vec<&str> = arn.split(':').collect();
+        let [.., account, name] = parts[..] else {
+            return Err(QueueError::Failed(format!("unexpected queue ARN {arn}")));
+        };
+        let url = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|e| queue_error("get dead-letter queue URL", e))?
+            .queue_url
+            .ok_or_else(|| QueueError::Failed(format!("no URL for {arn}")))?;
+        Ok(SqsQueue::new(self.client.clone(), url))
+    }
+
+    /// This queue's dead-letter queue as a queue to send to, found from the redrive policy on
+    /// the first send.
+    pub fn redrive_target(&self) -> RedriveTarget {
+        RedriveTarget {
+            source: self.clone(),
+            target: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Sends an already-prepared message.
@@ -104,6 +162,32 @@ impl SqsQueue {
             .await
             .map_err(|e| queue_error("send", e))?;
         Ok(())
+    }
+}
+
+/// A queue's dead-letter queue, looked up when first needed. See [`SqsQueue::redrive_target`].
+pub struct RedriveTarget {
+    source: SqsQueue,
+    target: tokio::sync::OnceCell<SqsQueue>,
+}
+
+impl RedriveTarget {
+    /// `source`'s dead-letter queue, known to be `target`.
+    pub fn known(source: SqsQueue, target: SqsQueue) -> Self {
+        RedriveTarget {
+            source,
+            target: tokio::sync::OnceCell::new_with(Some(target)),
+        }
+    }
+}
+
+impl MessageQueue for RedriveTarget {
+    async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
+        let target = self
+            .target
+            .get_or_try_init(|| self.source.dead_letter_queue())
+            .await?;
+        target.send(message).await
     }
 }
 

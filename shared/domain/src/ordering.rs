@@ -1,11 +1,19 @@
 //! Per-channel ordering: turns messages that arrive in any order, any number of times, into
 //! the in-order fold.
 //!
-//! A [`Timeline`] is loaded from what the store holds for a channel (its rocket and its parked
-//! messages), receives messages, and yields one [`ChannelChange`] for the store to commit
-//! atomically against the version it was loaded at. It does no I/O, so every backend shares
-//! exactly this logic, and its guarantee is property-tested below: any permutation with
-//! duplicates, received across any number of load/commit cycles, folds to the in-order state.
+//! A [`Timeline`] is loaded from what the store holds for a channel (its rocket and a bounded
+//! [`ParkedView`] of its parked messages), receives messages, and yields one
+//! [`ChannelChange`] for the store to commit atomically against the version it was loaded at.
+//! It does no I/O, so every backend shares exactly this logic, and its guarantee is
+//! property-tested below: any permutation with duplicates, received across any number of
+//! load/commit cycles, folds to the in-order state.
+//!
+//! A channel may hold many parked messages (a sender that lost message 1 keeps parking the
+//! rest), so a timeline never needs all of them: only the first few in order, which are the
+//! ones a filled gap can apply, and those with the numbers it receives. What a commit drains
+//! is bounded by that view; [`ChannelChange::drain_more`] says when another round may apply
+//! more. The parked count lives in the rocket (`pendingMessages`) and bounds what a channel
+//! may park.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +29,8 @@ pub enum Received {
     Applied { unparked: usize },
     /// Ahead of a gap: kept until the gap fills.
     Parked,
+    /// Ahead of a gap, but the channel already parks as many messages as it may: not kept.
+    OverParkLimit,
     /// The same message was already applied or parked: nothing to do.
     Duplicate,
     /// Another message with this number, with different content, was already accepted; this
@@ -43,9 +53,44 @@ pub struct ChannelChange {
     pub parked: Vec<Envelope>,
     /// Previously parked messages now applied, to remove from the parked set.
     pub unparked: Vec<MessageNumber>,
+    /// The drain reached the end of the parked view with the next message possibly parked
+    /// beyond it: once this commits, another round (with nothing received) may apply more.
+    pub drain_more: bool,
 }
 
-/// One channel's rocket and parked messages, open for receiving.
+/// The parked messages a store read for one channel.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct ParkedView {
+    /// The channel's lowest-numbered parked messages, in order: all of them, or at least the
+    /// number asked for.
+    pub first: Vec<Envelope>,
+    /// Whether `first` is every parked message of the channel.
+    pub complete: bool,
+    /// Parked messages beyond `first` with numbers the caller asked about.
+    pub probed: Vec<Envelope>,
+}
+
+impl ParkedView {
+    /// A channel with nothing parked.
+    pub fn none() -> Self {
+        ParkedView {
+            first: Vec::new(),
+            complete: true,
+            probed: Vec::new(),
+        }
+    }
+
+    /// All of a channel's parked messages, in order.
+    pub fn all(parked: Vec<Envelope>) -> Self {
+        ParkedView {
+            first: parked,
+            complete: true,
+            probed: Vec::new(),
+        }
+    }
+}
+
+/// One channel's rocket and the parked messages in view, open for receiving.
 #[derive(Clone, Debug)]
 pub struct Timeline {
     rocket: Rocket,
@@ -53,8 +98,13 @@ pub struct Timeline {
     /// Numbers that were parked when the timeline was loaded, including leftovers that were
     /// applied but not yet removed; every one not parked any more is removed by the change.
     stored_parked: Vec<MessageNumber>,
-    /// Whether the stored `pendingMessages` disagreed with the parked messages found.
+    /// The highest number of the view's first messages when there may be more beyond it:
+    /// a drain that passes it cannot know whether the next message is parked.
+    view_end: Option<MessageNumber>,
+    /// Whether the stored `pendingMessages` disagreed with a complete view.
     recount: bool,
+    /// How many messages the channel may park; one more is refused.
+    park_limit: u64,
     applied: Vec<Envelope>,
     now: DateTime<Utc>,
 }
@@ -62,28 +112,51 @@ pub struct Timeline {
 impl Timeline {
     /// A channel the store has never seen.
     pub fn empty(channel: Channel, now: DateTime<Utc>) -> Self {
-        Self::load(Rocket::new(channel, now), Vec::new(), now)
+        Self::load(Rocket::new(channel, now), ParkedView::none(), now)
     }
 
     /// A channel as the store holds it.
     ///
     /// A store that cannot write everything atomically may hold parked messages that were
     /// already applied (their removal was interrupted) or parked messages its rocket does not
-    /// count yet (the commit that counted them lost a race). Loading repairs both: leftovers
-    /// are dropped, and the count is taken from what is parked.
-    pub fn load(mut rocket: Rocket, parked: Vec<Envelope>, now: DateTime<Utc>) -> Self {
-        let mut stored_parked: Vec<MessageNumber> = parked.iter().map(|m| m.number).collect();
+    /// count yet (the commit that counted them lost a race). Loading repairs both as far as it
+    /// sees: leftovers are dropped, and a complete view sets the count to what is parked.
+    pub fn load(mut rocket: Rocket, view: ParkedView, now: DateTime<Utc>) -> Self {
+        let view_end = match (view.complete, view.first.last()) {
+            (true, _) => None,
+            (false, Some(last)) => Some(last.number),
+            // Parked messages exist, none was read: nothing beyond the next number is known.
+            (false, None) => {
+                Some(MessageNumber::new(rocket.last_message_number.max(1)).expect("at least 1"))
+            }
+        };
+        let mut stored_parked: Vec<MessageNumber> = view
+            .first
+            .iter()
+            .chain(&view.probed)
+            .map(|m| m.number)
+            .collect();
         stored_parked.sort_unstable();
-        let parked: BTreeMap<_, _> = parked
+        stored_parked.dedup();
+        let parked: BTreeMap<_, _> = view
+            .first
             .into_iter()
+            .chain(view.probed)
             .filter(|m| !rocket.has_applied(m.number))
             .map(|m| (m.number, m))
             .collect();
-        let recount = rocket.pending_messages != parked.len() as u64;
-        rocket.pending_messages = parked.len() as u64;
+        let in_view = parked.len() as u64;
+        let recount = view.complete && rocket.pending_messages != in_view;
+        if view.complete {
+            rocket.pending_messages = in_view;
+        } else {
+            rocket.pending_messages = rocket.pending_messages.max(in_view);
+        }
         let mut timeline = Timeline {
             stored_parked,
+            view_end,
             recount,
+            park_limit: u64::MAX,
             rocket,
             parked,
             applied: Vec::new(),
@@ -93,6 +166,13 @@ impl Timeline {
         // predecessor raced with the one that parked it.
         timeline.drain();
         timeline
+    }
+
+    /// At most `limit` parked messages for this channel: a message that would park one more
+    /// is received as [`Received::OverParkLimit`].
+    pub fn with_park_limit(mut self, limit: u64) -> Self {
+        self.park_limit = limit;
+        self
     }
 
     pub fn rocket(&self) -> &Rocket {
@@ -116,8 +196,11 @@ impl Timeline {
             if let Some(twin) = self.parked.get(&message.number) {
                 return same_or_conflict(twin, &message);
             }
+            if self.rocket.pending_messages >= self.park_limit {
+                return Received::OverParkLimit;
+            }
             self.parked.insert(message.number, message);
-            self.rocket.pending_messages = self.parked.len() as u64;
+            self.rocket.pending_messages += 1;
             return Received::Parked;
         }
         self.apply(message);
@@ -135,9 +218,9 @@ impl Timeline {
             }
             let successor = successor.remove();
             self.apply(successor);
+            self.rocket.pending_messages = self.rocket.pending_messages.saturating_sub(1);
             unparked += 1;
         }
-        self.rocket.pending_messages = self.parked.len() as u64;
         unparked
     }
 
@@ -160,6 +243,9 @@ impl Timeline {
             .into_values()
             .filter(|m| stored_parked.binary_search(&m.number).is_err())
             .collect::<Vec<_>>();
+        let drain_more = self
+            .view_end
+            .is_some_and(|end| self.rocket.next_number() > end.get());
         if self.applied.is_empty()
             && newly_parked.is_empty()
             && unparked.is_empty()
@@ -174,6 +260,7 @@ impl Timeline {
             applied: self.applied,
             parked: newly_parked,
             unparked,
+            drain_more,
         })
     }
 }
@@ -225,11 +312,30 @@ mod tests {
 
     impl Stored {
         fn open(&self) -> Timeline {
+            self.open_bounded(usize::MAX, &[])
+        }
+
+        /// The channel as a store reads it: the first `window` parked messages, and those
+        /// with the `probe` numbers.
+        fn open_bounded(&self, window: usize, probe: &[MessageNumber]) -> Timeline {
             let rocket = self
                 .rocket
                 .clone()
                 .unwrap_or_else(|| Rocket::new(channel(), Utc::now()));
-            Timeline::load(rocket, self.parked.values().cloned().collect(), Utc::now())
+            let first: Vec<Envelope> = self.parked.values().take(window).cloned().collect();
+            let complete = first.len() == self.parked.len();
+            let last = first.last().map(|m| m.number);
+            let probed = probe
+                .iter()
+                .filter(|n| last.is_none_or(|last| **n > last))
+                .filter_map(|n| self.parked.get(n).cloned())
+                .collect();
+            let view = ParkedView {
+                first,
+                complete,
+                probed,
+            };
+            Timeline::load(rocket, view, Utc::now())
         }
 
         /// Parked messages written ahead of a state write that never happened.
@@ -334,6 +440,70 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_stops_at_the_end_of_the_view_and_asks_for_another_round() {
+        let mut store = Stored::default();
+        let mut t = store.open();
+        for n in 2..=6 {
+            assert_eq!(t.receive(message(n, 1)), Received::Parked);
+        }
+        store.commit(t.into_change().unwrap());
+
+        let mut t = store.open_bounded(2, &[]);
+        assert_eq!(t.receive(message(1, 0)), Received::Applied { unparked: 2 });
+        let change = t.into_change().unwrap();
+        assert!(change.drain_more);
+        assert_eq!(change.rocket.pending_messages, 3);
+        store.commit(change);
+
+        let change = store.open_bounded(2, &[]).into_change().unwrap();
+        assert_eq!(change.applied.len(), 2);
+        assert!(change.drain_more);
+        store.commit(change);
+        let change = store.open_bounded(2, &[]).into_change().unwrap();
+        assert_eq!((change.applied.len(), change.drain_more), (1, false));
+        assert_eq!(change.rocket.pending_messages, 0);
+    }
+
+    #[test]
+    fn a_message_past_the_park_limit_is_not_kept_but_a_resend_of_a_parked_one_is_a_duplicate() {
+        let mut store = Stored::default();
+        let mut t = store.open().with_park_limit(2);
+        assert_eq!(t.receive(message(5, 1)), Received::Parked);
+        assert_eq!(t.receive(message(9, 1)), Received::Parked);
+        assert_eq!(t.receive(message(7, 1)), Received::OverParkLimit);
+        store.commit(t.into_change().unwrap());
+
+        let probe = [
+            MessageNumber::new(9).unwrap(),
+            MessageNumber::new(8).unwrap(),
+        ];
+        let mut t = store.open_bounded(1, &probe).with_park_limit(2);
+        assert_eq!(t.receive(message(9, 1)), Received::Duplicate);
+        assert_eq!(t.receive(message(9, 2)), Received::Conflict);
+        assert_eq!(t.receive(message(8, 1)), Received::OverParkLimit);
+        // Applying makes room: 1 applies, and the limit holds again for what follows.
+        assert_eq!(t.receive(message(1, 0)), Received::Applied { unparked: 0 });
+        assert!(t.into_change().is_some());
+    }
+
+    #[test]
+    fn an_incomplete_view_keeps_the_stored_count() {
+        let mut rocket = Rocket::new(channel(), Utc::now());
+        rocket.pending_messages = 40;
+        let view = ParkedView {
+            first: vec![message(3, 1), message(4, 1)],
+            complete: false,
+            probed: Vec::new(),
+        };
+        let t = Timeline::load(rocket, view, Utc::now());
+        assert_eq!(t.rocket().pending_messages, 40);
+        assert!(
+            t.into_change().is_none(),
+            "nothing to repair without the whole set"
+        );
+    }
+
+    #[test]
     fn loading_drops_applied_leftovers_and_recounts_what_is_parked() {
         let mut rocket = Rocket::new(channel(), Utc::now());
         rocket.apply(&message(1, 0));
@@ -341,7 +511,11 @@ mod tests {
         rocket.pending_messages = 0;
         let leftover = message(2, 5);
         let uncounted = message(4, 1);
-        let mut t = Timeline::load(rocket, vec![uncounted, leftover], Utc::now());
+        let mut t = Timeline::load(
+            rocket,
+            ParkedView::all(vec![leftover, uncounted]),
+            Utc::now(),
+        );
         assert_eq!(t.rocket().pending_messages, 1);
         assert_eq!(t.receive(message(2, 5)), Received::AlreadyApplied);
         let change = t.into_change().expect("the count changed");
@@ -412,6 +586,66 @@ mod tests {
                 }
                 store.park_late(late.drain(..));
                 t = store.open();
+            }
+            let rocket = store.rocket.unwrap();
+            prop_assert!(rocket.same_state(&expected), "{rocket:?} != {expected:?}");
+            prop_assert_eq!(rocket.pending_messages, 0);
+            prop_assert!(store.parked.is_empty());
+            prop_assert_eq!(store.history, messages);
+        }
+
+        /// The same with a store that reads only a few parked messages at a time and a limit
+        /// on how many a channel may park: batches load a bounded view probed for their
+        /// numbers, drains run as many rounds as they need, messages over the limit are set
+        /// aside and sent again later (a redrive), and the count never passes the limit.
+        #[test]
+        fn bounded_views_and_a_park_limit_fold_to_the_in_order_state(
+            len in 1u64..60,
+            seed in prop::collection::vec(0i64..1000, 1..8),
+            extra in prop::collection::vec(any::<prop::sample::Index>(), 0..30),
+            order in any::<u64>(),
+            window in 1usize..6,
+            limit in 1u64..12,
+            batch in 1usize..10,
+        ) {
+            let messages = stream(len, &seed);
+            let expected = Rocket::fold(channel(), &messages, Utc::now());
+            let mut arrivals = messages.clone();
+            arrivals.extend(extra.iter().map(|i| i.get(&messages).clone()));
+            shuffle(&mut arrivals, order);
+
+            let mut store = Stored::default();
+            let mut refused = Vec::new();
+            let mut rounds = 0;
+            let mut pending: std::collections::VecDeque<Envelope> = arrivals.into();
+            while !pending.is_empty() {
+                let session: Vec<Envelope> = pending.drain(..batch.min(pending.len())).collect();
+                let numbers: Vec<MessageNumber> = session.iter().map(|m| m.number).collect();
+                let mut t = store.open_bounded(window, &numbers).with_park_limit(limit);
+                for m in session {
+                    match t.receive(m.clone()) {
+                        Received::OverParkLimit => refused.push(m),
+                        outcome => prop_assert_ne!(outcome, Received::Conflict),
+                    }
+                }
+                let mut change = t.into_change();
+                while let Some(committed) = change {
+                    rounds += 1;
+                    prop_assert!(rounds < 10_000, "no progress");
+                    let more = committed.drain_more;
+                    store.commit(committed);
+                    let rocket = store.rocket.as_ref().unwrap();
+                    prop_assert!(rocket.pending_messages <= limit);
+                    prop_assert_eq!(rocket.pending_messages, store.parked.len() as u64);
+                    change = if more {
+                        store.open_bounded(window, &[]).with_park_limit(limit).into_change()
+                    } else {
+                        None
+                    };
+                }
+                if pending.is_empty() {
+                    pending.extend(refused.drain(..));
+                }
             }
             let rocket = store.rocket.unwrap();
             prop_assert!(rocket.same_state(&expected), "{rocket:?} != {expected:?}");

@@ -4,5 +4,5 @@
 mod queue;
 mod store;
 
-pub use queue::{EmbeddedQueue, QueueConfig, QueueDepth, ReceivedMessage};
+pub use queue::{DeadLetters, EmbeddedQueue, QueueConfig, QueueDepth, ReceivedMessage};
 pub use store::EmbeddedStore;

@@ -391,6 +391,41 @@ impl EmbeddedQueue {
     }
 }
 
+/// An [`EmbeddedQueue`]'s dead-letter queue as a queue to send to, the way the apply side
+/// sends a message it refuses. A deduplication id already there is not added again.
+#[derive(Clone)]
+pub struct DeadLetters(pub Arc<EmbeddedQueue>);
+
+impl MessageQueue for DeadLetters {
+    async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
+        let queued = QueuedMessage::of(message);
+        let mut state = self.0.lock();
+        if state
+            .dead
+            .iter()
+            .any(|(_, m)| m.deduplication_id == queued.deduplication_id)
+        {
+            return Ok(());
+        }
+        state.next_sequence += 1;
+        let sequence = state.next_sequence;
+        let group_id: Arc<str> = queued.group_id.into();
+        state.dead.push((
+            group_id,
+            Message {
+                id: format!("{sequence:020}-local"),
+                sequence,
+                body: queued.body,
+                deduplication_id: queued.deduplication_id,
+                receive_count: 0,
+                sent_ms: now_ms(),
+                first_receive_ms: None,
+            },
+        ));
+        Ok(())
+    }
+}
+
 impl MessageQueue for EmbeddedQueue {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
         self.send_message(QueuedMessage::of(message));

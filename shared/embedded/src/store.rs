@@ -11,7 +11,7 @@ use std::sync::RwLock;
 
 use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey};
 use rockets::message::{Channel, Envelope, MessageNumber};
-use rockets::ordering::ChannelChange;
+use rockets::ordering::{ChannelChange, ParkedView};
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
 use rockets::rocket::{Rocket, Status};
 
@@ -134,11 +134,30 @@ impl EmbeddedStore {
 }
 
 impl ChannelStore for EmbeddedStore {
-    async fn load(&self, channel: &Channel) -> Result<Option<ChannelSnapshot>, StoreError> {
-        Ok(self.read().channels.get(channel).map(|s| ChannelSnapshot {
-            rocket: s.rocket.clone(),
-            parked: s.parked.values().cloned().collect(),
-            version: s.version,
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
+        Ok(self.read().channels.get(channel).map(|s| {
+            let first: Vec<Envelope> = s.parked.values().take(window).cloned().collect();
+            let complete = first.len() == s.parked.len();
+            let beyond = first.last().map(|m| m.number);
+            let probed = probe
+                .iter()
+                .filter(|n| beyond.is_none_or(|last| **n > last))
+                .filter_map(|n| s.parked.get(n).cloned())
+                .collect();
+            ChannelSnapshot {
+                rocket: s.rocket.clone(),
+                parked: ParkedView {
+                    first,
+                    complete,
+                    probed,
+                },
+                version: s.version,
+            }
         }))
     }
 
