@@ -194,9 +194,10 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
     );
     let store = DynamoStore::new(dynamodb, table);
     let queue_url = queues.url.clone();
+    let dead_letters = SqsQueue::new(sqs.clone(), queues.dead_letter_url);
     let queue = SqsQueue::new(sqs, queues.url);
     let c = channel(&unique_name("template"));
-    let m = flight(&c, 3, &mut Rng::new(1));
+    let m = flight(&c, 4, &mut Rng::new(1));
     let mut actions = HashMap::new();
 
     let post = api_gateway_request(
@@ -210,14 +211,19 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
     assert_eq!(ingest::handle(&queue, post).await.status(), 202);
     actions.insert("ingest", recorder.take());
 
-    // A gap, its filling, and a resend: every path of the apply side.
-    for batch in [vec![&m[2], &m[1]], vec![&m[0]], vec![&m[0]]] {
+    // A gap, one message past the park limit, the gap's filling, and a resend: every path
+    // of the apply side.
+    let settings = apply::Settings {
+        park_limit: 1,
+        ..apply::Settings::default()
+    };
+    for batch in [vec![&m[2], &m[3]], vec![&m[0], &m[1]], vec![&m[0]]] {
         let mut event = SqsEvent::default();
         event.records = batch
             .iter()
             .map(|e| sqs_record(&unique_name("record"), e))
             .collect();
-        let response = apply::handle(&store, &queue, &queue, &apply::Settings::default(), event)
+        let response = apply::handle(&store, &queue, &dead_letters, &settings, event)
             .await
             .unwrap();
         assert!(response.batch_item_failures.is_empty());
@@ -230,15 +236,9 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
     event.records = source.receive(10, Duration::from_secs(1)).await.unwrap();
     let received = event.records.len();
     assert!(received >= 1, "ingest's message and this one");
-    let response = apply::handle(
-        &DownStore,
-        &queue,
-        &queue,
-        &apply::Settings::default(),
-        event,
-    )
-    .await
-    .unwrap();
+    let response = apply::handle(&DownStore, &queue, &dead_letters, &settings, event)
+        .await
+        .unwrap();
     assert_eq!(response.batch_item_failures.len(), received);
     actions.insert("apply", recorder.take());
 
@@ -262,6 +262,7 @@ fn operations_in(source: &str, service: &str) -> BTreeSet<String> {
     flat.split(".client.")
         .skip(1)
         .filter_map(|rest| rest.split_once("()").map(|(call, _)| call))
+        .filter(|call| *call != "clone")
         .map(|call| {
             let pascal: String = call
                 .split('_')
@@ -284,9 +285,16 @@ async fn every_action_the_code_calls_is_granted_and_nothing_more() {
     // recording is complete. The queue's consuming side is the local server's alone.
     let dynamodb_ops = operations_in(include_str!("../../shared/aws/src/dynamo.rs"), "dynamodb");
     let sqs_ops = operations_in(include_str!("../../shared/aws/src/sqs.rs"), "sqs");
-    let consumer_only: BTreeSet<String> = ["sqs:ReceiveMessage", "sqs:DeleteMessageBatch"]
-        .map(String::from)
-        .into();
+    // The local server's alone: consuming, and finding the dead-letter queue from the redrive
+    // policy (the template names it).
+    let consumer_only: BTreeSet<String> = [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessageBatch",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    ]
+    .map(String::from)
+    .into();
     let everything: BTreeSet<String> = recorded.values().flatten().cloned().collect();
     for op in dynamodb_ops
         .iter()
@@ -372,7 +380,12 @@ fn every_environment_variable_a_function_reads_is_set() {
         let variables = &resource(&template, function)["Properties"]["Environment"]["Variables"];
         let reads = [
             ("SqsQueue::from_env", SqsQueue::ENV),
+            (
+                "SqsQueue::dead_letters_from_env",
+                SqsQueue::DEAD_LETTERS_ENV,
+            ),
             ("DynamoStore::from_env", DynamoStore::ENV),
+            ("Settings::from_env", apply::Settings::PARK_LIMIT_ENV),
         ];
         let mut read_any = false;
         for (call, variable) in reads {

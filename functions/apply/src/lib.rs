@@ -88,6 +88,10 @@ pub struct Settings {
     pub park_limit: u64,
     /// The most parked messages one load reads, and so one commit drains.
     pub park_window: usize,
+    /// How long one batch keeps draining a channel. A longer drain stops there and its
+    /// channel's last record comes back at once to go on with it, so no invocation runs into
+    /// its timeout however many messages a filled gap releases.
+    pub drain_budget: Duration,
 }
 
 impl Settings {
@@ -111,6 +115,7 @@ impl Default for Settings {
             visibility_timeout: VISIBILITY_TIMEOUT,
             park_limit: Self::PARK_LIMIT,
             park_window: 100,
+            drain_budget: Duration::from_secs(4),
         }
     }
 }
@@ -175,20 +180,32 @@ where
     V: RecordVisibility,
     D: MessageQueue,
 {
-    let (response, summary, unavailable) =
+    let (response, summary, returns) =
         apply_records(store, dead_letters, settings, records).await?;
     let base = settings.visibility_timeout;
-    let hidden: Vec<(String, Duration)> = unavailable
-        .into_iter()
-        .filter_map(|record| {
-            let count = record
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1);
-            Some((record.receipt_handle.clone()?, outage_backoff(base, count)))
-        })
-        .collect();
+    let mut resume = Vec::new();
+    let mut hidden = Vec::new();
+    for (record, reason) in returns {
+        let Some(handle) = record.receipt_handle.clone() else {
+            continue;
+        };
+        match reason {
+            Return::Resume => resume.push((handle, Duration::ZERO)),
+            Return::Outage => {
+                let count = record
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                hidden.push((handle, outage_backoff(base, count)));
+            }
+        }
+    }
+    if !resume.is_empty() {
+        if let Err(error) = visibility.hide(resume).await {
+            tracing::warn!(%error, "could not return the record at once; the drain goes on after the visibility timeout");
+        }
+    }
     if !hidden.is_empty() {
         let longest = hidden.iter().map(|(_, d)| *d).max().unwrap_or_default();
         tracing::warn!(
@@ -226,14 +243,30 @@ impl MessageQueue for Nowhere {
     }
 }
 
-/// The batch's response and summary, and the records that failed because the store was
-/// unavailable.
+/// Why a failed record should come back sooner or later than the visibility timeout.
+enum Return {
+    /// The store was unavailable: back off.
+    Outage,
+    /// Its channel's drain ran out of time: at once, to go on with it.
+    Resume,
+}
+
+/// The batch's response and summary, and the failed records that should come back sooner or
+/// later than the visibility timeout.
+#[allow(clippy::type_complexity)]
 async fn apply_records<'r, S: ChannelStore, D: MessageQueue>(
     store: &S,
     dead_letters: &D,
     settings: &Settings,
     records: &'r [SqsMessage],
-) -> Result<(SqsBatchResponse, BatchSummary, Vec<&'r SqsMessage>), ApplyError> {
+) -> Result<
+    (
+        SqsBatchResponse,
+        BatchSummary,
+        Vec<(&'r SqsMessage, Return)>,
+    ),
+    ApplyError,
+> {
     if let Some(index) = records
         .iter()
         .position(|r| r.message_id.as_deref().is_none_or(str::is_empty))
@@ -248,11 +281,13 @@ async fn apply_records<'r, S: ChannelStore, D: MessageQueue>(
     .await;
     let mut response = SqsBatchResponse::default();
     let mut summary = BatchSummary::default();
-    let mut unavailable = Vec::new();
+    let mut returns = Vec::new();
     for outcome in results {
         summary += outcome.summary;
         if outcome.store_unavailable {
-            unavailable.extend(outcome.failed.iter().copied());
+            returns.extend(outcome.failed.iter().map(|r| (*r, Return::Outage)));
+        } else if outcome.drain_unfinished {
+            returns.extend(outcome.failed.iter().map(|r| (*r, Return::Resume)));
         }
         response
             .batch_item_failures
@@ -262,7 +297,7 @@ async fn apply_records<'r, S: ChannelStore, D: MessageQueue>(
                 Some(failure)
             }));
     }
-    Ok((response, summary, unavailable))
+    Ok((response, summary, returns))
 }
 
 /// What became of one channel's records.
@@ -271,6 +306,8 @@ struct ChannelOutcome<'r> {
     summary: BatchSummary,
     /// The records failed because the store could not be reached, not because of them.
     store_unavailable: bool,
+    /// The last record failed so that it comes back to go on with its channel's drain.
+    drain_unfinished: bool,
 }
 
 /// The records of each message group, in queue order. The group id is the channel; a record
@@ -335,11 +372,21 @@ async fn apply_channel<'r, S: ChannelStore, D: MessageQueue>(
     let mut summary = BatchSummary::default();
     let mut first_failed = messages.len();
     let mut store_unavailable = false;
+    let mut drain_unfinished = false;
     if let Some(first) = messages.first() {
         let channel = first.channel.clone();
         match apply_messages(store, settings, &channel, &messages).await {
-            Ok((done, refused)) => {
+            Ok(Applied {
+                summary: done,
+                refused,
+                drain_unfinished: unfinished,
+            }) => {
                 summary = done;
+                if unfinished && first_failed == records.len() {
+                    tracing::info!(%channel, "drain goes on in the next delivery");
+                    drain_unfinished = true;
+                    first_failed = records.len() - 1;
+                }
                 // Sent in queue order; one that cannot be sent comes back with what follows it.
                 for (sent, &index) in refused.iter().enumerate() {
                     let message = &messages[index];
@@ -373,19 +420,29 @@ async fn apply_channel<'r, S: ChannelStore, D: MessageQueue>(
         failed,
         summary,
         store_unavailable,
+        drain_unfinished: drain_unfinished && first_failed == records.len() - 1,
     }
+}
+
+/// What [`apply_messages`] did.
+struct Applied {
+    summary: BatchSummary,
+    /// The indices of the messages refused for the park limit.
+    refused: Vec<usize>,
+    /// The drain stopped at its budget with more to apply.
+    drain_unfinished: bool,
 }
 
 /// Loads the channel, receives the messages and commits, retrying with jittered backoff
 /// while another applier commits first; then drains in further rounds for as long as the
-/// commit says more may be parked. Returns what was done and the indices of the messages
-/// refused for the park limit.
+/// commit says more may be parked, within the drain budget.
 async fn apply_messages<S: ChannelStore>(
     store: &S,
     settings: &Settings,
     channel: &Channel,
     messages: &[Envelope],
-) -> Result<(BatchSummary, Vec<usize>), ChannelError> {
+) -> Result<Applied, ChannelError> {
+    let started = std::time::Instant::now();
     let probe: Vec<MessageNumber> = messages.iter().map(|m| m.number).collect();
     // Messages the store says were accepted first under the same numbers as ours; they
     // replace ours from then on.
@@ -426,6 +483,13 @@ async fn apply_messages<S: ChannelStore>(
     };
     let mut attempt = 0;
     while drain_more {
+        if started.elapsed() >= settings.drain_budget {
+            return Ok(Applied {
+                summary,
+                refused,
+                drain_unfinished: true,
+            });
+        }
         attempt += 1;
         if attempt > MAX_COMMIT_ATTEMPTS {
             return Err(ChannelError::Contended);
@@ -447,7 +511,11 @@ async fn apply_messages<S: ChannelStore>(
             }
         }
     }
-    Ok((summary, refused))
+    Ok(Applied {
+        summary,
+        refused,
+        drain_unfinished: false,
+    })
 }
 
 /// The channel's timeline and version, as far as one load reads it.

@@ -1,0 +1,212 @@
+//! A flooded channel: messages 2..N of one channel arrive and message 1 does not. Run
+//! unchanged against the embedded store and DynamoDB (on moto and on DynamoDB Local).
+//!
+//! What a batch reads stays bounded by the batch and the park window however many messages
+//! are parked; the park limit sends the excess to the dead-letter queue, counted; filling the
+//! gap drains in rounds, and a drain longer than its budget goes on when its last record comes
+//! back; redriving the dead letters completes the rocket.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use chrono::Utc;
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::ChannelChange;
+use rockets::ports::{
+    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueError, RecordVisibility,
+    RocketReader, StoreError,
+};
+use rockets::rocket::Rocket;
+use rockets::testing::{Rng, channel, emulator, flight, sqs_record, unique_name};
+use rockets_aws::provision::ensure_table;
+use rockets_aws::{DynamoStore, emulator_config};
+use rockets_embedded::EmbeddedStore;
+
+/// Counts the parked messages each load hands back.
+struct Counting<S> {
+    inner: S,
+    most_parked_read: AtomicUsize,
+}
+
+impl<S> Counting<S> {
+    fn new(inner: S) -> Self {
+        Counting {
+            inner,
+            most_parked_read: AtomicUsize::new(0),
+        }
+    }
+
+    fn take_most_parked_read(&self) -> usize {
+        self.most_parked_read.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl<S: ChannelStore> ChannelStore for Counting<S> {
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
+        let snapshot = self.inner.load(channel, window, probe).await?;
+        if let Some(s) = &snapshot {
+            let read = s.parked.first.len() + s.parked.probed.len();
+            self.most_parked_read.fetch_max(read, Ordering::Relaxed);
+        }
+        Ok(snapshot)
+    }
+
+    async fn commit(
+        &self,
+        expected_version: u64,
+        change: &ChannelChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.inner.commit(expected_version, change).await
+    }
+
+    async fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.inner.applied(channel, numbers).await
+    }
+}
+
+/// A dead-letter queue that keeps what it is sent.
+#[derive(Default)]
+struct DeadLetters(Mutex<Vec<Envelope>>);
+
+impl MessageQueue for DeadLetters {
+    async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
+        self.0.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+/// Records the visibility changes asked for.
+#[derive(Default)]
+struct Visibility(Mutex<Vec<(String, Duration)>>);
+
+impl RecordVisibility for Visibility {
+    async fn hide(&self, records: Vec<(String, Duration)>) -> Result<(), QueueError> {
+        self.0.lock().unwrap().extend(records);
+        Ok(())
+    }
+}
+
+fn records(messages: &[Envelope]) -> Vec<SqsMessage> {
+    messages
+        .iter()
+        .map(|m| sqs_record(&format!("{}-{}", m.channel, m.number), m))
+        .collect()
+}
+
+async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
+    rockets::testing::init_test_logs();
+    let store = Counting::new(store);
+    let (dead_letters, visibility) = (DeadLetters::default(), Visibility::default());
+    let settings = apply::Settings {
+        park_limit: 30,
+        park_window: 8,
+        ..apply::Settings::default()
+    };
+    let c = channel(&unique_name("flood"));
+    let m = flight(&c, 41, &mut Rng::new(3));
+    let apply = async |batch: &[Envelope], settings: &apply::Settings| {
+        apply::apply_batch_backing_off(
+            &store,
+            &visibility,
+            &dead_letters,
+            settings,
+            &records(batch),
+        )
+        .await
+        .unwrap()
+    };
+
+    // 2..=41 without 1: thirty park, the ten past the limit go to the dead-letter queue.
+    let mut total = apply::BatchSummary::default();
+    for batch in m[1..].chunks(10) {
+        let (response, summary) = apply(batch, &settings).await;
+        assert!(response.batch_item_failures.is_empty());
+        total += summary;
+        // However many are parked, a batch reads at most the window and its own numbers.
+        let read = store.take_most_parked_read();
+        assert!(read <= settings.park_window + batch.len(), "read {read}");
+    }
+    assert_eq!((total.parked, total.refused, total.failed), (30, 10, 0));
+    assert_eq!(*dead_letters.0.lock().unwrap(), m[31..]);
+    let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
+    assert_eq!((rocket.last_message_number, rocket.pending_messages), (0, 30));
+
+    // Resends of parked messages, and one more past the limit, change nothing.
+    let (_, summary) = apply(&[m[5].clone(), m[40].clone()], &settings).await;
+    assert_eq!((summary.duplicates, summary.refused), (1, 1));
+    assert!(store.take_most_parked_read() <= settings.park_window + 2);
+
+    // Message 1 fills the gap. With no drain budget each delivery drains one window and
+    // hands its record back at once; the redeliveries finish the drain.
+    let no_budget = apply::Settings {
+        drain_budget: Duration::ZERO,
+        ..settings
+    };
+    let mut deliveries = 0;
+    loop {
+        deliveries += 1;
+        assert!(deliveries < 20, "the drain makes no progress");
+        let (response, _) = apply(&m[..1], &no_budget).await;
+        assert!(store.take_most_parked_read() <= settings.park_window + 1);
+        if response.batch_item_failures.is_empty() {
+            break;
+        }
+        let hidden = std::mem::take(&mut *visibility.0.lock().unwrap());
+        assert_eq!(hidden, [(format!("receipt-{c}-1"), Duration::ZERO)]);
+    }
+    assert!(deliveries >= 3, "{deliveries} deliveries");
+    let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
+    assert_eq!((rocket.last_message_number, rocket.pending_messages), (31, 0));
+
+    // The operator redrives the dead letters; the rocket is complete.
+    let redriven = std::mem::take(&mut *dead_letters.0.lock().unwrap());
+    for batch in redriven.chunks(10) {
+        let (response, _) = apply(batch, &settings).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
+    let expected = Rocket::fold(c.clone(), &m, Utc::now());
+    assert!(rocket.same_state(&expected), "{rocket:?}");
+    assert_eq!(rocket.pending_messages, 0);
+    assert_eq!(store.inner.history(&c, 0, 100).await.unwrap().unwrap(), m);
+}
+
+async fn dynamodb(endpoint: &str) -> DynamoStore {
+    let config = emulator_config(endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = unique_name("flood");
+    ensure_table(&client, &table).await.expect("table created");
+    DynamoStore::new(client, table)
+}
+
+#[tokio::test]
+async fn embedded_store() {
+    flooded_channel(EmbeddedStore::new()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_on_moto() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
+        return;
+    };
+    flooded_channel(dynamodb(&endpoint).await).await;
+}
+
+#[tokio::test]
+async fn dynamodb_local() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
+        return;
+    };
+    flooded_channel(dynamodb(&endpoint).await).await;
+}
