@@ -5,6 +5,7 @@ mod coldstart;
 mod cost;
 mod launch;
 mod listing;
+mod parked;
 mod pipeline;
 mod stats;
 
@@ -20,7 +21,8 @@ use stats::Summary;
 
 struct Options {
     quick: bool,
-    /// Run only these sections (core, listing, pipeline, cost, coldstart); all when empty.
+    /// Run only these sections (core, listing, pipeline, launch, cost, parked, coldstart); all
+    /// when empty.
     only: Vec<String>,
     out: PathBuf,
     lambda_dir: PathBuf,
@@ -65,7 +67,7 @@ fn main() {
     );
 
     let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
-    let sections: [(&str, &str, &dyn Fn() -> String); 6] = [
+    let sections: [(&str, &str, &dyn Fn() -> String); 7] = [
         ("core", "The core: validating and folding", &|| {
             core(options.quick)
         }),
@@ -84,6 +86,9 @@ fn main() {
         ),
         ("cost", "Cost per million messages on AWS", &|| {
             costs(options.quick)
+        }),
+        ("parked", "What one flooded channel costs", &|| {
+            flooded(options.quick)
         }),
         ("coldstart", "Cold start, memory and size", &|| {
             cold_starts(&options)
@@ -303,6 +308,64 @@ fn launches(quick: bool) -> String {
          The client holds every connection until the server closes it. Peak open files and \
          connections are sampled from `/proc` every 20 ms; convergence runs from the last \
          answer until every rocket equals the in-order fold of what was accepted.\n"
+    );
+    out
+}
+
+/// A batch's cost and another channel's latency with 0, 1,000 and 100,000 messages parked in
+/// one channel, on every backend.
+fn flooded(quick: bool) -> String {
+    let mut dynamodb = Vec::new();
+    for (name, var) in [
+        ("DynamoDB on moto", "ROCKETS_TEST_MOTO"),
+        ("DynamoDB Local", "ROCKETS_TEST_DYNAMODB_LOCAL"),
+    ] {
+        if let Ok(endpoint) = std::env::var(var) {
+            dynamodb.push((name, endpoint));
+        }
+    }
+    let sizes: &[usize] = if quick {
+        &[0, 1_000, 10_000]
+    } else {
+        &[0, 1_000, 100_000]
+    };
+    let rows = parked::run(sizes, if quick { 10 } else { 30 }, &dynamodb);
+    let mut out = String::from(
+        "| backend | parked in the channel | its next batch of 10 (ms) | parked messages that batch read | read units per batch | another channel's batch of 10 meanwhile (ms) | filling the channel (s) |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let window = apply::Settings::default().park_window;
+    let mut bounded = true;
+    for row in &rows {
+        bounded &= row.parked_read <= window + 10;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.1} |",
+            row.backend,
+            row.parked,
+            row.flooded_batch_ms.show(2),
+            row.parked_read,
+            row.read_units.map_or("–".into(), |u| format!("{u:.1}")),
+            row.other_batch_ms.show(2),
+            row.fill_seconds
+        );
+    }
+    if dynamodb.is_empty() {
+        out.push_str(
+            "\nDynamoDB not measured: the emulators are not running (scripts/bench starts them).\n",
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nOne channel has messages 2..N parked behind a missing message 1; each sample applies ten \
+         more of its messages (they park too) and then ten in-order messages of another channel. A \
+         load reads the channel's state and at most its first {window} parked messages, plus the \
+         batch's own numbers when the channel parks more than that, so what a batch reads and \
+         writes does not grow with N. Target: no batch reads more than {} parked messages: {}. \
+         The park limit (`PARK_LIMIT`, default {}) is lifted here to reach 100,000.",
+        window + 10,
+        mark(bounded),
+        apply::Settings::PARK_LIMIT,
     );
     out
 }

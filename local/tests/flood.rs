@@ -7,73 +7,17 @@
 //! back; redriving the dead letters completes the rocket.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::Utc;
-use rockets::message::{Channel, Envelope, MessageNumber};
-use rockets::ordering::ChannelChange;
-use rockets::ports::{
-    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueError, RecordVisibility,
-    RocketReader, StoreError,
-};
+use rockets::message::Envelope;
+use rockets::ports::{ChannelStore, MessageQueue, QueueError, RecordVisibility, RocketReader};
 use rockets::rocket::Rocket;
-use rockets::testing::{Rng, channel, emulator, flight, sqs_record, unique_name};
+use rockets::testing::{CountingStore, Rng, channel, emulator, flight, sqs_record, unique_name};
 use rockets_aws::provision::ensure_table;
 use rockets_aws::{DynamoStore, emulator_config};
 use rockets_embedded::EmbeddedStore;
-
-/// Counts the parked messages each load hands back.
-struct Counting<S> {
-    inner: S,
-    most_parked_read: AtomicUsize,
-}
-
-impl<S> Counting<S> {
-    fn new(inner: S) -> Self {
-        Counting {
-            inner,
-            most_parked_read: AtomicUsize::new(0),
-        }
-    }
-
-    fn take_most_parked_read(&self) -> usize {
-        self.most_parked_read.swap(0, Ordering::Relaxed)
-    }
-}
-
-impl<S: ChannelStore> ChannelStore for Counting<S> {
-    async fn load(
-        &self,
-        channel: &Channel,
-        window: usize,
-        probe: &[MessageNumber],
-    ) -> Result<Option<ChannelSnapshot>, StoreError> {
-        let snapshot = self.inner.load(channel, window, probe).await?;
-        if let Some(s) = &snapshot {
-            let read = s.parked.first.len() + s.parked.probed.len();
-            self.most_parked_read.fetch_max(read, Ordering::Relaxed);
-        }
-        Ok(snapshot)
-    }
-
-    async fn commit(
-        &self,
-        expected_version: u64,
-        change: &ChannelChange,
-    ) -> Result<CommitOutcome, StoreError> {
-        self.inner.commit(expected_version, change).await
-    }
-
-    async fn applied(
-        &self,
-        channel: &Channel,
-        numbers: &[MessageNumber],
-    ) -> Result<Vec<Envelope>, StoreError> {
-        self.inner.applied(channel, numbers).await
-    }
-}
 
 /// A dead-letter queue that keeps what it is sent.
 #[derive(Default)]
@@ -106,7 +50,7 @@ fn records(messages: &[Envelope]) -> Vec<SqsMessage> {
 
 async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     rockets::testing::init_test_logs();
-    let store = Counting::new(store);
+    let store = CountingStore::new(store);
     let (dead_letters, visibility) = (DeadLetters::default(), Visibility::default());
     let settings = apply::Settings {
         park_limit: 30,
@@ -140,7 +84,10 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     assert_eq!((total.parked, total.refused, total.failed), (30, 10, 0));
     assert_eq!(*dead_letters.0.lock().unwrap(), m[31..]);
     let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
-    assert_eq!((rocket.last_message_number, rocket.pending_messages), (0, 30));
+    assert_eq!(
+        (rocket.last_message_number, rocket.pending_messages),
+        (0, 30)
+    );
 
     // Resends of parked messages, and one more past the limit, change nothing.
     let (_, summary) = apply(&[m[5].clone(), m[40].clone()], &settings).await;
@@ -167,7 +114,10 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     }
     assert!(deliveries >= 3, "{deliveries} deliveries");
     let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
-    assert_eq!((rocket.last_message_number, rocket.pending_messages), (31, 0));
+    assert_eq!(
+        (rocket.last_message_number, rocket.pending_messages),
+        (31, 0)
+    );
 
     // The operator redrives the dead letters; the rocket is complete.
     let redriven = std::mem::take(&mut *dead_letters.0.lock().unwrap());

@@ -201,10 +201,10 @@ where
             }
         }
     }
-    if !resume.is_empty() {
-        if let Err(error) = visibility.hide(resume).await {
-            tracing::warn!(%error, "could not return the record at once; the drain goes on after the visibility timeout");
-        }
+    if !resume.is_empty()
+        && let Err(error) = visibility.hide(resume).await
+    {
+        tracing::warn!(%error, "could not return the record at once; the drain goes on after the visibility timeout");
     }
     if !hidden.is_empty() {
         let longest = hidden.iter().map(|(_, d)| *d).max().unwrap_or_default();
