@@ -243,6 +243,19 @@ pub(crate) fn index_value(position: &Position) -> String {
 /// Rounds of a batch read before unprocessed keys count as an outage.
 const BATCH_GET_ROUNDS: u32 = 6;
 
+/// Requests a commit sends at once at most: a drain of a whole park window stays within what a
+/// connection pool and a slow endpoint take, with no round trip added to a batch of ten.
+const CONCURRENT_WRITES: usize = 16;
+
+/// Every future's output, in order, running at most [`CONCURRENT_WRITES`] at a time.
+async fn bounded_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(futures)
+        .buffered(CONCURRENT_WRITES)
+        .collect()
+        .await
+}
+
 /// Reads `keys` with `fetch`, which answers what it found and what it left unprocessed
 /// (DynamoDB does when a partition is throttled), asking again for the rest after a jittered,
 /// growing wait, as DynamoDB asks of BatchGetItem callers.
@@ -711,15 +724,13 @@ impl ChannelStore for DynamoStore {
         expected_version: u64,
         change: &ChannelChange,
     ) -> Result<CommitOutcome, StoreError> {
-        let history = change
-            .applied
-            .iter()
-            .map(|m| self.put_once(Written::History, m));
-        let parked = change
-            .parked
-            .iter()
-            .map(|m| self.put_once(Written::Parked, m));
-        let (history, parked) = futures_util::join!(join_all(history), join_all(parked));
+        let history: Vec<_> = (change.applied.iter())
+            .map(|m| self.put_once(Written::History, m))
+            .collect();
+        let parked: Vec<_> = (change.parked.iter())
+            .map(|m| self.put_once(Written::Parked, m))
+            .collect();
+        let (history, parked) = futures_util::join!(bounded_all(history), bounded_all(parked));
         let mut superseded = Vec::new();
         for written in history {
             if let PutOnce::Taken(first) = written? {
@@ -737,15 +748,17 @@ impl ChannelStore for DynamoStore {
             return Ok(CommitOutcome::VersionMismatch);
         }
         let channel = &change.rocket.channel;
-        let removals = change.unparked.iter().map(|n| {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(key(channel, sort_key(PARKED, *n))))
-                .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
-                .send()
-        });
-        for removed in join_all(removals).await {
+        let removals: Vec<_> = (change.unparked.iter())
+            .map(|n| {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(channel, sort_key(PARKED, *n))))
+                    .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                    .send()
+            })
+            .collect();
+        for removed in bounded_all(removals).await {
             match removed {
                 Ok(output) => self
                     .capacity
