@@ -431,18 +431,18 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
             }
         };
         let request = match api_gateway_request(
-            parts.method.clone(),
+            parts.method,
             parts.uri.path(),
             parts.uri.query(),
             parts.headers,
-            body.to_vec(),
+            Vec::from(body),
         ) {
             Ok(request) => request,
             Err(error) => return to_hyper(error.into_response()),
         };
         let response = match route.function() {
-            Function::Ingest => ingest::handle(&*self.backends.queue, request).await,
-            Function::Query => query::handle(&*self.backends.store, request).await,
+            Function::Ingest => ingest::accept(&*self.backends.queue, request).await,
+            Function::Query => query::serve(&*self.backends.store, route, request).await,
         };
         to_hyper(response)
     }

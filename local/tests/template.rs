@@ -358,11 +358,11 @@ fn every_route_is_routed_to_the_function_that_serves_it() {
         }
         let serves: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .filter(|(_, _, f)| match f {
+            .filter(|spec| match spec.function {
                 Function::Ingest => name == "ingest",
                 Function::Query => name == "query",
             })
-            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .map(|spec| (spec.method.to_string(), spec.path.to_string()))
             .collect();
         assert_eq!(routed, serves, "{function}");
     }

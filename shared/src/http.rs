@@ -334,14 +334,80 @@ pub enum Function {
     Query,
 }
 
-/// The API's routes, as API Gateway must route them: method, path pattern, function.
-pub const ROUTES: [(&str, &str, Function); 5] = [
-    ("POST", "/messages", Function::Ingest),
-    ("GET", "/rockets", Function::Query),
-    ("GET", "/rockets/{channel}", Function::Query),
-    ("GET", "/rockets/{channel}/events", Function::Query),
-    ("GET", "/health", Function::Query),
+/// One route of the API: what API Gateway matches, which function it invokes, and what the
+/// function does with it.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    /// `{channel}` stands for one path segment.
+    pub path: &'static str,
+    pub function: Function,
+    endpoint: Endpoint,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Endpoint {
+    PostMessage,
+    ListRockets,
+    GetRocket,
+    GetHistory,
+    Health,
+}
+
+/// The API's routes, the one table the functions, the local server and the template's test
+/// read.
+pub const ROUTES: [RouteSpec; 5] = [
+    RouteSpec {
+        method: "POST",
+        path: "/messages",
+        function: Function::Ingest,
+        endpoint: Endpoint::PostMessage,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/rockets",
+        function: Function::Query,
+        endpoint: Endpoint::ListRockets,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/rockets/{channel}",
+        function: Function::Query,
+        endpoint: Endpoint::GetRocket,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/rockets/{channel}/events",
+        function: Function::Query,
+        endpoint: Endpoint::GetHistory,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/health",
+        function: Function::Query,
+        endpoint: Endpoint::Health,
+    },
 ];
+
+impl RouteSpec {
+    /// The `{channel}` segment (or `Some(None)` for a pattern without one) when `segments`
+    /// fit the pattern.
+    fn matches<'a>(&self, segments: &[&'a str]) -> Option<Option<&'a str>> {
+        let pattern: Vec<&str> = self.path[1..].split('/').collect();
+        if pattern.len() != segments.len() {
+            return None;
+        }
+        let mut channel = None;
+        for (want, got) in pattern.iter().zip(segments) {
+            if *want == "{channel}" {
+                channel = Some(*got);
+            } else if want != got {
+                return None;
+            }
+        }
+        Some(channel)
+    }
+}
 
 /// A request matched to a route, with its path parameters parsed.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -354,14 +420,29 @@ pub enum Route {
 }
 
 impl Route {
-    pub fn function(&self) -> Function {
+    fn endpoint(&self) -> Endpoint {
         match self {
-            Route::PostMessage => Function::Ingest,
-            _ => Function::Query,
+            Route::PostMessage => Endpoint::PostMessage,
+            Route::ListRockets => Endpoint::ListRockets,
+            Route::GetRocket(_) => Endpoint::GetRocket,
+            Route::GetHistory(_) => Endpoint::GetHistory,
+            Route::Health => Endpoint::Health,
         }
     }
 
-    /// Matches a method and path; a trailing slash is ignored.
+    /// The function that serves this route.
+    pub fn function(&self) -> Function {
+        let endpoint = self.endpoint();
+        ROUTES
+            .iter()
+            .find(|spec| spec.endpoint == endpoint)
+            .expect("every route is in the table")
+            .function
+    }
+
+    /// Matches a method and path against [`ROUTES`]; a trailing slash is ignored. A path that
+    /// matches with another method is a 405, one that matches nothing a 404, and a malformed
+    /// channel a 400.
     pub fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
         let trimmed = path
             .strip_suffix('/')
@@ -372,26 +453,34 @@ impl Route {
             .unwrap_or(trimmed)
             .split('/')
             .collect();
-        let (route, allowed) = match segments.as_slice() {
-            ["messages"] => (Some(Route::PostMessage), "POST"),
-            ["rockets"] => (Some(Route::ListRockets), "GET"),
-            ["rockets", channel] => (Some(Route::GetRocket(path_channel(channel)?)), "GET"),
-            ["rockets", channel, "events"] => {
-                (Some(Route::GetHistory(path_channel(channel)?)), "GET")
+        let mut allowed = None;
+        for spec in &ROUTES {
+            let Some(channel) = spec.matches(&segments) else {
+                continue;
+            };
+            let channel = channel.map(path_channel).transpose()?;
+            if method.as_str() != spec.method {
+                allowed = Some(spec.method);
+                continue;
             }
-            ["health"] => (Some(Route::Health), "GET"),
-            _ => (None, ""),
-        };
-        let Some(route) = route else {
-            return Err(ApiError::NotFound(format!("no route for {path}")));
-        };
-        if method.as_str() != allowed {
-            return Err(ApiError::MethodNotAllowed {
-                method: method.clone(),
-                allowed,
+            return Ok(match (spec.endpoint, channel) {
+                (Endpoint::PostMessage, _) => Route::PostMessage,
+                (Endpoint::ListRockets, _) => Route::ListRockets,
+                (Endpoint::Health, _) => Route::Health,
+                (Endpoint::GetRocket, Some(channel)) => Route::GetRocket(channel),
+                (Endpoint::GetHistory, Some(channel)) => Route::GetHistory(channel),
+                (Endpoint::GetRocket | Endpoint::GetHistory, None) => {
+                    unreachable!("their patterns hold {{channel}}")
+                }
             });
         }
-        Ok(route)
+        match allowed {
+            Some(allowed) => Err(ApiError::MethodNotAllowed {
+                method: method.clone(),
+                allowed,
+            }),
+            None => Err(ApiError::NotFound(format!("no route for {path}"))),
+        }
     }
 }
 
@@ -438,10 +527,10 @@ mod tests {
             Route::GetHistory(c)
         );
         assert_eq!(resolve(Method::GET, "/health").unwrap(), Route::Health);
-        for (method, pattern, function) in ROUTES {
-            let path = pattern.replace("{channel}", "x");
-            let route = resolve(method.parse().unwrap(), &path).unwrap();
-            assert_eq!(route.function(), function, "{pattern}");
+        for spec in ROUTES {
+            let path = spec.path.replace("{channel}", "x");
+            let route = resolve(spec.method.parse().unwrap(), &path).unwrap();
+            assert_eq!(route.function(), spec.function, "{}", spec.path);
         }
     }
 

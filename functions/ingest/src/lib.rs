@@ -19,18 +19,24 @@ struct Accepted<'a> {
 /// Answers 202 only once the queue has the message; a refusal from the queue is a 503 with
 /// `Retry-After`, so the sender resends and nothing is lost.
 pub async fn handle<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Body> {
-    accept(queue, request)
+    match Route::resolve(request.method(), api_path(&request)) {
+        Ok(Route::PostMessage) => accept(queue, request).await,
+        Ok(_) => ApiError::NotFound(format!("no route for {}", api_path(&request))).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// [`handle`] for a request already routed to `POST /messages`.
+pub async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Body> {
+    accept_message(queue, request)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
 
-async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Result<Response<Body>, ApiError> {
-    if Route::resolve(request.method(), api_path(&request))? != Route::PostMessage {
-        return Err(ApiError::NotFound(format!(
-            "no route for {}",
-            api_path(&request)
-        )));
-    }
+async fn accept_message<Q: MessageQueue>(
+    queue: &Q,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let body = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge {

@@ -34,18 +34,27 @@ struct History {
 }
 
 pub async fn handle<R: RocketReader>(reader: &R, request: Request) -> Response<Body> {
-    respond(reader, request)
+    match Route::resolve(request.method(), api_path(&request)) {
+        Ok(route) => serve(reader, route, request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// [`handle`] for a request already routed.
+pub async fn serve<R: RocketReader>(reader: &R, route: Route, request: Request) -> Response<Body> {
+    respond(reader, route, request)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
 
 async fn respond<R: RocketReader>(
     reader: &R,
+    route: Route,
     request: Request,
 ) -> Result<Response<Body>, ApiError> {
     let params = request.query_string_parameters();
     let param = |name: &str| params.first(name);
-    match Route::resolve(request.method(), api_path(&request))? {
+    match route {
         Route::Health if param("deep") == Some("true") => {
             // One read of a rocket that need not exist: enough to know the store answers.
             let probe = Channel::parse("health").expect("a valid channel");
