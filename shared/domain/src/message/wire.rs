@@ -1,0 +1,328 @@
+//! The wire form of a message: the JSON reader that validates field by field, and the
+//! canonical writer.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::{Channel, Envelope, Event, MessageNumber, MessageType, ValidationError};
+
+impl Envelope {
+    /// Parses and validates a wire message, failing on the first bad field.
+    pub fn parse(body: &[u8]) -> Result<Self, ValidationError> {
+        let malformed = |detail: String| ValidationError::Malformed { field: "", detail };
+        // Derived structs would also accept an array; the contract wants an object.
+        if !body.trim_ascii_start().starts_with(b"{") {
+            return Err(malformed("body must be a JSON object".into()));
+        }
+        // One UTF-8 check of the whole body up front; parsing from `&str` then skips a check
+        // per string.
+        let body = std::str::from_utf8(body)
+            .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
+        let root: WireRoot = serde_json::from_str(body)
+            .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
+        let metadata = root.metadata.object("metadata")?;
+        let channel = Channel::parse(&string(metadata.channel, "metadata.channel")?)
+            .map_err(|reason| ValidationError::invalid("metadata.channel", reason))?;
+        let number = integer(metadata.message_number, "metadata.messageNumber", 1)?;
+        let number = MessageNumber(number);
+        let time = timestamp(metadata.message_time, "metadata.messageTime")?;
+        let message_type = string(metadata.message_type, "metadata.messageType")?;
+        let message_type = MessageType::parse(&message_type).ok_or_else(|| {
+            let names: Vec<_> = MessageType::ALL.iter().map(|t| t.as_str()).collect();
+            ValidationError::invalid(
+                "metadata.messageType",
+                format!("must be one of {}", names.join(", ")),
+            )
+        })?;
+        let body = root.message.object("message")?;
+        let event = match message_type {
+            MessageType::Launched => Event::Launched {
+                rocket_type: text(body.rocket_type, "message.type")?,
+                launch_speed: amount(body.launch_speed, "message.launchSpeed")?,
+                mission: text(body.mission, "message.mission")?,
+            },
+            MessageType::SpeedIncreased => Event::SpeedIncreased {
+                by: amount(body.by, "message.by")?,
+            },
+            MessageType::SpeedDecreased => Event::SpeedDecreased {
+                by: amount(body.by, "message.by")?,
+            },
+            MessageType::MissionChanged => Event::MissionChanged {
+                new_mission: text(body.new_mission, "message.newMission")?,
+            },
+            MessageType::Exploded => Event::Exploded {
+                reason: text(body.reason, "message.reason")?,
+            },
+        };
+        Ok(Envelope {
+            channel,
+            number,
+            time,
+            event,
+        })
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Metadata<'a> {
+            channel: &'a str,
+            message_number: u64,
+            message_time: String,
+            message_type: &'static str,
+        }
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Body<'a> {
+            Launched {
+                #[serde(rename = "type")]
+                rocket_type: &'a str,
+                #[serde(rename = "launchSpeed")]
+                launch_speed: i64,
+                mission: &'a str,
+            },
+            Speed {
+                by: i64,
+            },
+            Mission {
+                #[serde(rename = "newMission")]
+                new_mission: &'a str,
+            },
+            Exploded {
+                reason: &'a str,
+            },
+        }
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            metadata: Metadata<'a>,
+            message: Body<'a>,
+        }
+        let message = match &self.event {
+            Event::Launched {
+                rocket_type,
+                launch_speed,
+                mission,
+            } => Body::Launched {
+                rocket_type,
+                launch_speed: *launch_speed,
+                mission,
+            },
+            Event::SpeedIncreased { by } | Event::SpeedDecreased { by } => Body::Speed { by: *by },
+            Event::MissionChanged { new_mission } => Body::Mission { new_mission },
+            Event::Exploded { reason } => Body::Exploded { reason },
+        };
+        Wire {
+            metadata: Metadata {
+                channel: self.channel.as_str(),
+                message_number: self.number.get(),
+                message_time: format_time(&self.time),
+                message_type: self.event.message_type().as_str(),
+            },
+            message,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// RFC 3339 with the sender's own offset and only as many fraction digits as it needs.
+pub fn format_time(time: &DateTime<FixedOffset>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+type Raw<'a> = Option<&'a RawValue>;
+
+#[derive(Deserialize)]
+struct WireRoot<'a> {
+    #[serde(borrow, default)]
+    metadata: Nested<WireMetadata<'a>>,
+    #[serde(borrow, default)]
+    message: Nested<WireBody<'a>>,
+}
+
+/// A field that should hold an object, read in the same pass as its parent: absent (or
+/// null), the object, or something else.
+#[derive(Default)]
+enum Nested<T> {
+    #[default]
+    Absent,
+    Object(T),
+    NotAnObject,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Nested<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Nested::Object)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Nested::Absent)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Nested::Absent)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Nested::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<T> Nested<T> {
+    fn object(self, field: &'static str) -> Result<T, ValidationError> {
+        match self {
+            Nested::Object(value) => Ok(value),
+            Nested::Absent => Err(ValidationError::Missing { field }),
+            Nested::NotAnObject => Err(ValidationError::WrongType {
+                field,
+                expected: "an object",
+            }),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMetadata<'a> {
+    #[serde(borrow, default, deserialize_with = "raw")]
+    channel: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    message_number: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    message_time: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    message_type: Raw<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBody<'a> {
+    #[serde(borrow, default, rename = "type", deserialize_with = "raw")]
+    rocket_type: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    launch_speed: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    mission: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    by: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    new_mission: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    reason: Raw<'a>,
+}
+
+/// Keeps a field as borrowed raw JSON, treating an explicit `null` like an absent field.
+fn raw<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Raw<'de>, D::Error> {
+    let value = <&'de RawValue>::deserialize(deserializer)?;
+    Ok((value.get() != "null").then_some(value))
+}
+
+fn present<'a>(raw: Raw<'a>, field: &'static str) -> Result<&'a RawValue, ValidationError> {
+    raw.ok_or(ValidationError::Missing { field })
+}
+
+fn string<'a>(raw: Raw<'a>, field: &'static str) -> Result<Cow<'a, str>, ValidationError> {
+    let raw = present(raw, field)?;
+    // A raw value is valid JSON, so a quoted one without escapes is its own content.
+    if let Some(inner) = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<Cow<'a, str>>(raw.get()).map_err(|_| ValidationError::WrongType {
+        field,
+        expected: "a string",
+    })
+}
+
+/// A free-text field of a message body: a string with at least one visible character.
+fn text(raw: Raw<'_>, field: &'static str) -> Result<Arc<str>, ValidationError> {
+    let value = string(raw, field)?;
+    if value.trim().is_empty() {
+        return Err(ValidationError::invalid(field, "must not be empty"));
+    }
+    Ok(Arc::from(value.as_ref()))
+}
+
+/// A JSON integer no smaller than `min` and no larger than `i64::MAX`.
+fn integer(raw: Raw<'_>, field: &'static str, min: u64) -> Result<u64, ValidationError> {
+    let raw = present(raw, field)?;
+    let text = raw.get();
+    let expected = if min == 0 {
+        "a non-negative integer"
+    } else {
+        "an integer of at least 1"
+    };
+    let is_integer_literal = text
+        .strip_prefix('-')
+        .unwrap_or(text)
+        .bytes()
+        .all(|b| b.is_ascii_digit());
+    if !is_integer_literal {
+        return Err(ValidationError::WrongType { field, expected });
+    }
+    match text.parse::<i128>() {
+        Ok(n) if n < i128::from(min) => Err(ValidationError::invalid(
+            field,
+            format!("must be at least {min}"),
+        )),
+        Ok(n) if n <= i128::from(i64::MAX) => Ok(n as u64),
+        _ => Err(ValidationError::invalid(
+            field,
+            format!("must be at most {}", i64::MAX),
+        )),
+    }
+}
+
+fn amount(raw: Raw<'_>, field: &'static str) -> Result<i64, ValidationError> {
+    integer(raw, field, 0).map(|n| n as i64)
+}
+
+fn timestamp(raw: Raw<'_>, field: &'static str) -> Result<DateTime<FixedOffset>, ValidationError> {
+    let value = string(raw, field)?;
+    DateTime::parse_from_rfc3339(&value).map_err(|_| {
+        ValidationError::invalid(
+            field,
+            "must be an RFC 3339 timestamp with an offset, e.g. 2022-02-02T19:39:05.86337+01:00",
+        )
+    })
+}
