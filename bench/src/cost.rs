@@ -15,9 +15,10 @@ use rockets::http::api_gateway_request;
 use rockets::message::Envelope;
 use rockets::ports::{MessageQueue, QueueConsumer, QueueError};
 use rockets::testing::{Rng, channel, flight, unique_name};
+use rockets_aws::capacity::{CapacityMeter, WriteUnits};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets_aws::{DynamoStore, SqsQueue, WriteUnits};
+use rockets_aws::{DynamoStore, SqsQueue};
 use rockets_embedded::EmbeddedQueue;
 
 /// us-east-1 on-demand prices, as published on the date in the report.
@@ -169,7 +170,8 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
             batcher: &batcher,
         };
         let table_config = emulator_config(dynamodb).await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&table_config);
+        let meter = CapacityMeter::new();
+        let dynamodb = meter.client(&table_config);
         let table = unique_name("cost");
         ensure_table(&dynamodb, &table).await.expect("table");
         let store = DynamoStore::new(dynamodb, table);
@@ -269,9 +271,9 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
                 .expect("delete");
             bill.sqs_deletes += 1;
         }
-        bill.read_units = store.capacity().read_units();
-        bill.write_units = store.capacity().write_units();
-        bill.consistent_reads = store.capacity().consistent_reads();
+        bill.read_units = meter.capacity().read_units();
+        bill.write_units = meter.capacity().write_units();
+        bill.consistent_reads = meter.capacity().consistent_reads();
         bill
     })
 }

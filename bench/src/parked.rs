@@ -10,6 +10,7 @@ use rockets::message::{Channel, Envelope};
 use rockets::ordering::{ParkedView, Timeline};
 use rockets::ports::{ChannelStore, CommitOutcome, MessageQueue, QueueError, RecordVisibility};
 use rockets::testing::{CountingStore, Rng, channel, flight, sqs_record, unique_name};
+use rockets_aws::capacity::CapacityMeter;
 use rockets_aws::provision::ensure_table;
 use rockets_aws::{DynamoStore, emulator_config};
 use rockets_embedded::EmbeddedStore;
@@ -149,12 +150,13 @@ pub fn run(sizes: &[usize], batches: usize, dynamodb: &[(&'static str, String)])
         }
         for (backend, endpoint) in dynamodb {
             let config = emulator_config(endpoint).await;
-            let client = aws_sdk_dynamodb::Client::new(&config);
+            let meter = CapacityMeter::new();
+            let client = meter.client(&config);
             let table = unique_name("parked");
             ensure_table(&client, &table).await.expect("table");
             let store = CountingStore::new(DynamoStore::new(client, table));
             for &parked in sizes {
-                let units = || Some(store.inner.capacity().read_units());
+                let units = || Some(meter.capacity().read_units());
                 rows.push(measure(backend, &store, parked, batches, units).await);
             }
         }

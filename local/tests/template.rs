@@ -283,7 +283,14 @@ async fn every_action_the_code_calls_is_granted_and_nothing_more() {
 
     // Whatever the store and queue adapters can send, the handlers above did send, so the
     // recording is complete. The queue's consuming side is the local server's alone.
-    let dynamodb_ops = operations_in(include_str!("../../shared/aws/src/dynamo.rs"), "dynamodb");
+    let dynamodb_ops: BTreeSet<String> = [
+        include_str!("../../shared/aws/src/dynamo/mod.rs"),
+        include_str!("../../shared/aws/src/dynamo/channel.rs"),
+        include_str!("../../shared/aws/src/dynamo/reader.rs"),
+    ]
+    .into_iter()
+    .flat_map(|source| operations_in(source, "dynamodb"))
+    .collect();
     let sqs_ops = operations_in(include_str!("../../shared/aws/src/sqs.rs"), "sqs");
     // The local server's alone: consuming, and finding the dead-letter queue from the redrive
     // policy (the template names it).

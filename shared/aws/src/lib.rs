@@ -5,7 +5,13 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_SQS`, which win), `AWS_REGION`, and the
 //! default credential chain. Resource names come from `TABLE_NAME` and `QUEUE_URL`, as the SAM
 //! template sets them.
+//!
+//! - `dynamo`: [`DynamoStore`], the table behind both store ports.
+//! - `sqs`: [`SqsQueue`], the FIFO queue, and its dead-letter queue as a [`RedriveTarget`].
+//! - [`provision`]: creating the table and queues as the template does, for local endpoints.
+//! - [`capacity`]: a client interceptor that adds up the capacity DynamoDB reports.
 
+pub mod capacity;
 mod dynamo;
 pub mod provision;
 mod sqs;
@@ -20,7 +26,7 @@ use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
-pub use dynamo::{Capacity, DynamoStore, WriteUnits, index_attribute, index_name};
+pub use dynamo::{DynamoStore, index_attribute, index_name};
 pub use sqs::{RedriveTarget, SqsQueue};
 
 use rockets::ports::StoreError;
