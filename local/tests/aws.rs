@@ -19,9 +19,7 @@ use rockets::testing::{Rng, channel, emulator, flight, unique_name};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, Queues, ensure_queues, ensure_table};
 use rockets_aws::{DynamoStore, SqsQueue};
-use rockets_embedded::QueueConfig;
-use rockets_local::{LocalConfig, start_aws};
-use support::{assert_converges, post_all, post_concurrently_and_converge, traffic};
+use support::{TestApp, assert_converges, post_all, post_concurrently_and_converge, traffic};
 
 struct Aws {
     sqs: aws_sdk_sqs::Client,
@@ -309,17 +307,6 @@ async fn the_first_message_recorded_under_a_number_wins_even_if_its_commit_faile
     assert_eq!(aws.store.history(&c, 0, 10).await.unwrap().unwrap(), m);
 }
 
-fn local_config(visibility_secs: u64, max_receive_count: u32) -> LocalConfig {
-    LocalConfig {
-        queue: QueueConfig {
-            visibility_timeout: Duration::from_secs(visibility_secs),
-            max_receive_count,
-            ..QueueConfig::default()
-        },
-        ..LocalConfig::ephemeral()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_reaches_the_dead_letter_queue_and_its_channel_then_proceeds() {
     let Some(aws) = aws(1, 2).await else { return };
@@ -334,14 +321,10 @@ async fn a_poison_message_reaches_the_dead_letter_queue_and_its_channel_then_pro
         })
         .await
         .unwrap();
-    let server = start_aws(
-        &local_config(1, 2),
-        aws.queue.clone(),
-        aws.dead_letters(),
-        aws.store.clone(),
-    )
-    .await
-    .unwrap();
+    let server = TestApp::new()
+        .queue(Duration::from_secs(1), 2)
+        .spawn_aws(aws.queue.clone(), aws.dead_letters(), aws.store.clone())
+        .await;
     let addr = server.addr();
     let flights = vec![m.clone()];
     tokio::task::spawn_blocking(move || {
@@ -377,14 +360,10 @@ async fn a_poison_message_reaches_the_dead_letter_queue_and_its_channel_then_pro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_in_aws_mode_converges_and_leaves_nothing_queued() {
     let Some(aws) = aws(5, 5).await else { return };
-    let server = start_aws(
-        &local_config(5, 5),
-        aws.queue.clone(),
-        aws.dead_letters(),
-        aws.store.clone(),
-    )
-    .await
-    .unwrap();
+    let server = TestApp::new()
+        .queue(Duration::from_secs(5), 5)
+        .spawn_aws(aws.queue.clone(), aws.dead_letters(), aws.store.clone())
+        .await;
     let addr = server.addr();
     let (flights, arrivals) = traffic(20, 15, 77);
     tokio::task::spawn_blocking(move || {

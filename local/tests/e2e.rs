@@ -16,21 +16,15 @@ use rockets::ports::{
 };
 use rockets::rocket::Rocket;
 use rockets::testing::{HttpClient, Rng, channel, flight};
-use rockets_embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig, QueueDepth};
-use rockets_local::{Backends, LocalConfig, LocalServer, start_embedded};
-use support::{assert_converges, post_all, post_concurrently_and_converge, traffic};
+use rockets_embedded::{EmbeddedStore, QueueDepth};
+use rockets_local::LocalServer;
+use support::{TestApp, assert_converges, post_all, post_concurrently_and_converge, traffic};
 
 async fn start(visibility: Duration, max_receive_count: u32) -> LocalServer {
-    rockets::testing::init_test_logs();
-    let config = LocalConfig {
-        queue: QueueConfig {
-            visibility_timeout: visibility,
-            max_receive_count,
-            ..QueueConfig::default()
-        },
-        ..LocalConfig::ephemeral()
-    };
-    start_embedded(&config).await.expect("server starts")
+    TestApp::new()
+        .queue(visibility, max_receive_count)
+        .spawn()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,27 +151,14 @@ impl RocketReader for OutageStore {
 async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
     // Four receives 100 ms apart would dead-letter every message within half a second; backing
     // off (100 ms, 400 ms, 1.6 s before the fourth) outlasts an outage of a second and a half.
-    let config = LocalConfig {
-        queue: QueueConfig {
-            visibility_timeout: Duration::from_millis(100),
-            max_receive_count: 4,
-            ..QueueConfig::default()
-        },
-        ..LocalConfig::ephemeral()
-    };
-    let queue = Arc::new(EmbeddedQueue::new(config.queue));
     let store = Arc::new(OutageStore {
         inner: EmbeddedStore::new(),
         up_at: Instant::now() + Duration::from_millis(1_500),
     });
-    let backends = Backends {
-        queue: queue.clone(),
-        store: store.clone(),
-    };
-    let dead_letters = Arc::new(rockets_embedded::DeadLetters(queue.clone()));
-    let server = rockets_local::start(&config, backends.clone(), backends, dead_letters, None)
-        .await
-        .unwrap();
+    let (server, queue) = TestApp::new()
+        .queue(Duration::from_millis(100), 4)
+        .spawn_with_store(store.clone())
+        .await;
     let addr = server.addr();
     let (flights, arrivals) = traffic(5, 6, 11);
     tokio::task::spawn_blocking(move || {

@@ -1,23 +1,21 @@
 //! The HTTP front against clients that misbehave: slow headers, idle keep-alive connections,
 //! more connections than the cap, bodies answered before they are read, broken chunking.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rockets::testing::{Rng, channel, flight};
 use rockets_local::front::FrontConfig;
 use rockets_local::launch::read_response;
-use rockets_local::{Listen, LocalConfig, LocalServer, start_embedded};
+use rockets_local::{Listen, LocalServer};
+use support::TestApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start(front: FrontConfig) -> LocalServer {
-    rockets::testing::init_test_logs();
-    let config = LocalConfig {
-        front,
-        ..LocalConfig::ephemeral()
-    };
-    start_embedded(&config).await.expect("server starts")
+    TestApp::new().front(front).spawn().await
 }
 
 async fn request(stream: &mut TcpStream, raw: &str) -> (u16, String) {
@@ -184,11 +182,7 @@ async fn a_body_that_never_arrives_gets_a_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn localhost_is_served_on_both_loopback_addresses_and_no_other() {
-    let config = LocalConfig {
-        listen: Listen::Loopback(0),
-        ..LocalConfig::ephemeral()
-    };
-    let server = start_embedded(&config).await.unwrap();
+    let server = TestApp::new().listen(Listen::Loopback(0)).spawn().await;
     let addrs = server.addrs().to_vec();
     assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
     assert!(addrs.iter().any(SocketAddr::is_ipv4));

@@ -26,7 +26,8 @@ async fn fleet(size: usize, seed: u64) -> EmbeddedStore {
     let mut rng = Rng::new(seed);
     for i in 0..size {
         let c = channel(&format!("rocket-{:03}", rng.below(1000) * 1000 + i as u64));
-        let messages = flight(&c, 1 + rng.below(8), &mut rng);
+        // At least two, so that one with its first message withheld still exists.
+        let messages = flight(&c, 2 + rng.below(7), &mut rng);
         let mut timeline = Timeline::empty(c, Utc::now());
         let skip_first = rng.chance(15);
         for m in messages.into_iter().skip(usize::from(skip_first)) {

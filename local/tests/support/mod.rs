@@ -1,12 +1,94 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the tests that run the local server: [`TestApp`] starts one on a random
+//! port with what a test needs, and the rest drive it over HTTP.
+
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rockets::message::Envelope;
+use rockets::ports::{ChannelStore, MessageQueue, RocketReader};
 use rockets::rocket::Rocket;
 use rockets::testing::{HttpClient, Rng, channel, flight};
+use rockets_aws::{DynamoStore, SqsQueue};
+use rockets_embedded::{DeadLetters, EmbeddedQueue, QueueConfig};
+use rockets_local::front::FrontConfig;
+use rockets_local::{Backends, Listen, LocalConfig, LocalServer};
+
+/// A local server for one test: on 127.0.0.1 and a port the system picks, with the
+/// template's settings unless the test changes them; logs shown when `TEST_LOG` is set.
+pub struct TestApp {
+    pub config: LocalConfig,
+}
+
+impl TestApp {
+    pub fn new() -> Self {
+        rockets::testing::init_test_logs();
+        TestApp {
+            config: LocalConfig::ephemeral(),
+        }
+    }
+
+    /// Failed records come back after `visibility`, and go to the dead-letter queue after
+    /// `max_receive_count` receives.
+    pub fn queue(mut self, visibility: Duration, max_receive_count: u32) -> Self {
+        self.config.queue = QueueConfig {
+            visibility_timeout: visibility,
+            max_receive_count,
+            ..QueueConfig::default()
+        };
+        self
+    }
+
+    pub fn front(mut self, front: FrontConfig) -> Self {
+        self.config.front = front;
+        self
+    }
+
+    pub fn listen(mut self, listen: Listen) -> Self {
+        self.config.listen = listen;
+        self
+    }
+
+    /// On the embedded queue and store.
+    pub async fn spawn(self) -> LocalServer {
+        rockets_local::start_embedded(&self.config)
+            .await
+            .expect("server starts")
+    }
+
+    /// On the embedded queue and `store`; returns the queue too.
+    pub async fn spawn_with_store<S>(self, store: Arc<S>) -> (LocalServer, Arc<EmbeddedQueue>)
+    where
+        S: ChannelStore + RocketReader + 'static,
+    {
+        let queue = Arc::new(EmbeddedQueue::new(self.config.queue));
+        let backends = Backends {
+            queue: queue.clone(),
+            store,
+        };
+        let dead_letters = Arc::new(DeadLetters(queue.clone()));
+        let server =
+            rockets_local::start(&self.config, backends.clone(), backends, dead_letters, None)
+                .await
+                .expect("server starts");
+        (server, queue)
+    }
+
+    /// On SQS and DynamoDB (an emulator's).
+    pub async fn spawn_aws<D: MessageQueue + 'static>(
+        self,
+        queue: SqsQueue,
+        dead_letters: D,
+        store: DynamoStore,
+    ) -> LocalServer {
+        rockets_local::start_aws(&self.config, queue, dead_letters, store)
+            .await
+            .expect("server starts")
+    }
+}
 
 /// Posts every message, resending on any non-2xx as the challenge's program does.
 pub fn post_all(addr: SocketAddr, messages: Vec<Envelope>) {

@@ -655,13 +655,8 @@ mod tests {
         }
     }
 
-    /// Deterministic Fisher–Yates from a seed, so proptest can shrink the order.
-    fn shuffle<T>(items: &mut [T], mut seed: u64) {
-        for i in (1..items.len()).rev() {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            items.swap(i, (seed >> 33) as usize % (i + 1));
-        }
+    /// A seeded shuffle, so proptest can shrink the order.
+    fn shuffle<T>(items: &mut [T], seed: u64) {
+        fastrand::Rng::with_seed(seed).shuffle(items);
     }
 }
