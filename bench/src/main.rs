@@ -315,20 +315,23 @@ fn launches(quick: bool) -> String {
 /// A batch's cost and another channel's latency with 0, 1,000 and 100,000 messages parked in
 /// one channel, on every backend.
 fn flooded(quick: bool) -> String {
-    let mut dynamodb = Vec::new();
-    for (name, var) in [
-        ("DynamoDB on moto", "ROCKETS_TEST_MOTO"),
-        ("DynamoDB Local", "ROCKETS_TEST_DYNAMODB_LOCAL"),
-    ] {
-        if let Ok(endpoint) = std::env::var(var) {
-            dynamodb.push((name, endpoint));
-        }
-    }
     let sizes: &[usize] = if quick {
         &[0, 1_000, 10_000]
     } else {
         &[0, 1_000, 100_000]
     };
+    // Moto's requests take time in proportion to the whole table (every channel's alike), so
+    // filling it with 100,000 items would take most of an hour: it stops at 10,000.
+    let mut dynamodb = Vec::new();
+    for (name, var, largest) in [
+        ("DynamoDB on moto", "ROCKETS_TEST_MOTO", 10_000),
+        ("DynamoDB Local", "ROCKETS_TEST_DYNAMODB_LOCAL", usize::MAX),
+    ] {
+        if let Ok(endpoint) = std::env::var(var) {
+            let sizes = sizes.iter().map(|&n| n.min(largest)).collect();
+            dynamodb.push((name, endpoint, sizes));
+        }
+    }
     let rows = parked::run(sizes, if quick { 10 } else { 30 }, &dynamodb);
     let mut out = String::from(
         "| backend | parked in the channel | its next batch of 10 (ms) | parked messages that batch read | read units per batch | another channel's batch of 10 meanwhile (ms) | filling the channel (s) |\n\
@@ -362,7 +365,9 @@ fn flooded(quick: bool) -> String {
          load reads the channel's state and at most its first {window} parked messages, plus the \
          batch's own numbers when the channel parks more than that, so what a batch reads and \
          writes does not grow with N. Target: no batch reads more than {} parked messages: {}. \
-         The park limit (`PARK_LIMIT`, default {}) is lifted here to reach 100,000.",
+         The park limit (`PARK_LIMIT`, default {}) is lifted here to reach 100,000. Moto's \
+         requests slow down with the size of the whole table, for every channel alike (the other \
+         channel's column), so it is measured up to 10,000.",
         window + 10,
         mark(bounded),
         apply::Settings::PARK_LIMIT,

@@ -135,8 +135,13 @@ async fn measure<S: ChannelStore>(
     }
 }
 
-/// Every size on the embedded store, and on DynamoDB at each emulator endpoint given.
-pub fn run(sizes: &[usize], batches: usize, dynamodb: &[(&'static str, String)]) -> Vec<Row> {
+/// Every size on the embedded store, and on DynamoDB at each emulator endpoint given with the
+/// sizes to measure there.
+pub fn run(
+    sizes: &[usize],
+    batches: usize,
+    dynamodb: &[(&'static str, String, Vec<usize>)],
+) -> Vec<Row> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -148,7 +153,7 @@ pub fn run(sizes: &[usize], batches: usize, dynamodb: &[(&'static str, String)])
         for &parked in sizes {
             rows.push(measure("embedded", &store, parked, batches, || None).await);
         }
-        for (backend, endpoint) in dynamodb {
+        for (backend, endpoint, sizes) in dynamodb {
             let config = emulator_config(endpoint).await;
             let meter = CapacityMeter::new();
             let client = meter.client(&config);
