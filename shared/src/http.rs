@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::message::{Channel, ValidationError};
+use crate::ports::Cause;
 
 /// Every way an HTTP request can fail. Each variant names its status; 5xx details are logged
 /// with context and never sent to the client.
@@ -37,13 +38,17 @@ pub enum ApiError {
     /// 400: the queue refused the message for a reason of its own (its code is given);
     /// resending the same message cannot succeed.
     #[error("the queue refused this message ({code})")]
-    QueueRefused { code: String, detail: String },
+    QueueRefused {
+        code: String,
+        #[source]
+        cause: Cause,
+    },
     /// 503 with `Retry-After`: a dependency is down; the same request may succeed later.
     #[error("temporarily unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// 500: a bug or unreadable data.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
 
 /// Seconds a client is asked to wait before resending after a 503.
@@ -87,8 +92,8 @@ impl ApiError {
                 tracing::error!(error = %detail, "internal error");
                 "internal error".to_string()
             }
-            ApiError::QueueRefused { detail, .. } => {
-                tracing::warn!(error = %detail, "the queue refused a message");
+            ApiError::QueueRefused { cause, .. } => {
+                tracing::warn!(error = %cause, "the queue refused a message");
                 self.to_string()
             }
             other => other.to_string(),
@@ -129,7 +134,7 @@ impl From<crate::ports::QueueError> for ApiError {
         use crate::ports::QueueError;
         match error {
             QueueError::Unavailable(detail) => ApiError::Unavailable(detail),
-            QueueError::Refused { code, detail } => ApiError::QueueRefused { code, detail },
+            QueueError::Refused { code, cause } => ApiError::QueueRefused { code, cause },
             QueueError::Failed(detail) => ApiError::Internal(detail),
         }
     }

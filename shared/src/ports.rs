@@ -13,16 +13,69 @@ use crate::message::{Channel, Envelope, MessageNumber};
 use crate::ordering::{ChannelChange, ParkedView};
 use crate::rocket::Rocket;
 
+/// What went wrong in a backend: a description for the logs, and the error that caused it,
+/// kept as the [`source`](std::error::Error::source) of the error that carries it.
+#[derive(Debug)]
+pub struct Cause {
+    detail: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    pub fn new(
+        detail: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Cause {
+            detail: detail.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The same cause, its description naming what it was about.
+    pub fn about(mut self, context: impl std::fmt::Display) -> Self {
+        self.detail = format!("{} ({context})", self.detail);
+        self
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+impl From<String> for Cause {
+    fn from(detail: String) -> Self {
+        Cause {
+            detail,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(detail: &str) -> Self {
+        detail.to_string().into()
+    }
+}
+
 /// A backend could not do what was asked. Handlers never show the detail to clients.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Throttled, timed out or unreachable: worth retrying later (HTTP 503).
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Refused for a reason retrying will not fix, or answered with something this code
     /// cannot read (HTTP 500).
     #[error("store failed: {0}")]
-    Failed(String),
+    Failed(#[source] Cause),
 }
 
 /// Why the queue did not take or give a message.
@@ -30,27 +83,29 @@ pub enum StoreError {
 pub enum QueueError {
     /// Unreachable, throttled or failing for now: the same request may succeed later.
     #[error("queue unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The queue refused this message (its code says why): sending it again cannot help.
-    #[error("queue refused the message ({code}): {detail}")]
-    Refused { code: String, detail: String },
+    #[error("queue refused the message ({code}): {cause}")]
+    Refused {
+        code: String,
+        #[source]
+        cause: Cause,
+    },
     /// Anything else: the queue's configuration or permissions, or a bug.
     #[error("queue failed: {0}")]
-    Failed(String),
+    Failed(#[source] Cause),
 }
 
 impl QueueError {
     /// The same error, its detail naming what it was about.
     pub fn about(self, context: impl std::fmt::Display) -> Self {
         match self {
-            QueueError::Unavailable(detail) => {
-                QueueError::Unavailable(format!("{detail} ({context})"))
-            }
-            QueueError::Refused { code, detail } => QueueError::Refused {
+            QueueError::Unavailable(cause) => QueueError::Unavailable(cause.about(context)),
+            QueueError::Refused { code, cause } => QueueError::Refused {
                 code,
-                detail: format!("{detail} ({context})"),
+                cause: cause.about(context),
             },
-            QueueError::Failed(detail) => QueueError::Failed(format!("{detail} ({context})")),
+            QueueError::Failed(cause) => QueueError::Failed(cause.about(context)),
         }
     }
 }

@@ -263,7 +263,7 @@ async fn only_a_transient_queue_failure_asks_the_sender_to_retry() {
         (
             || QueueError::Refused {
                 code: "InvalidMessageContents".into(),
-                detail: "secret detail".into(),
+                cause: "secret detail".into(),
             },
             400,
             "refused_by_queue",

@@ -29,7 +29,7 @@ use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provi
 pub use dynamo::{DynamoStore, index_attribute, index_name};
 pub use sqs::{RedriveTarget, SqsQueue};
 
-use rockets::ports::StoreError;
+use rockets::ports::{Cause, StoreError};
 
 /// Loads the SDK configuration once per process (per Lambda container), outside any handler.
 ///
@@ -154,8 +154,8 @@ pub(crate) fn store_error<E, R>(
     error: aws_sdk_dynamodb::error::SdkError<E, R>,
 ) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_sdk_dynamodb::error::SdkError;
     let transient = match &error {
@@ -168,11 +168,11 @@ where
         }
         _ => false,
     };
-    let detail = format!("{what}: {}", DisplayErrorContext(&error));
+    let cause = Cause::new(format!("{what}: {}", DisplayErrorContext(&error)), error);
     if transient {
-        StoreError::Unavailable(detail)
+        StoreError::Unavailable(cause)
     } else {
-        StoreError::Failed(detail)
+        StoreError::Failed(cause)
     }
 }
 
@@ -198,6 +198,19 @@ mod tests {
             env.push(elsewhere.into());
             assert_eq!(Roots::for_environment(&env), Roots::System, "{elsewhere}");
         }
+    }
+
+    #[test]
+    fn an_sdk_error_is_kept_as_the_source_of_the_store_error() {
+        use aws_sdk_dynamodb::error::SdkError;
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        let timeout: SdkError<GetItemError, ()> = SdkError::timeout_error("took too long");
+        let error = store_error("get state", timeout);
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(error.to_string().contains("get state"), "{error}");
+        let cause = std::error::Error::source(&error).expect("the cause");
+        let sdk = cause.source().expect("the SDK error");
+        assert!(sdk.downcast_ref::<SdkError<GetItemError, ()>>().is_some());
     }
 
     #[test]

@@ -12,7 +12,9 @@ use aws_sdk_sqs::types::{
 use futures_util::future::join_all;
 
 use rockets::message::Envelope;
-use rockets::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
+use rockets::ports::{
+    Cause, MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility,
+};
 
 /// The longest SQS lets a received message stay hidden: 12 hours.
 const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
@@ -52,24 +54,31 @@ const REFUSED_CODES: [&str; 3] = [
 /// is `Refused`, the rest (access, a missing queue) `Failed`.
 fn queue_error<E, R>(what: &str, error: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_sdk_sqs::error::SdkError;
-    let detail = format!("{what}: {}", DisplayErrorContext(&error));
-    match &error {
+    enum Class {
+        Unavailable,
+        Refused(String),
+        Failed,
+    }
+    let class = match &error {
         SdkError::ServiceError(service) => match service.err().code() {
-            Some(code) if TRANSIENT_CODES.contains(&code) => QueueError::Unavailable(detail),
-            Some(code) if REFUSED_CODES.contains(&code) => QueueError::Refused {
-                code: code.to_string(),
-                detail,
-            },
-            _ => QueueError::Failed(detail),
+            Some(code) if TRANSIENT_CODES.contains(&code) => Class::Unavailable,
+            Some(code) if REFUSED_CODES.contains(&code) => Class::Refused(code.to_string()),
+            _ => Class::Failed,
         },
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            QueueError::Unavailable(detail)
+            Class::Unavailable
         }
-        _ => QueueError::Failed(detail),
+        _ => Class::Failed,
+    };
+    let cause = Cause::new(format!("{what}: {}", DisplayErrorContext(&error)), error);
+    match class {
+        Class::Unavailable => QueueError::Unavailable(cause),
+        Class::Refused(code) => QueueError::Refused { code, cause },
+        Class::Failed => QueueError::Failed(cause),
     }
 }
 
@@ -121,12 +130,14 @@ impl SqsQueue {
             .and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok())
             .and_then(|policy| Some(policy.get("deadLetterTargetArn")?.as_str()?.to_owned()))
             .ok_or_else(|| {
-                QueueError::Failed(format!("{} names no dead-letter queue", self.url))
+                QueueError::Failed(format!("{} names no dead-letter queue", self.url).into())
             })?;
         // arn:aws:sqs:<region>:<account>:<name>
         let parts: Vec<&str> = arn.split(':').collect();
         let [.., account, name] = parts[..] else {
-            return Err(QueueError::Failed(format!("unexpected queue ARN {arn}")));
+            return Err(QueueError::Failed(
+                format!("unexpected queue ARN {arn}").into(),
+            ));
         };
         let url = self
             .client
@@ -137,7 +148,7 @@ impl SqsQueue {
             .await
             .map_err(|e| queue_error("get dead-letter queue URL", e))?
             .queue_url
-            .ok_or_else(|| QueueError::Failed(format!("no URL for {arn}")))?;
+            .ok_or_else(|| QueueError::Failed(format!("no URL for {arn}").into()))?;
         Ok(SqsQueue::new(self.client.clone(), url))
     }
 
@@ -263,11 +274,14 @@ impl QueueConsumer for SqsQueue {
         for result in join_all(calls).await {
             let output = result.map_err(|e| queue_error("delete", e))?;
             if let Some(failed) = output.failed().first() {
-                return Err(QueueError::Failed(format!(
-                    "delete refused for {} record(s): {}",
-                    output.failed().len(),
-                    failed.message().unwrap_or(failed.code())
-                )));
+                return Err(QueueError::Failed(
+                    format!(
+                        "delete refused for {} record(s): {}",
+                        output.failed().len(),
+                        failed.message().unwrap_or(failed.code())
+                    )
+                    .into(),
+                ));
             }
         }
         Ok(())
@@ -298,11 +312,14 @@ impl RecordVisibility for SqsQueue {
         for result in join_all(calls).await {
             let output = result.map_err(|e| queue_error("change visibility", e))?;
             if let Some(failed) = output.failed().first() {
-                return Err(QueueError::Failed(format!(
-                    "visibility change refused for {} record(s): {}",
-                    output.failed().len(),
-                    failed.message().unwrap_or(failed.code())
-                )));
+                return Err(QueueError::Failed(
+                    format!(
+                        "visibility change refused for {} record(s): {}",
+                        output.failed().len(),
+                        failed.message().unwrap_or(failed.code())
+                    )
+                    .into(),
+                ));
             }
         }
         Ok(())

@@ -85,8 +85,9 @@ pub(super) fn page_from_entries(
         .collect();
     let next = match entries.last() {
         Some((value, channel)) if more => Some(
-            entry_position(query.sort_by, value, channel)
-                .ok_or_else(|| StoreError::Failed(format!("unreadable index value {value:?}")))?,
+            entry_position(query.sort_by, value, channel).ok_or_else(|| {
+                StoreError::Failed(format!("unreadable index value {value:?}").into())
+            })?,
         ),
         _ => None,
     };

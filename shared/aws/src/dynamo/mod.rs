@@ -78,17 +78,17 @@ fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Result<&'a
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
-        .ok_or_else(|| StoreError::Failed(format!("item without string attribute {name}")))
+        .ok_or_else(|| StoreError::Failed(format!("item without string attribute {name}").into()))
 }
 
 fn envelope(item: &HashMap<String, AttributeValue>) -> Result<Envelope, StoreError> {
     Envelope::parse(text(item, "body")?.as_bytes())
-        .map_err(|e| StoreError::Failed(format!("stored message unreadable: {e}")))
+        .map_err(|e| StoreError::Failed(format!("stored message unreadable: {e}").into()))
 }
 
 fn rocket(item: &HashMap<String, AttributeValue>) -> Result<Rocket, StoreError> {
     serde_json::from_str(text(item, "rocket")?)
-        .map_err(|e| StoreError::Failed(format!("stored rocket unreadable: {e}")))
+        .map_err(|e| StoreError::Failed(format!("stored rocket unreadable: {e}").into()))
 }
 
 fn version(item: &HashMap<String, AttributeValue>) -> Result<u64, StoreError> {
@@ -140,10 +140,9 @@ where
             .await;
         }
     }
-    Err(StoreError::Unavailable(format!(
-        "batch get left {} keys unprocessed",
-        pending.len()
-    )))
+    Err(StoreError::Unavailable(
+        format!("batch get left {} keys unprocessed", pending.len()).into(),
+    ))
 }
 
 impl DynamoStore {
@@ -177,7 +176,7 @@ impl DynamoStore {
                     .set_keys(Some(pending))
                     .consistent_read(consistent)
                     .build()
-                    .map_err(|e| StoreError::Failed(e.to_string()))?;
+                    .map_err(|e| StoreError::Failed(e.to_string().into()))?;
                 let output = self
                     .client
                     .batch_get_item()

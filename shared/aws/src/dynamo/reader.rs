@@ -147,7 +147,7 @@ impl RocketReader for DynamoStore {
         let keys = entries
             .iter()
             .map(|(_, channel)| {
-                let channel = Channel::parse(channel).map_err(StoreError::Failed)?;
+                let channel = Channel::parse(channel).map_err(|e| StoreError::Failed(e.into()))?;
                 Ok(key(&channel, STATE))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
