@@ -3,27 +3,84 @@
 //! and leave failures to reappear after their visibility timeout.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apply::BatchSummary;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use futures_util::FutureExt as _;
 use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility};
 use tokio::sync::watch;
 
 use crate::activity::Activity;
+use crate::invoke::Invoker;
 
 /// How long one receive waits for a message: the longest SQS long poll.
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 
-/// Feeds batches from `source` to the apply handler until `stop` turns true; a batch already
-/// received is applied and deleted first.
-pub async fn pump<C: QueueConsumer + RecordVisibility, S: ChannelStore, D: MessageQueue>(
+/// How the event source has a batch applied: by the apply handler in this process, or by the
+/// apply function behind a Lambda Invoke endpoint.
+pub trait Applier: Send + Sync {
+    /// Each record's fate as `batchItemFailures`, and what the batch did when it is known; an
+    /// error fails the whole batch, as a failed invocation does.
+    fn apply(
+        &self,
+        records: &[SqsMessage],
+    ) -> impl Future<Output = Result<(SqsBatchResponse, Option<BatchSummary>), String>> + Send;
+}
+
+/// The apply handler, in process.
+pub struct InProcess<V, S, D> {
+    pub visibility: Arc<V>,
+    pub store: Arc<S>,
+    pub dead_letters: Arc<D>,
+    pub settings: apply::Settings,
+}
+
+impl<V: RecordVisibility, S: ChannelStore, D: MessageQueue> Applier for InProcess<V, S, D> {
+    async fn apply(
+        &self,
+        records: &[SqsMessage],
+    ) -> Result<(SqsBatchResponse, Option<BatchSummary>), String> {
+        // A panicking handler fails its invocation, as in Lambda; the batch comes back.
+        let outcome = AssertUnwindSafe(apply::apply_batch_backing_off(
+            &*self.store,
+            &*self.visibility,
+            &*self.dead_letters,
+            &self.settings,
+            records,
+        ))
+        .catch_unwind()
+        .await;
+        match outcome {
+            Ok(Ok((response, summary))) => Ok((response, Some(summary))),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the apply handler panicked".into()),
+        }
+    }
+}
+
+/// The apply function behind an invoke endpoint.
+impl Applier for Invoker {
+    async fn apply(
+        &self,
+        records: &[SqsMessage],
+    ) -> Result<(SqsBatchResponse, Option<BatchSummary>), String> {
+        self.invoke(records)
+            .await
+            .map(|response| (response, None))
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// Feeds batches from `source` to `applier` until `stop` turns true; a batch already received
+/// is applied and deleted first.
+pub async fn pump<C: QueueConsumer, A: Applier>(
     source: Arc<C>,
-    store: Arc<S>,
-    dead_letters: Arc<D>,
+    applier: Arc<A>,
     batch_size: usize,
-    settings: apply::Settings,
     activity: Arc<Activity>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -47,41 +104,29 @@ pub async fn pump<C: QueueConsumer + RecordVisibility, S: ChannelStore, D: Messa
             .iter()
             .filter_map(|r| Some((r.message_id.clone()?, r.receipt_handle.clone()?)))
             .collect();
-        // A panicking handler fails its invocation, as in Lambda; the batch comes back.
-        let outcome = AssertUnwindSafe(apply::apply_batch_backing_off(
-            &*store,
-            &*source,
-            &*dead_letters,
-            &settings,
-            &records,
-        ))
-        .catch_unwind()
-        .await;
-        let failed: HashSet<String> = match outcome {
-            Ok(Ok((response, summary))) => {
-                tracing::debug!(
-                    records = records.len(),
-                    applied = summary.applied,
-                    parked = summary.parked,
-                    duplicates = summary.duplicates,
-                    conflicts = summary.conflicts,
-                    refused = summary.refused,
-                    failed = summary.failed,
-                    "batch done"
-                );
-                activity.record_batch(&summary);
+        let failed: HashSet<String> = match applier.apply(&records).await {
+            Ok((response, summary)) => {
+                if let Some(summary) = summary {
+                    tracing::debug!(
+                        records = records.len(),
+                        applied = summary.applied,
+                        parked = summary.parked,
+                        duplicates = summary.duplicates,
+                        conflicts = summary.conflicts,
+                        refused = summary.refused,
+                        failed = summary.failed,
+                        "batch done"
+                    );
+                    activity.record_batch(&summary);
+                }
                 response
                     .batch_item_failures
                     .into_iter()
                     .map(|f| f.item_identifier)
                     .collect()
             }
-            Ok(Err(error)) => {
-                tracing::error!(%error, "batch failed as a whole");
-                continue;
-            }
-            Err(_) => {
-                tracing::error!("apply handler panicked; the batch will be redelivered");
+            Err(error) => {
+                tracing::error!(%error, records = records.len(), "batch failed as a whole; it will be redelivered");
                 continue;
             }
         };

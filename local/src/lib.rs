@@ -13,6 +13,7 @@
 pub mod activity;
 pub mod event_source;
 pub mod front;
+pub mod invoke;
 pub mod launch;
 pub mod limits;
 
@@ -307,6 +308,37 @@ pub async fn start_aws<D: MessageQueue + 'static>(
     .await
 }
 
+/// Runs only the event source: `config.pollers` pollers long-poll `queue` and have `applier`
+/// apply each batch, until SIGINT or SIGTERM; batches in flight finish first.
+pub async fn run_event_source<C, A>(
+    config: &LocalConfig,
+    queue: C,
+    applier: A,
+) -> Result<(), String>
+where
+    C: QueueConsumer + 'static,
+    A: event_source::Applier + 'static,
+{
+    let (queue, applier) = (Arc::new(queue), Arc::new(applier));
+    let activity = Arc::new(Activity::default());
+    let (stop, stopped) = watch::channel(false);
+    let mut pollers = JoinSet::new();
+    for _ in 0..config.pollers.max(1) {
+        pollers.spawn(event_source::pump(
+            queue.clone(),
+            applier.clone(),
+            config.batch_size.clamp(1, 10),
+            activity.clone(),
+            stopped.clone(),
+        ));
+    }
+    stop_signal().await;
+    tracing::info!("stopping: finishing the batches in flight");
+    let _ = stop.send(true);
+    while pollers.join_next().await.is_some() {}
+    Ok(())
+}
+
 /// Starts the HTTP server on `http` and the event source pollers on `events`, which send
 /// messages over the park limit to `dead_letters`.
 pub async fn start<Q, R, E, S, D>(
@@ -326,18 +358,22 @@ where
     let listeners = config.listen.bind().await?;
     let activity = Arc::new(Activity::default());
     let (stop_pollers, stopped) = watch::channel(false);
+    let applier = Arc::new(event_source::InProcess {
+        visibility: events.queue.clone(),
+        store: events.store.clone(),
+        dead_letters,
+        settings: apply::Settings {
+            visibility_timeout: config.queue.visibility_timeout,
+            park_limit: config.park_limit,
+            ..apply::Settings::default()
+        },
+    });
     let mut pollers = JoinSet::new();
     for _ in 0..config.pollers.max(1) {
         pollers.spawn(event_source::pump(
             events.queue.clone(),
-            events.store.clone(),
-            dead_letters.clone(),
+            applier.clone(),
             config.batch_size.clamp(1, 10),
-            apply::Settings {
-                visibility_timeout: config.queue.visibility_timeout,
-                park_limit: config.park_limit,
-                ..apply::Settings::default()
-            },
             activity.clone(),
             stopped.clone(),
         ));

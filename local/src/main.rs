@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use rockets_aws::provision::{self, QueueSettings};
 use rockets_aws::{DynamoStore, RedriveTarget, SqsQueue, sdk_config};
+use rockets_local::invoke::Invoker;
 use rockets_local::{LocalConfig, start_aws, start_embedded};
 
 const USAGE: &str = "\
 usage: rockets-local [--addr ADDR] [--aws [--bootstrap]]
        rockets-local bootstrap
+       rockets-local event-source --invoke URL [--function NAME]
 
 Serves POST /messages, GET /rockets, GET /rockets/{channel}, GET /rockets/{channel}/events and
 GET /health, and applies messages in process.
@@ -22,6 +24,10 @@ GET /health, and applies messages in process.
   --bootstrap   with --aws: first create the table and queues if missing (QUEUE_URL unneeded)
   bootstrap     only create the table TABLE_NAME (default rockets) and the queues QUEUE_NAME.fifo
                 and QUEUE_NAME-dlq.fifo (default rockets), and print their names
+  event-source  only the event source: long-poll the SQS queue QUEUE_URL as Lambda's event source
+                mapping does and invoke the function NAME (default ApplyFunction) with each batch
+                through the Lambda Invoke API at URL, e.g. `sam local start-lambda`'s
+                http://127.0.0.1:3001 or `cargo lambda watch`'s http://127.0.0.1:9000
 
   --addr ADDR   listen on IP:PORT, or on localhost:PORT (127.0.0.1 and ::1, the default
                 with port 8088)
@@ -66,6 +72,7 @@ async fn run() -> Result<(), Error> {
         tracing::debug!(open_files = files, "open-file limit");
     }
     let (mut aws, mut bootstrap, mut bootstrap_only) = (false, false, false);
+    let (mut event_source, mut invoke, mut function) = (false, None, "ApplyFunction".to_string());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -78,6 +85,9 @@ async fn run() -> Result<(), Error> {
             "--aws" => aws = true,
             "--bootstrap" => bootstrap = true,
             "bootstrap" => bootstrap_only = true,
+            "event-source" => event_source = true,
+            "--invoke" => invoke = Some(args.next().ok_or("--invoke needs a URL")?),
+            "--function" => function = args.next().ok_or("--function needs a name")?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -92,6 +102,16 @@ async fn run() -> Result<(), Error> {
             queues.url, queues.dead_letter_url
         );
         return Ok(());
+    }
+    if event_source {
+        let invoke = invoke.ok_or("event-source needs --invoke URL")?;
+        let invoker = Invoker::new(&invoke, &function, config.queue.visibility_timeout)?;
+        let queue = SqsQueue::from_env(&sdk_config().await)?;
+        println!(
+            "rockets-local event source: {} -> {function} at {invoke}",
+            queue.url()
+        );
+        return Ok(rockets_local::run_event_source(&config, queue, invoker).await?);
     }
     let server = if aws {
         let sdk = sdk_config().await;

@@ -1,5 +1,5 @@
 //! The backend contract, run unchanged against the embedded backends and the AWS ones (on
-//! moto and on DynamoDB Local, which the test command starts).
+//! moto, DynamoDB Local and LocalStack, which the test command starts).
 
 use rockets::testing::{contract, emulator, unique_name};
 use rockets_aws::emulator_config;
@@ -42,11 +42,31 @@ async fn dynamodb_local() {
 }
 
 #[tokio::test]
+async fn dynamodb_on_localstack() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_LOCALSTACK") else {
+        return;
+    };
+    contract::store(&dynamodb(&endpoint).await).await;
+}
+
+#[tokio::test]
 async fn sqs_on_moto() {
     let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
         return;
     };
-    let config = emulator_config(&endpoint).await;
+    sqs(&endpoint).await;
+}
+
+#[tokio::test]
+async fn sqs_on_localstack() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_LOCALSTACK") else {
+        return;
+    };
+    sqs(&endpoint).await;
+}
+
+async fn sqs(endpoint: &str) {
+    let config = emulator_config(endpoint).await;
     let client = aws_sdk_sqs::Client::new(&config);
     let settings = QueueSettings {
         visibility_timeout: std::time::Duration::from_secs(30),

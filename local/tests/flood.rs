@@ -1,5 +1,5 @@
 //! A flooded channel: messages 2..N of one channel arrive and message 1 does not. Run
-//! unchanged against the embedded store and DynamoDB (on moto and on DynamoDB Local).
+//! unchanged against the embedded store and DynamoDB (on moto, DynamoDB Local and LocalStack).
 //!
 //! What a batch reads stays bounded by the batch and the park window however many messages
 //! are parked; the park limit sends the excess to the dead-letter queue, counted; filling the
@@ -156,6 +156,14 @@ async fn dynamodb_on_moto() {
 #[tokio::test]
 async fn dynamodb_local() {
     let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
+        return;
+    };
+    flooded_channel(dynamodb(&endpoint).await).await;
+}
+
+#[tokio::test]
+async fn dynamodb_on_localstack() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_LOCALSTACK") else {
         return;
     };
     flooded_channel(dynamodb(&endpoint).await).await;

@@ -93,6 +93,10 @@ impl SqsQueue {
     /// The environment variable that holds the queue's URL.
     pub const ENV: &'static str = "QUEUE_URL";
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The environment variable that holds the dead-letter queue's URL.
     pub const DEAD_LETTERS_ENV: &'static str = "DEAD_LETTER_QUEUE_URL";
 
