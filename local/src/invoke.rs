@@ -85,6 +85,65 @@ impl Invoker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::TcpListener;
+
+    /// An invoke endpoint that answers every request with `status` and `body`, and keeps the
+    /// request lines it saw.
+    async fn endpoint(
+        status: u16,
+        body: &'static str,
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).await.unwrap();
+                request.extend_from_slice(&chunk[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request)
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        });
+        (format!("http://{addr}"), served)
+    }
+
+    fn invoker(endpoint: &str) -> Invoker {
+        Invoker::new(endpoint, "ApplyFunction", Duration::from_secs(5)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_response_is_read_and_a_function_error_fails_the_batch() {
+        let (url, served) =
+            endpoint(200, r#"{"batchItemFailures":[{"itemIdentifier":"m-2"}]}"#).await;
+        let response = invoker(&url).invoke(&[]).await.unwrap();
+        assert_eq!(response.batch_item_failures[0].item_identifier, "m-2");
+        assert_eq!(
+            served.await.unwrap(),
+            "POST /2015-03-31/functions/ApplyFunction/invocations HTTP/1.1"
+        );
+
+        let (url, _) = endpoint(200, r#"{"errorType":"ApplyError","errorMessage":"no id"}"#).await;
+        let error = invoker(&url).invoke(&[]).await.unwrap_err();
+        assert!(matches!(error, InvokeError::Function(_)), "{error}");
+
+        let (url, _) = endpoint(404, "no such function").await;
+        let error = invoker(&url).invoke(&[]).await.unwrap_err();
+        assert!(
+            matches!(error, InvokeError::Status { status: 404, .. }),
+            "{error}"
+        );
+    }
 
     #[test]
     fn only_plain_http_host_and_port_endpoints() {
