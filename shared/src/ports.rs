@@ -129,13 +129,27 @@ impl QueuedMessage {
             body: message.to_json(),
         }
     }
+
+    /// A message the apply side refused, as it goes to the dead-letter queue: its own
+    /// deduplication id, so that redriving it to the messages queue within that queue's
+    /// deduplication window is not taken for the resend it is not.
+    pub fn refused(message: &Envelope) -> Self {
+        QueuedMessage {
+            deduplication_id: format!("~{}", id(&message.channel, message.number, 127)),
+            ..Self::of(message)
+        }
+    }
 }
 
 /// `{number}:{channel}` while that fits SQS's 128-character limit, otherwise the number and a
 /// 128-bit hash of the channel. The characters are all ones SQS accepts.
 pub fn deduplication_id(channel: &Channel, number: MessageNumber) -> String {
+    id(channel, number, 128)
+}
+
+fn id(channel: &Channel, number: MessageNumber, limit: usize) -> String {
     let plain = format!("{number}:{channel}");
-    if plain.len() <= 128 {
+    if plain.len() <= limit {
         return plain;
     }
     // FNV-1a, 128-bit: stable across builds and platforms, which std's hasher is not.
@@ -265,5 +279,20 @@ mod tests {
         let other = Channel::parse(&format!("{}y", "x".repeat(127))).unwrap();
         assert_ne!(id, deduplication_id(&other, max));
         assert_ne!(id, deduplication_id(&long, MessageNumber::new(1).unwrap()));
+        for channel in [&short, &long] {
+            let message = Envelope {
+                channel: channel.clone(),
+                number: max,
+                time: chrono::DateTime::parse_from_rfc3339("2022-02-02T19:39:05+01:00").unwrap(),
+                event: crate::message::Event::SpeedIncreased { by: 1 },
+            };
+            let refused = QueuedMessage::refused(&message);
+            assert!(refused.deduplication_id.len() <= 128);
+            assert_ne!(
+                refused.deduplication_id,
+                QueuedMessage::of(&message).deduplication_id
+            );
+            assert_eq!(refused.body, QueuedMessage::of(&message).body);
+        }
     }
 }

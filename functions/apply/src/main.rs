@@ -1,6 +1,6 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use rockets_aws::{DynamoStore, SqsQueue, sdk_config};
+use rockets_aws::{DynamoStore, RedriveTarget, SqsQueue, sdk_config};
 
 fn main() -> Result<(), Error> {
     rockets::config::run_main(run())
@@ -13,7 +13,8 @@ async fn run() -> Result<(), Error> {
     // The queue the records come from, to back off records the store could not take.
     let queue = SqsQueue::from_env(&config)?;
     // Where a message over the park limit goes, for an operator to redrive.
-    let dead_letters = SqsQueue::dead_letters_from_env(&config)?;
+    let dead_letters =
+        RedriveTarget::known(queue.clone(), SqsQueue::dead_letters_from_env(&config)?);
     let settings = apply::Settings::from_env()?;
     let (store, queue, dead_letters, settings) = (&store, &queue, &dead_letters, &settings);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -196,13 +196,15 @@ impl RedriveTarget {
     }
 }
 
+/// Sends a message the apply side refused, under its own deduplication id
+/// ([`QueuedMessage::refused`]).
 impl MessageQueue for RedriveTarget {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
         let target = self
             .target
             .get_or_try_init(|| self.source.dead_letter_queue())
             .await?;
-        target.send(message).await
+        target.send_queued(QueuedMessage::refused(message)).await
     }
 }
 

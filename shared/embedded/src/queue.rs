@@ -392,13 +392,14 @@ impl EmbeddedQueue {
 }
 
 /// An [`EmbeddedQueue`]'s dead-letter queue as a queue to send to, the way the apply side
-/// sends a message it refuses. A deduplication id already there is not added again.
+/// sends a message it refuses ([`QueuedMessage::refused`]). A deduplication id already there is
+/// not added again.
 #[derive(Clone)]
 pub struct DeadLetters(pub Arc<EmbeddedQueue>);
 
 impl MessageQueue for DeadLetters {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
-        let queued = QueuedMessage::of(message);
+        let queued = QueuedMessage::refused(message);
         let mut state = self.0.lock();
         if state
             .dead
