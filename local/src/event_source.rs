@@ -106,6 +106,13 @@ pub async fn pump<C: QueueConsumer, A: Applier>(
             .collect();
         let failed: HashSet<String> = match applier.apply(&records).await {
             Ok((response, summary)) => {
+                if summary.is_none() {
+                    tracing::debug!(
+                        records = records.len(),
+                        failed = response.batch_item_failures.len(),
+                        "batch done"
+                    );
+                }
                 if let Some(summary) = summary {
                     tracing::debug!(
                         records = records.len(),
