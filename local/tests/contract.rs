@@ -1,19 +1,13 @@
 //! The backend contract, run unchanged against the embedded backends and the AWS ones (on
 //! moto, DynamoDB Local and LocalStack, which the test command starts).
 
-use rockets::testing::{contract, emulator, unique_name};
-use rockets_aws::emulator_config;
-use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets_aws::{DynamoStore, SqsQueue};
-use rockets_embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
+mod support;
 
-async fn dynamodb(endpoint: &str) -> DynamoStore {
-    let config = emulator_config(endpoint).await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = unique_name("contract");
-    ensure_table(&client, &table).await.expect("table created");
-    DynamoStore::new(client, table)
-}
+use rockets::testing::{contract, emulator, unique_name};
+use rockets_aws::SqsQueue;
+use rockets_aws::emulator_config;
+use rockets_aws::provision::{QueueSettings, ensure_queues};
+use rockets_embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
 
 #[tokio::test]
 async fn embedded_store() {
@@ -30,7 +24,7 @@ async fn dynamodb_on_moto() {
     let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
         return;
     };
-    contract::store(&dynamodb(&endpoint).await).await;
+    contract::store(&support::dynamodb(&endpoint, "contract").await).await;
 }
 
 #[tokio::test]
@@ -38,7 +32,7 @@ async fn dynamodb_local() {
     let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
         return;
     };
-    contract::store(&dynamodb(&endpoint).await).await;
+    contract::store(&support::dynamodb(&endpoint, "contract").await).await;
 }
 
 #[tokio::test]
@@ -46,7 +40,7 @@ async fn dynamodb_on_localstack() {
     let Some(endpoint) = emulator("ROCKETS_TEST_LOCALSTACK") else {
         return;
     };
-    contract::store(&dynamodb(&endpoint).await).await;
+    contract::store(&support::dynamodb(&endpoint, "contract").await).await;
 }
 
 #[tokio::test]

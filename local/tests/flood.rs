@@ -6,6 +6,8 @@
 //! gap drains in rounds, and a drain longer than its budget goes on when its last record comes
 //! back; redriving the dead letters completes the rocket.
 
+mod support;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,8 +17,6 @@ use rockets::message::Envelope;
 use rockets::ports::{ChannelStore, MessageQueue, QueueError, RecordVisibility, RocketReader};
 use rockets::rocket::Rocket;
 use rockets::testing::{CountingStore, Rng, channel, emulator, flight, sqs_record, unique_name};
-use rockets_aws::provision::ensure_table;
-use rockets_aws::{DynamoStore, emulator_config};
 use rockets_embedded::EmbeddedStore;
 
 /// A dead-letter queue that keeps what it is sent.
@@ -132,14 +132,6 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     assert_eq!(store.inner.history(&c, 0, 100).await.unwrap().unwrap(), m);
 }
 
-async fn dynamodb(endpoint: &str) -> DynamoStore {
-    let config = emulator_config(endpoint).await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = unique_name("flood");
-    ensure_table(&client, &table).await.expect("table created");
-    DynamoStore::new(client, table)
-}
-
 #[tokio::test]
 async fn embedded_store() {
     flooded_channel(EmbeddedStore::new()).await;
@@ -150,7 +142,7 @@ async fn dynamodb_on_moto() {
     let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
         return;
     };
-    flooded_channel(dynamodb(&endpoint).await).await;
+    flooded_channel(support::dynamodb(&endpoint, "flood").await).await;
 }
 
 #[tokio::test]
@@ -158,7 +150,7 @@ async fn dynamodb_local() {
     let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
         return;
     };
-    flooded_channel(dynamodb(&endpoint).await).await;
+    flooded_channel(support::dynamodb(&endpoint, "flood").await).await;
 }
 
 #[tokio::test]
@@ -166,5 +158,5 @@ async fn dynamodb_on_localstack() {
     let Some(endpoint) = emulator("ROCKETS_TEST_LOCALSTACK") else {
         return;
     };
-    flooded_channel(dynamodb(&endpoint).await).await;
+    flooded_channel(support::dynamodb(&endpoint, "flood").await).await;
 }

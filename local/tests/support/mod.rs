@@ -17,6 +17,17 @@ use rockets_embedded::{DeadLetters, EmbeddedQueue, QueueConfig};
 use rockets_local::front::FrontConfig;
 use rockets_local::{Backends, Listen, LocalConfig, LocalServer};
 
+/// A fresh table, named after `prefix`, on the DynamoDB at `endpoint` (an emulator).
+pub async fn dynamodb(endpoint: &str, prefix: &str) -> DynamoStore {
+    let config = rockets_aws::emulator_config(endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = rockets::testing::unique_name(prefix);
+    rockets_aws::provision::ensure_table(&client, &table)
+        .await
+        .expect("table created");
+    DynamoStore::new(client, table)
+}
+
 /// A local server for one test: on 127.0.0.1 and a port the system picks, with the
 /// template's settings unless the test changes them; logs shown when `TEST_LOG` is set.
 pub struct TestApp {

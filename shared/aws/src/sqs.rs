@@ -6,8 +6,8 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName, QueueAttributeName,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 use futures_util::future::join_all;
 
@@ -279,18 +279,24 @@ impl QueueConsumer for SqsQueue {
         });
         for result in join_all(calls).await {
             let output = result.map_err(|e| queue_error("delete", e))?;
-            if let Some(failed) = output.failed().first() {
-                return Err(QueueError::Failed(
-                    format!(
-                        "delete refused for {} record(s): {}",
-                        output.failed().len(),
-                        failed.message().unwrap_or(failed.code())
-                    )
-                    .into(),
-                ));
-            }
+            entries_refused("delete refused", output.failed())?;
         }
         Ok(())
+    }
+}
+
+/// A batch call's entries SQS refused, as an error naming how many and the first reason.
+fn entries_refused(what: &str, failed: &[BatchResultErrorEntry]) -> Result<(), QueueError> {
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(QueueError::Failed(
+            format!(
+                "{what} for {} record(s): {}",
+                failed.len(),
+                first.message().unwrap_or(first.code())
+            )
+            .into(),
+        )),
     }
 }
 
@@ -317,16 +323,7 @@ impl RecordVisibility for SqsQueue {
         });
         for result in join_all(calls).await {
             let output = result.map_err(|e| queue_error("change visibility", e))?;
-            if let Some(failed) = output.failed().first() {
-                return Err(QueueError::Failed(
-                    format!(
-                        "visibility change refused for {} record(s): {}",
-                        output.failed().len(),
-                        failed.message().unwrap_or(failed.code())
-                    )
-                    .into(),
-                ));
-            }
+            entries_refused("visibility change refused", output.failed())?;
         }
         Ok(())
     }

@@ -88,6 +88,28 @@ impl ParkedView {
             probed: Vec::new(),
         }
     }
+
+    /// The view of a whole parked set held in order: its first `window` messages, whether
+    /// that is all of them, and those beyond with the `probe` numbers.
+    pub fn cut(
+        parked: &BTreeMap<MessageNumber, Envelope>,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Self {
+        let first: Vec<Envelope> = parked.values().take(window).cloned().collect();
+        let complete = first.len() == parked.len();
+        let last = first.last().map(|m| m.number);
+        let probed = probe
+            .iter()
+            .filter(|n| last.is_none_or(|last| **n > last))
+            .filter_map(|n| parked.get(n).cloned())
+            .collect();
+        ParkedView {
+            first,
+            complete,
+            probed,
+        }
+    }
 }
 
 /// One channel's rocket and the parked messages in view, open for receiving.
@@ -322,19 +344,7 @@ mod tests {
                 .rocket
                 .clone()
                 .unwrap_or_else(|| Rocket::new(channel(), Utc::now()));
-            let first: Vec<Envelope> = self.parked.values().take(window).cloned().collect();
-            let complete = first.len() == self.parked.len();
-            let last = first.last().map(|m| m.number);
-            let probed = probe
-                .iter()
-                .filter(|n| last.is_none_or(|last| **n > last))
-                .filter_map(|n| self.parked.get(n).cloned())
-                .collect();
-            let view = ParkedView {
-                first,
-                complete,
-                probed,
-            };
+            let view = ParkedView::cut(&self.parked, window, probe);
             Timeline::load(rocket, view, Utc::now())
         }
 

@@ -140,24 +140,10 @@ impl ChannelStore for EmbeddedStore {
         window: usize,
         probe: &[MessageNumber],
     ) -> Result<Option<ChannelSnapshot>, StoreError> {
-        Ok(self.read().channels.get(channel).map(|s| {
-            let first: Vec<Envelope> = s.parked.values().take(window).cloned().collect();
-            let complete = first.len() == s.parked.len();
-            let beyond = first.last().map(|m| m.number);
-            let probed = probe
-                .iter()
-                .filter(|n| beyond.is_none_or(|last| **n > last))
-                .filter_map(|n| s.parked.get(n).cloned())
-                .collect();
-            ChannelSnapshot {
-                rocket: s.rocket.clone(),
-                parked: ParkedView {
-                    first,
-                    complete,
-                    probed,
-                },
-                version: s.version,
-            }
+        Ok(self.read().channels.get(channel).map(|s| ChannelSnapshot {
+            rocket: s.rocket.clone(),
+            parked: ParkedView::cut(&s.parked, window, probe),
+            version: s.version,
         }))
     }
 
