@@ -18,6 +18,7 @@ pub mod launch;
 pub mod limits;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,9 @@ use rockets::http::{ApiError, Function, Route, api_gateway_request};
 use rockets::message::ValidationError;
 use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility, RocketReader};
 use rockets_aws::{DynamoStore, SqsQueue};
-use rockets_embedded::{DeadLetters, EmbeddedQueue, EmbeddedStore, QueueConfig};
+use rockets_embedded::{
+    DataDir, DataDirError, DeadLetters, DurableStore, EmbeddedQueue, EmbeddedStore, QueueConfig,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -88,6 +91,49 @@ impl Listen {
     }
 }
 
+/// Where the embedded backends keep their data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In a data directory: a `202` means the message is synced there, and a restart carries on
+    /// where the last run stopped.
+    Dir(PathBuf),
+    /// In memory: everything is gone when the process ends.
+    Memory,
+}
+
+impl Storage {
+    /// `rockets-data` in the current directory.
+    pub fn default_dir() -> Self {
+        Storage::Dir(PathBuf::from("rockets-data"))
+    }
+}
+
+impl FromStr for Storage {
+    type Err = String;
+
+    /// A directory, or `:memory:` for none.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "" => Err("must name a directory, or :memory:".into()),
+            ":memory:" => Ok(Storage::Memory),
+            dir => Ok(Storage::Dir(PathBuf::from(dir))),
+        }
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {listen:?}: {source}")]
+    Listen {
+        listen: Listen,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Data(#[from] DataDirError),
+}
+
 /// Settings, from `ROCKETS_*` environment variables.
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
@@ -101,6 +147,8 @@ pub struct LocalConfig {
     pub report_every: Duration,
     /// The most messages one channel may park; one more goes to the dead-letter queue.
     pub park_limit: u64,
+    /// Where the embedded backends keep their data.
+    pub storage: Storage,
 }
 
 impl Default for LocalConfig {
@@ -113,15 +161,18 @@ impl Default for LocalConfig {
             front: FrontConfig::default(),
             report_every: Duration::from_secs(5),
             park_limit: apply::Settings::PARK_LIMIT,
+            storage: Storage::default_dir(),
         }
     }
 }
 
 impl LocalConfig {
-    /// The defaults on 127.0.0.1 and a port the system picks, for tests and benchmarks.
+    /// The defaults on 127.0.0.1 and a port the system picks, in memory, for tests and
+    /// benchmarks.
     pub fn ephemeral() -> Self {
         LocalConfig {
             listen: Listen::Addr(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            storage: Storage::Memory,
             ..LocalConfig::default()
         }
     }
@@ -159,6 +210,7 @@ impl LocalConfig {
             },
             report_every: config::millis("ROCKETS_REPORT_MS", d.report_every)?,
             park_limit: config::parsed("ROCKETS_PARK_LIMIT", d.park_limit)?,
+            storage: config::parsed("ROCKETS_DATA_DIR", d.storage)?,
         })
     }
 }
@@ -181,7 +233,8 @@ impl<Q, S> Clone for Backends<Q, S> {
 /// A running local server; dropping it stops everything it started.
 pub struct LocalServer {
     front: Front,
-    pub embedded: Option<Backends<EmbeddedQueue, EmbeddedStore>>,
+    /// The embedded queue, when the server runs on one.
+    pub embedded_queue: Option<Arc<EmbeddedQueue>>,
     pub activity: Arc<Activity>,
     stop_pollers: watch::Sender<bool>,
     pollers: JoinSet<()>,
@@ -265,24 +318,61 @@ async fn stop_signal() {
     }
 }
 
-/// Starts the pipeline on embedded backends.
-pub async fn start_embedded(config: &LocalConfig) -> std::io::Result<LocalServer> {
+/// Starts the pipeline on embedded backends, in the data directory `config.storage` names or
+/// in memory.
+pub async fn start_embedded(config: &LocalConfig) -> Result<LocalServer, StartError> {
+    match &config.storage {
+        Storage::Memory => {
+            let queue = Arc::new(EmbeddedQueue::new(config.queue));
+            start_on(config, queue, Arc::new(EmbeddedStore::new())).await
+        }
+        Storage::Dir(path) => {
+            let dir = DataDir::open(path)?;
+            let queue = Arc::new(EmbeddedQueue::open(config.queue, &dir)?);
+            let store = Arc::new(DurableStore::open(&dir)?);
+            let depth = queue.depth();
+            tracing::info!(
+                data_dir = %dir.path().display(),
+                rockets = store.len(),
+                queued = depth.visible,
+                dead_letters = depth.dead,
+                "data directory open"
+            );
+            start_on(config, queue, store).await
+        }
+    }
+}
+
+async fn start_on<S>(
+    config: &LocalConfig,
+    queue: Arc<EmbeddedQueue>,
+    store: Arc<S>,
+) -> Result<LocalServer, StartError>
+where
+    S: ChannelStore + RocketReader + 'static,
+{
     let backends = Backends {
-        queue: Arc::new(EmbeddedQueue::new(config.queue)),
-        store: Arc::new(EmbeddedStore::new()),
+        queue: queue.clone(),
+        store,
     };
-    let queue = backends.queue.clone();
-    let probe: DepthProbe = Box::new(move || queue.depth());
-    let dead_letters = Arc::new(DeadLetters(backends.queue.clone()));
+    let probe: DepthProbe = {
+        let queue = queue.clone();
+        Box::new(move || queue.depth())
+    };
+    let dead_letters = Arc::new(DeadLetters(queue.clone()));
     let mut server = start(
         config,
         backends.clone(),
-        backends.clone(),
+        backends,
         dead_letters,
         Some(probe),
     )
-    .await?;
-    server.embedded = Some(backends);
+    .await
+    .map_err(|source| StartError::Listen {
+        listen: config.listen,
+        source,
+    })?;
+    server.embedded_queue = Some(queue);
     Ok(server)
 }
 
@@ -400,7 +490,7 @@ where
     );
     Ok(LocalServer {
         front,
-        embedded: None,
+        embedded_queue: None,
         activity,
         stop_pollers,
         pollers,

@@ -6,17 +6,20 @@ use std::time::Duration;
 use rockets_aws::provision::{self, QueueSettings};
 use rockets_aws::{DynamoStore, RedriveTarget, SqsQueue, sdk_config};
 use rockets_local::invoke::Invoker;
-use rockets_local::{LocalConfig, start_aws, start_embedded};
+use rockets_local::{LocalConfig, StartError, Storage, start_aws, start_embedded};
 
 const USAGE: &str = "\
-usage: rockets-local [--addr ADDR] [--aws [--bootstrap]]
+usage: rockets-local [--addr ADDR] [--data-dir DIR | --in-memory | --aws [--bootstrap]]
        rockets-local bootstrap
        rockets-local event-source --invoke URL [--function NAME]
 
 Serves POST /messages, GET /rockets, GET /rockets/{channel}, GET /rockets/{channel}/events and
 GET /health, and applies messages in process.
 
-  (default)     embedded queue and store, in memory
+  (default)     embedded queue and store, kept in the data directory: a 202 means the message
+                is synced to disk, and a restart carries on where the last run stopped
+  --data-dir DIR  the data directory (default ./rockets-data); one process at a time
+  --in-memory   embedded queue and store in memory only, gone when the process ends
   --aws         DynamoDB table TABLE_NAME and SQS queue QUEUE_URL, at the endpoint the AWS SDK
                 is configured for (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS, ...); the queue is
                 long-polled the way Lambda's event source mapping does; messages over the park
@@ -37,6 +40,7 @@ finish, exit 0; a second signal exits at once.
 
 environment:
   ROCKETS_ADDR                   listen address, as --addr (default localhost:8088)
+  ROCKETS_DATA_DIR               data directory, as --data-dir; :memory: as --in-memory
   ROCKETS_MAX_CONNECTIONS        open connections at most; idle ones are closed first to make
                                  room (default: the open-file limit less 128, at most 10000)
   ROCKETS_HEADER_TIMEOUT_MS      to receive a request's headers (default 10000)
@@ -58,6 +62,10 @@ fn main() -> ExitCode {
         rockets::telemetry::init();
         match run().await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error) if error.is::<StartError>() => {
+                eprintln!("rockets-local: {error}");
+                ExitCode::from(1)
+            }
             Err(error) => {
                 eprintln!("rockets-local: {error}\n\n{USAGE}");
                 ExitCode::from(2)
@@ -82,6 +90,11 @@ async fn run() -> Result<(), Error> {
                     .ok_or("--addr needs IP:PORT or localhost:PORT")?;
                 config.listen = addr.parse().map_err(|e| format!("--addr {e}"))?;
             }
+            "--data-dir" => {
+                let dir = args.next().ok_or("--data-dir needs a directory")?;
+                config.storage = dir.parse().map_err(|e| format!("--data-dir {e}"))?;
+            }
+            "--in-memory" => config.storage = Storage::Memory,
             "--aws" => aws = true,
             "--bootstrap" => bootstrap = true,
             "bootstrap" => bootstrap_only = true,
@@ -129,11 +142,15 @@ async fn run() -> Result<(), Error> {
             Ok(named) => RedriveTarget::known(queue.clone(), named),
             Err(_) => queue.redrive_target(),
         };
-        start_aws(&config, queue, dead_letters, store).await
+        start_aws(&config, queue, dead_letters, store)
+            .await
+            .map_err(|source| StartError::Listen {
+                listen: config.listen,
+                source,
+            })?
     } else {
-        start_embedded(&config).await
-    }
-    .map_err(|e| format!("cannot listen on {:?}: {e}", config.listen))?;
+        start_embedded(&config).await?
+    };
     let urls: Vec<String> = server
         .addrs()
         .iter()

@@ -44,7 +44,7 @@ async fn shuffled_duplicated_concurrent_posts_converge_to_the_in_order_fold() {
     .await
     .unwrap();
 
-    let queue = &server.embedded.as_ref().unwrap().queue;
+    let queue = &server.embedded_queue.as_ref().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while queue.depth() != QueueDepth::default() {
         assert!(
@@ -60,7 +60,7 @@ async fn shuffled_duplicated_concurrent_posts_converge_to_the_in_order_fold() {
 async fn a_poison_message_blocks_its_channel_only_until_it_reaches_the_dead_letter_queue() {
     let server = start(Duration::from_millis(100), 2).await;
     let addr = server.addr();
-    let queue = server.embedded.as_ref().unwrap().queue.clone();
+    let queue = server.embedded_queue.as_ref().unwrap().clone();
     let c = channel("poisoned");
     let flight = flight(&c, 3, &mut Rng::new(1));
 

@@ -162,7 +162,7 @@ async fn a_malformed_chunked_body_is_a_400_naming_the_body() {
     let (status, body) = request(&mut stream, raw).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("malformed_body"), "{body}");
-    let queue = &server.embedded.as_ref().unwrap().queue;
+    let queue = &server.embedded_queue.as_ref().unwrap();
     assert_eq!(queue.depth().visible + queue.depth().in_flight, 0);
 }
 

@@ -5,6 +5,12 @@
 //! - A deduplication id seen within the deduplication window is accepted and dropped.
 //! - A message received `max_receive_count` times without being deleted moves to the
 //!   dead-letter queue on its next receive, which unblocks its group.
+//!
+//! Opened on a [`DataDir`], it is durable: a send returns once the message and its
+//! deduplication id are synced, and every later change (receives, deletes, dead letters,
+//! redrives, ids leaving the window) is written with the next group commit. Leases are not
+//! written: the consumers holding them ran in the process that stopped, so at open every
+//! message is visible again.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -17,7 +23,11 @@ use tokio::time::Instant;
 use aws_lambda_events::event::sqs::SqsMessage;
 
 use rockets::message::Envelope;
-use rockets::ports::{MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility};
+use rockets::ports::{
+    Cause, MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility,
+};
+
+use crate::disk::{DataDir, DataDirError, DiskError, Op, Space};
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
@@ -63,6 +73,7 @@ pub struct EmbeddedQueue {
     state: Mutex<State>,
     wake: Notify,
     config: QueueConfig,
+    dir: Option<DataDir>,
 }
 
 struct Message {
@@ -89,6 +100,11 @@ struct Group {
 
 #[derive(Default)]
 struct State {
+    /// Whether changes are written to a data directory.
+    durable: bool,
+    /// Changes for the data directory, made under the lock and submitted when it is released,
+    /// so they reach the directory in order.
+    journal: Vec<Op>,
     groups: HashMap<Arc<str>, Group>,
     /// Groups with messages and nothing in flight, in the order they became so.
     ready: VecDeque<Arc<str>>,
@@ -157,14 +173,38 @@ impl State {
             let (expires, id) = self.seen_order.pop_front().expect("peeked");
             if self.seen.get(&id) == Some(&expires) {
                 self.seen.remove(&id);
+                if self.durable {
+                    self.journal.push(Op::Delete(Space::Seen, id.into_bytes()));
+                }
             }
         }
     }
 
     fn push(&mut self, group_id: &str, deduplication_id: String, body: String) -> String {
         self.next_sequence += 1;
-        let sequence = self.next_sequence;
-        let id = format!("{sequence:020}-local");
+        let message = Message {
+            id: format!("{:020}-local", self.next_sequence),
+            sequence: self.next_sequence,
+            body,
+            deduplication_id,
+            receive_count: 0,
+            sent_ms: now_ms(),
+            first_receive_ms: None,
+        };
+        if self.durable {
+            self.journal.push(Op::Put(
+                Space::Queue,
+                message.sequence.to_be_bytes().to_vec(),
+                stored(group_id, &message),
+            ));
+            self.journal.push(sequence_record(self.next_sequence));
+        }
+        self.enqueue(group_id, message)
+    }
+
+    /// Appends `message` to its group; returns its id.
+    fn enqueue(&mut self, group_id: &str, message: Message) -> String {
+        let id = message.id.clone();
         let group_id: Arc<str> = match self.groups.get_key_value(group_id) {
             Some((key, _)) => key.clone(),
             None => group_id.into(),
@@ -173,31 +213,276 @@ impl State {
             .entry(group_id.clone())
             .or_default()
             .messages
-            .push_back(Message {
-                id: id.clone(),
-                sequence,
-                body,
-                deduplication_id,
-                receive_count: 0,
-                sent_ms: now_ms(),
-                first_receive_ms: None,
-            });
+            .push_back(message);
         self.mark_ready(&group_id);
         id
     }
+
+    fn forget(&mut self, sequence: u64) {
+        if self.durable {
+            let key = sequence.to_be_bytes().to_vec();
+            self.journal.push(Op::Delete(Space::Receipts, key.clone()));
+            self.journal.push(Op::Delete(Space::Queue, key));
+        }
+    }
+
+    fn bury(&mut self, group_id: Arc<str>, message: Message) {
+        self.forget(message.sequence);
+        if self.durable {
+            self.journal.push(Op::Put(
+                Space::Dead,
+                message.sequence.to_be_bytes().to_vec(),
+                stored(&group_id, &message),
+            ));
+        }
+        self.dead.push((group_id, message));
+    }
+}
+
+/// A message as the data directory keeps it in [`Space::Queue`] and [`Space::Dead`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    group: String,
+    deduplication_id: String,
+    body: String,
+    sent_ms: u64,
+}
+
+fn stored(group_id: &str, message: &Message) -> Vec<u8> {
+    serde_json::to_vec(&Stored {
+        group: group_id.to_owned(),
+        deduplication_id: message.deduplication_id.clone(),
+        body: message.body.clone(),
+        sent_ms: message.sent_ms,
+    })
+    .expect("a message always serialises")
+}
+
+const SEQUENCE_KEY: &[u8] = b"sequence";
+
+fn sequence_record(next: u64) -> Op {
+    Op::Put(
+        Space::Meta,
+        SEQUENCE_KEY.to_vec(),
+        next.to_be_bytes().to_vec(),
+    )
+}
+
+fn receipt(message: &Message) -> Op {
+    let mut value = message.receive_count.to_be_bytes().to_vec();
+    value.extend_from_slice(&message.first_receive_ms.unwrap_or(0).to_be_bytes());
+    Op::Put(
+        Space::Receipts,
+        message.sequence.to_be_bytes().to_vec(),
+        value,
+    )
+}
+
+/// The queue's state, locked; changes made through it are submitted to the data directory
+/// when it is released.
+struct Locked<'a> {
+    guard: std::sync::MutexGuard<'a, State>,
+    dir: Option<&'a DataDir>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir
+            && !self.guard.journal.is_empty()
+        {
+            dir.submit_later(std::mem::take(&mut self.guard.journal));
+        }
+    }
+}
+
+fn unavailable(error: DiskError) -> QueueError {
+    QueueError::Unavailable(Cause::new("data directory", error))
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 impl EmbeddedQueue {
+    /// A queue in memory only.
     pub fn new(config: QueueConfig) -> Self {
         EmbeddedQueue {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             config,
+            dir: None,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The queue kept in `dir`, as it was when last written.
+    pub fn open(config: QueueConfig, dir: &DataDir) -> Result<Self, DataDirError> {
+        let damaged = |detail: String| DataDirError::Damaged {
+            path: dir.path().to_path_buf(),
+            detail,
+        };
+        let read = |space| dir.all(space).map_err(|e| damaged(e.to_string()));
+        let parse = |key: &[u8], value: &[u8]| -> Result<(u64, Stored), DataDirError> {
+            let sequence =
+                be_u64(key).ok_or_else(|| damaged("a queue key is not a number".into()))?;
+            let stored = serde_json::from_slice(value)
+                .map_err(|e| damaged(format!("a queued message: {e}")))?;
+            Ok((sequence, stored))
+        };
+        let message = |sequence: u64, stored: Stored| Message {
+            id: format!("{sequence:020}-local"),
+            sequence,
+            body: stored.body,
+            deduplication_id: stored.deduplication_id,
+            receive_count: 0,
+            sent_ms: stored.sent_ms,
+            first_receive_ms: None,
+        };
+        let mut state = State {
+            durable: true,
+            ..State::default()
+        };
+        let receipts: HashMap<u64, (u32, u64)> = read(Space::Receipts)?
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let (count, first) = value.split_first_chunk::<4>()?;
+                Some((be_u64(&key)?, (u32::from_be_bytes(*count), be_u64(first)?)))
+            })
+            .collect();
+        let mut highest = dir
+            .get(Space::Meta, SEQUENCE_KEY)
+            .map_err(|e| damaged(e.to_string()))?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0);
+        for (key, value) in read(Space::Queue)? {
+            let (sequence, stored) = parse(&key, &value)?;
+            highest = highest.max(sequence);
+            let group = stored.group.clone();
+            let mut message = message(sequence, stored);
+            if let Some((count, first)) = receipts.get(&sequence) {
+                message.receive_count = *count;
+                message.first_receive_ms = (*first > 0).then_some(*first);
+            }
+            state.enqueue(&group, message);
+        }
+        for (key, value) in read(Space::Dead)? {
+            let (sequence, stored) = parse(&key, &value)?;
+            highest = highest.max(sequence);
+            let group: Arc<str> = stored.group.as_str().into();
+            state.dead.push((group, message(sequence, stored)));
+        }
+        let (now, wall) = (Instant::now(), now_ms());
+        let mut seen: Vec<(Instant, String)> = Vec::new();
+        for (key, value) in read(Space::Seen)? {
+            let id = String::from_utf8(key)
+                .map_err(|_| damaged("a deduplication id is not UTF-8".into()))?;
+            match be_u64(&value) {
+                Some(until) if until > wall => {
+                    seen.push((now + Duration::from_millis(until - wall), id))
+                }
+                _ => state.journal.push(Op::Delete(Space::Seen, id.into_bytes())),
+            }
+        }
+        seen.sort();
+        for (expires, id) in seen {
+            state.seen.insert(id.clone(), expires);
+            state.seen_order.push_back((expires, id));
+        }
+        state.next_sequence = highest;
+        dir.submit_later(std::mem::take(&mut state.journal));
+        Ok(EmbeddedQueue {
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            config,
+            dir: Some(dir.clone()),
+        })
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            dir: self.dir.as_ref(),
+        }
+    }
+
+    /// Sends a message and returns once the queue has it (on disk, for a durable queue): its
+    /// id, or `None` when its deduplication id was seen within the window.
+    pub async fn accept(&self, message: QueuedMessage) -> Result<Option<String>, QueueError> {
+        let Some(dir) = &self.dir else {
+            return Ok(self.send_message(message));
+        };
+        let now = Instant::now();
+        let (written, sequence, sent_ms) = {
+            let mut state = self.lock();
+            state.forget_old_ids(now);
+            if state.seen.contains_key(&message.deduplication_id) {
+                return Ok(None);
+            }
+            let expires = now + self.config.deduplication_window;
+            state.seen.insert(message.deduplication_id.clone(), expires);
+            state
+                .seen_order
+                .push_back((expires, message.deduplication_id.clone()));
+            state.next_sequence += 1;
+            let sequence = state.next_sequence;
+            let pending = Message {
+                id: format!("{sequence:020}-local"),
+                sequence,
+                body: message.body.clone(),
+                deduplication_id: message.deduplication_id.clone(),
+                receive_count: 0,
+                sent_ms: now_ms(),
+                first_receive_ms: None,
+            };
+            let until = pending.sent_ms + self.config.deduplication_window.as_millis() as u64;
+            let mut ops = std::mem::take(&mut state.journal);
+            ops.push(Op::Put(
+                Space::Queue,
+                sequence.to_be_bytes().to_vec(),
+                stored(&message.group_id, &pending),
+            ));
+            ops.push(Op::Put(
+                Space::Seen,
+                message.deduplication_id.clone().into_bytes(),
+                until.to_be_bytes().to_vec(),
+            ));
+            ops.push(sequence_record(sequence));
+            (dir.submit(ops), sequence, pending.sent_ms)
+        };
+        let synced = written.synced().await;
+        let mut state = self.lock();
+        if let Err(error) = synced {
+            state.seen.remove(&message.deduplication_id);
+            return Err(unavailable(error));
+        }
+        let id = state.enqueue(
+            &message.group_id,
+            Message {
+                id: format!("{sequence:020}-local"),
+                sequence,
+                body: message.body,
+                deduplication_id: message.deduplication_id,
+                receive_count: 0,
+                sent_ms,
+                first_receive_ms: None,
+            },
+        );
+        drop(state);
+        self.wake.notify_one();
+        Ok(Some(id))
     }
 
     /// Enqueues a message; returns its id, or `None` when its deduplication id was seen
@@ -234,17 +519,21 @@ impl EmbeddedQueue {
             };
             state.next_lease += 1;
             let lease = state.next_lease;
+            let (mut buried, mut noted) = (Vec::new(), Vec::new());
+            let durable = state.durable;
             let group = state.groups.get_mut(&group_id).expect("ready groups exist");
             group.ready = false;
             while batch.len() < max && group.in_flight < group.messages.len() {
                 let message = &mut group.messages[group.in_flight];
                 if message.receive_count >= self.config.max_receive_count {
-                    let message = group.messages.remove(group.in_flight).expect("in range");
-                    state.dead.push((group_id.clone(), message));
+                    buried.push(group.messages.remove(group.in_flight).expect("in range"));
                     continue;
                 }
                 message.receive_count += 1;
                 let first = *message.first_receive_ms.get_or_insert_with(now_ms);
+                if durable {
+                    noted.push(receipt(message));
+                }
                 batch.push(ReceivedMessage {
                     message_id: message.id.clone(),
                     receipt_handle: format!("{lease}:{}:{group_id}", message.sequence),
@@ -262,9 +551,15 @@ impl EmbeddedQueue {
                 group.lease = lease;
                 let deadline = now + self.config.visibility_timeout;
                 group.deadline = Some(deadline);
-                state.leases.push(Reverse((deadline, lease, group_id)));
+                state
+                    .leases
+                    .push(Reverse((deadline, lease, group_id.clone())));
             } else if group.messages.is_empty() {
                 state.groups.remove(&group_id);
+            }
+            state.journal.append(&mut noted);
+            for message in buried {
+                state.bury(group_id.clone(), message);
             }
         }
         batch
@@ -318,8 +613,10 @@ impl EmbeddedQueue {
         };
         group.messages.remove(at);
         group.in_flight -= 1;
-        if group.in_flight == 0 {
-            if group.messages.is_empty() {
+        let (in_flight, empty) = (group.in_flight, group.messages.is_empty());
+        state.forget(sequence);
+        if in_flight == 0 {
+            if empty {
                 state.groups.remove(&group_id);
             } else {
                 state.mark_ready(&group_id);
@@ -380,6 +677,10 @@ impl EmbeddedQueue {
             let dead = std::mem::take(&mut state.dead);
             let moved = dead.len();
             for (group_id, message) in dead {
+                if state.durable {
+                    let key = message.sequence.to_be_bytes().to_vec();
+                    state.journal.push(Op::Delete(Space::Dead, key));
+                }
                 let deduplication_id =
                     format!("{}/redrive-{}", message.deduplication_id, message.id);
                 state.push(&group_id, deduplication_id, message.body);
@@ -400,20 +701,18 @@ pub struct DeadLetters(pub Arc<EmbeddedQueue>);
 impl MessageQueue for DeadLetters {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
         let queued = QueuedMessage::refused(message);
-        let mut state = self.0.lock();
-        if state
-            .dead
-            .iter()
-            .any(|(_, m)| m.deduplication_id == queued.deduplication_id)
-        {
-            return Ok(());
-        }
-        state.next_sequence += 1;
-        let sequence = state.next_sequence;
-        let group_id: Arc<str> = queued.group_id.into();
-        state.dead.push((
-            group_id,
-            Message {
+        let written = {
+            let mut state = self.0.lock();
+            if state
+                .dead
+                .iter()
+                .any(|(_, m)| m.deduplication_id == queued.deduplication_id)
+            {
+                return Ok(());
+            }
+            state.next_sequence += 1;
+            let sequence = state.next_sequence;
+            let message = Message {
                 id: format!("{sequence:020}-local"),
                 sequence,
                 body: queued.body,
@@ -421,16 +720,30 @@ impl MessageQueue for DeadLetters {
                 receive_count: 0,
                 sent_ms: now_ms(),
                 first_receive_ms: None,
-            },
-        ));
-        Ok(())
+            };
+            let written = self.0.dir.as_ref().map(|dir| {
+                let mut ops = std::mem::take(&mut state.journal);
+                ops.push(Op::Put(
+                    Space::Dead,
+                    sequence.to_be_bytes().to_vec(),
+                    stored(&queued.group_id, &message),
+                ));
+                ops.push(sequence_record(sequence));
+                dir.submit(ops)
+            });
+            state.dead.push((queued.group_id.into(), message));
+            written
+        };
+        match written {
+            Some(written) => written.synced().await.map_err(unavailable),
+            None => Ok(()),
+        }
     }
 }
 
 impl MessageQueue for EmbeddedQueue {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
-        self.send_message(QueuedMessage::of(message));
-        Ok(())
+        self.accept(QueuedMessage::of(message)).await.map(drop)
     }
 }
 

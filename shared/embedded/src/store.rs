@@ -1,19 +1,17 @@
 //! In-process store: the same contract as the DynamoDB table, held in memory.
 //!
-//! Listing keeps one ordered set per (sort key, status), the shape a table's sorted indexes
-//! take: a filtered page reads one set from the cursor on, an unfiltered page merges the
-//! heads of the three status sets, so a page costs O(limit · log n) however many rockets
-//! there are.
+//! Listing is a [`SortedIndex`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey};
+use rockets::listing::{ListQuery, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{ChannelChange, ParkedView};
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
-use rockets::rocket::{Rocket, Status};
+use rockets::rocket::Rocket;
+
+use crate::index::SortedIndex;
 
 #[derive(Default)]
 pub struct EmbeddedStore {
@@ -31,62 +29,6 @@ struct Stored {
     parked: BTreeMap<MessageNumber, Envelope>,
     history: Vec<Envelope>,
     version: u64,
-}
-
-/// `sets[key][status]`: the positions of the rockets with that status, in that key's order.
-#[derive(Default)]
-struct SortedIndex {
-    sets: [[BTreeSet<Position>; 3]; SortKey::ALL.len()],
-}
-
-impl SortedIndex {
-    fn replace(&mut self, old: Option<&Rocket>, new: &Rocket) {
-        for key in SortKey::ALL {
-            if let Some(old) = old {
-                if old.status == new.status && key.same_value(old, new) {
-                    continue;
-                }
-                self.sets[key.index()][old.status.index()].remove(&key.position(old));
-            }
-            self.sets[key.index()][new.status.index()].insert(key.position(new));
-        }
-    }
-
-    /// Up to `limit + 1` positions after the query's cursor, in the query's order.
-    fn page(&self, query: &ListQuery) -> Vec<Position> {
-        let want = query.limit + 1;
-        let statuses: &[Status] = match &query.status {
-            Some(status) => std::slice::from_ref(status),
-            None => &Status::ALL,
-        };
-        let mut found = Vec::with_capacity(want * statuses.len());
-        for status in statuses {
-            let set = &self.sets[query.sort_by.index()][status.index()];
-            match (query.order, &query.after) {
-                (Order::Asc, None) => found.extend(set.iter().take(want).cloned()),
-                (Order::Asc, Some(after)) => found.extend(
-                    set.range((Bound::Excluded(after), Bound::Unbounded))
-                        .take(want)
-                        .cloned(),
-                ),
-                (Order::Desc, None) => found.extend(set.iter().rev().take(want).cloned()),
-                (Order::Desc, Some(after)) => found.extend(
-                    set.range((Bound::Unbounded, Bound::Excluded(after)))
-                        .rev()
-                        .take(want)
-                        .cloned(),
-                ),
-            }
-        }
-        if statuses.len() > 1 {
-            found.sort_unstable();
-            if query.order == Order::Desc {
-                found.reverse();
-            }
-            found.truncate(want);
-        }
-        found
-    }
 }
 
 impl EmbeddedStore {
@@ -178,16 +120,9 @@ impl RocketReader for EmbeddedStore {
 
     async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
         let inner = self.read();
-        let mut positions = inner.index.page(query);
-        let next = (positions.len() > query.limit).then(|| {
-            positions.truncate(query.limit);
-            positions.last().cloned().expect("limit is at least 1")
-        });
-        let rockets = positions
-            .iter()
-            .map(|p| inner.channels[&p.channel].rocket.clone())
-            .collect();
-        Ok(RocketPage { rockets, next })
+        Ok(inner
+            .index
+            .list(query, |channel| inner.channels[channel].rocket.clone()))
     }
 
     async fn history(

@@ -1,0 +1,584 @@
+//! The data directory: one fjall database that the durable queue and store share, written by
+//! one thread that commits whatever has been submitted since its last sync as one atomic batch
+//! with one fsync (group commit), so concurrent senders share a sync instead of queueing for
+//! one each.
+//!
+//! Every commit also writes its sequence number; every quarter second the writer records the
+//! last synced one in `acknowledged`, beside the database. At open, a database whose last commit
+//! is older than that file says has lost writes that were acknowledged (a journal cut short, a
+//! file restored from an older copy), and opening fails instead of serving less than it
+//! promised.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::oneshot;
+
+/// What the directory holds, each in its own keyspace.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Space {
+    /// channel → version and rocket.
+    Rockets,
+    /// channel `/` number → parked message.
+    Parked,
+    /// channel `/` number → applied message.
+    History,
+    /// sequence → queued message.
+    Queue,
+    /// sequence → receive count and first receive time.
+    Receipts,
+    /// sequence → dead letter.
+    Dead,
+    /// deduplication id → end of its window.
+    Seen,
+    /// format, commit counter, next sequence.
+    Meta,
+}
+
+impl Space {
+    const ALL: [Space; 8] = [
+        Space::Rockets,
+        Space::Parked,
+        Space::History,
+        Space::Queue,
+        Space::Receipts,
+        Space::Dead,
+        Space::Seen,
+        Space::Meta,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Space::Rockets => "rockets",
+            Space::Parked => "parked",
+            Space::History => "history",
+            Space::Queue => "queue",
+            Space::Receipts => "receipts",
+            Space::Dead => "dead",
+            Space::Seen => "seen",
+            Space::Meta => "meta",
+        }
+    }
+}
+
+/// One change to the directory; a submission's changes are committed together or not at all.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Put(Space, Vec<u8>, Vec<u8>),
+    Delete(Space, Vec<u8>),
+}
+
+/// The key of a channel's item numbered `number` in [`Space::Parked`] or [`Space::History`]:
+/// `/` never occurs in a channel, so one channel's keys never interleave with another's.
+pub(crate) fn numbered_key(channel: &str, number: u64) -> Vec<u8> {
+    let mut key = channel_prefix(channel);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+pub(crate) fn channel_prefix(channel: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(channel.len() + 9);
+    key.extend_from_slice(channel.as_bytes());
+    key.push(b'/');
+    key
+}
+
+/// The number at the end of a [`numbered_key`].
+pub(crate) fn key_number(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8).map(|at| &key[at..])?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+const FORMAT: &[u8] = b"rockets-local data 1";
+const FORMAT_KEY: &[u8] = b"format";
+const COMMIT_KEY: &[u8] = b"commit";
+const WATERMARK_FILE: &str = "acknowledged";
+const WATERMARK_EVERY: Duration = Duration::from_millis(250);
+
+/// Why a data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error(
+        "{0} is in use by another process (one rockets-local per data directory); stop it or choose another --data-dir"
+    )]
+    InUse(PathBuf),
+    #[error(
+        "{path} cannot be used: {detail}. It was damaged or cut short; restore it from a copy, or move it aside to start empty"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A write the directory could not make. The directory then refuses every later write, since
+/// what is on disk no longer matches what was acknowledged; a restart recovers from the disk.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the data directory failed: {0}")]
+pub struct DiskError(Arc<str>);
+
+/// An open data directory; clones share it.
+#[derive(Clone)]
+pub struct DataDir {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    spaces: Spaces,
+    submit: Option<mpsc::Sender<Submission>>,
+    failed: Arc<AtomicBool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    /// Lets the writer commit what was submitted, and waits for it to close the database, so
+    /// that the directory can be opened again as soon as this returns.
+    fn drop(&mut self) {
+        self.submit.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Spaces(Vec<Keyspace>);
+
+impl Spaces {
+    fn get(&self, space: Space) -> &Keyspace {
+        &self.0[space as usize]
+    }
+}
+
+struct Submission {
+    ops: Vec<Op>,
+    done: Option<oneshot::Sender<Result<(), DiskError>>>,
+}
+
+/// Resolves once a submission is on stable storage.
+pub(crate) struct Pending(Option<oneshot::Receiver<Result<(), DiskError>>>);
+
+impl Pending {
+    pub(crate) async fn synced(self) -> Result<(), DiskError> {
+        match self.0 {
+            Some(done) => done
+                .await
+                .unwrap_or_else(|_| Err(DiskError("the writer stopped".into()))),
+            None => Err(DiskError("an earlier write failed".into())),
+        }
+    }
+}
+
+impl DataDir {
+    /// Opens the directory, creating it if missing. Fails if another process has it open, or
+    /// if it is damaged.
+    pub fn open(path: impl AsRef<Path>) -> Result<DataDir, DataDirError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| DataDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&path).map_err(io)?;
+        let damaged = |detail: String| DataDirError::Damaged {
+            path: path.clone(),
+            detail,
+        };
+        let db = Database::builder(path.join("db"))
+            .cache_size(32 << 20)
+            .max_journaling_size(64 << 20)
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|error| match error {
+                fjall::Error::Locked => DataDirError::InUse(path.clone()),
+                fjall::Error::Io(source) => io(source),
+                other => damaged(other.to_string()),
+            })?;
+        let spaces = Space::ALL
+            .iter()
+            .map(|space| {
+                db.keyspace(space.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(8 << 20)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| damaged(e.to_string()))?;
+        let spaces = Spaces(spaces);
+        let meta = spaces.get(Space::Meta);
+        let read = |key: &[u8]| {
+            meta.get(key)
+                .map(|v| v.map(|v| v.to_vec()))
+                .map_err(|e| damaged(e.to_string()))
+        };
+        let watermark_path = path.join(WATERMARK_FILE);
+        let commit = match read(FORMAT_KEY)? {
+            Some(format) if format == FORMAT => {
+                let commit = read(COMMIT_KEY)?
+                    .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+                    .ok_or_else(|| damaged("its commit counter is missing".into()))?;
+                let acknowledged = std::fs::read_to_string(&watermark_path)
+                    .map_err(|e| damaged(format!("{WATERMARK_FILE}: {e}")))?;
+                let acknowledged: u64 = acknowledged
+                    .trim()
+                    .parse()
+                    .map_err(|_| damaged(format!("{WATERMARK_FILE} is not a number")))?;
+                if commit < acknowledged {
+                    return Err(damaged(format!(
+                        "its last commit is {commit}, but commit {acknowledged} was acknowledged"
+                    )));
+                }
+                commit
+            }
+            Some(_) => return Err(damaged("it is not a rockets-local data directory".into())),
+            None => {
+                let empty = Space::ALL
+                    .iter()
+                    .all(|space| spaces.get(*space).first_key_value().is_none());
+                if !empty {
+                    return Err(damaged("its format record is missing".into()));
+                }
+                let mut batch = db.batch();
+                batch.insert(meta, FORMAT_KEY, FORMAT);
+                batch.insert(meta, COMMIT_KEY, 0u64.to_be_bytes().to_vec());
+                batch.commit().map_err(|e| damaged(e.to_string()))?;
+                db.persist(PersistMode::SyncAll)
+                    .map_err(|e| damaged(e.to_string()))?;
+                write_watermark(&watermark_path, 0).map_err(io)?;
+                0
+            }
+        };
+        let (submit, submissions) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            db,
+            spaces: spaces.clone(),
+            failed: failed.clone(),
+            commit,
+            watermark_path,
+            watermarked: commit,
+            watermark_at: Instant::now(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("rockets-writer".into())
+            .spawn(move || writer.run(submissions))
+            .map_err(io)?;
+        Ok(DataDir {
+            shared: Arc::new(Shared {
+                path,
+                spaces,
+                submit: Some(submit),
+                failed,
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Queues `ops` for the next group commit; await the result to know they are synced.
+    /// Submissions are committed in the order they were made.
+    pub(crate) fn submit(&self, ops: Vec<Op>) -> Pending {
+        if ops.is_empty() || self.shared.failed.load(Ordering::Relaxed) {
+            let (done, pending) = oneshot::channel();
+            let _ = done.send(if ops.is_empty() {
+                Ok(())
+            } else {
+                Err(DiskError("an earlier write failed".into()))
+            });
+            return Pending(Some(pending));
+        }
+        let (done, pending) = oneshot::channel();
+        let submission = Submission {
+            ops,
+            done: Some(done),
+        };
+        match self.sender().send(submission) {
+            Ok(()) => Pending(Some(pending)),
+            Err(_) => Pending(None),
+        }
+    }
+
+    /// Queues `ops` for the next group commit without waiting for it.
+    pub(crate) fn submit_later(&self, ops: Vec<Op>) {
+        if !ops.is_empty() {
+            let _ = self.sender().send(Submission { ops, done: None });
+        }
+    }
+
+    fn sender(&self) -> &mpsc::Sender<Submission> {
+        self.shared
+            .submit
+            .as_ref()
+            .expect("only taken when the last handle is dropped")
+    }
+
+    pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
+        self.shared
+            .spaces
+            .get(space)
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(read_error)
+    }
+
+    /// Up to `limit` items whose keys start with `prefix` and are at least `from`, in key order.
+    pub(crate) fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DiskError> {
+        let keyspace = self.shared.spaces.get(space);
+        let mut items = Vec::new();
+        if limit == 0 {
+            return Ok(items);
+        }
+        for guard in keyspace.range(from.to_vec()..) {
+            let (key, value) = guard.into_inner().map_err(read_error)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            items.push((key.to_vec(), value.to_vec()));
+            if items.len() == limit {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    /// Every item of `space`, in key order.
+    pub(crate) fn all(&self, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DiskError> {
+        self.scan(space, b"", b"", usize::MAX)
+    }
+}
+
+fn read_error(error: fjall::Error) -> DiskError {
+    DiskError(format!("read failed: {error}").into())
+}
+
+fn write_watermark(path: &Path, commit: u64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = path.with_extension("new");
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(file, "{commit}")?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+struct Writer {
+    db: Database,
+    spaces: Spaces,
+    failed: Arc<AtomicBool>,
+    commit: u64,
+    watermark_path: PathBuf,
+    watermarked: u64,
+    watermark_at: Instant,
+}
+
+impl Writer {
+    fn run(mut self, submissions: mpsc::Receiver<Submission>) {
+        loop {
+            let first = match submissions.recv_timeout(WATERMARK_EVERY) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.keep_watermark();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = vec![first];
+            while group.len() < 4096 {
+                match submissions.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            let result = if self.failed.load(Ordering::Relaxed) {
+                Err(DiskError("an earlier write failed".into()))
+            } else {
+                self.commit_group(&mut group)
+            };
+            if let Err(error) = &result {
+                tracing::error!(%error, "the data directory refuses writes from now on");
+                self.failed.store(true, Ordering::Relaxed);
+            }
+            for submission in group {
+                if let Some(done) = submission.done {
+                    let _ = done.send(result.clone());
+                }
+            }
+            if self.watermark_at.elapsed() >= WATERMARK_EVERY {
+                self.keep_watermark();
+            }
+        }
+        self.keep_watermark();
+    }
+
+    fn commit_group(&mut self, group: &mut [Submission]) -> Result<(), DiskError> {
+        let mut batch = self.db.batch();
+        for submission in group.iter_mut() {
+            for op in submission.ops.drain(..) {
+                match op {
+                    Op::Put(space, key, value) => batch.insert(self.spaces.get(space), key, value),
+                    Op::Delete(space, key) => batch.remove(self.spaces.get(space), key),
+                }
+            }
+        }
+        let commit = self.commit + 1;
+        batch.insert(
+            self.spaces.get(Space::Meta),
+            COMMIT_KEY,
+            commit.to_be_bytes().to_vec(),
+        );
+        let failed = |e: fjall::Error| DiskError(e.to_string().into());
+        batch.commit().map_err(failed)?;
+        self.db.persist(PersistMode::SyncAll).map_err(failed)?;
+        self.commit = commit;
+        Ok(())
+    }
+
+    fn keep_watermark(&mut self) {
+        if self.watermarked == self.commit || self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        match write_watermark(&self.watermark_path, self.commit) {
+            Ok(()) => {
+                self.watermarked = self.commit;
+                self.watermark_at = Instant::now();
+            }
+            Err(error) => tracing::warn!(%error, "the acknowledged-commit record was not updated"),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An empty directory of its own under the system's temporary directory.
+    pub(crate) fn scratch(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "rockets-embedded-{name}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        path
+    }
+
+    async fn write_some(path: &Path, commits: u64) {
+        let dir = DataDir::open(path).unwrap();
+        for n in 0..commits {
+            let key = n.to_be_bytes().to_vec();
+            dir.submit(vec![Op::Put(Space::History, key, vec![b'x'; 200])])
+                .synced()
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The newest journal, and how much of it is written (it may be allocated ahead).
+    fn journal(path: &Path) -> (PathBuf, usize) {
+        let mut journals: Vec<PathBuf> = std::fs::read_dir(path.join("db"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
+            .collect();
+        journals.sort();
+        let journal = journals.pop().expect("a journal");
+        let bytes = std::fs::read(&journal).unwrap();
+        let used = bytes.iter().rposition(|b| *b != 0).map_or(0, |at| at + 1);
+        (journal, used)
+    }
+
+    #[tokio::test]
+    async fn what_was_synced_is_there_after_reopening() {
+        let path = scratch("reopen");
+        write_some(&path, 20).await;
+        let dir = DataDir::open(&path).unwrap();
+        assert_eq!(dir.all(Space::History).unwrap().len(), 20);
+        drop(dir);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_opener_is_refused() {
+        let path = scratch("in-use");
+        let dir = DataDir::open(&path).unwrap();
+        let again = DataDir::open(&path).err().expect("refused");
+        assert!(matches!(again, DataDirError::InUse(_)), "{again}");
+        assert!(again.to_string().contains("in use by another process"));
+        drop(dir);
+        DataDir::open(&path).expect("free again once closed");
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_journal_cut_short_is_refused_not_served() {
+        let path = scratch("cut");
+        write_some(&path, 50).await;
+        let (journal, used) = journal(&path);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&journal)
+            .unwrap();
+        file.set_len(used as u64 / 2).unwrap();
+        drop(file);
+        let error = DataDir::open(&path).err().expect("refused");
+        assert!(matches!(error, DataDirError::Damaged { .. }), "{error}");
+        assert!(error.to_string().contains("was acknowledged"), "{error}");
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_journal_is_refused() {
+        let path = scratch("garbled");
+        write_some(&path, 50).await;
+        let (journal, used) = journal(&path);
+        let mut bytes = std::fs::read(&journal).unwrap();
+        let middle = used / 2;
+        for byte in &mut bytes[middle..middle + 64] {
+            *byte ^= 0x5a;
+        }
+        std::fs::write(&journal, bytes).unwrap();
+        let error = DataDir::open(&path).err().expect("refused");
+        assert!(matches!(error, DataDirError::Damaged { .. }), "{error}");
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_unreadable_acknowledgement_record_is_refused() {
+        let path = scratch("record");
+        write_some(&path, 3).await;
+        std::fs::write(path.join(WATERMARK_FILE), "three\n").unwrap();
+        let error = DataDir::open(&path).err().expect("refused");
+        assert!(error.to_string().contains("not a number"), "{error}");
+        std::fs::remove_file(path.join(WATERMARK_FILE)).unwrap();
+        let error = DataDir::open(&path).err().expect("refused");
+        assert!(error.to_string().contains(WATERMARK_FILE), "{error}");
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_directory_is_not_taken_for_one() {
+        let path = scratch("foreign");
+        std::fs::create_dir_all(path.join("db")).unwrap();
+        std::fs::write(path.join("db").join("version"), "something else").unwrap();
+        let error = DataDir::open(&path).err().expect("refused");
+        assert!(matches!(error, DataDirError::Damaged { .. }), "{error}");
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+}

@@ -1,0 +1,288 @@
+//! The store on a data directory: the same contract as the in-memory store and the DynamoDB
+//! table, with parked messages and history on disk.
+//!
+//! Each rocket's state and version are cached in memory beside the listing's [`SortedIndex`]
+//! (both are rebuilt from the directory at open, in time proportional to the rockets, not the
+//! history); parked messages and history are read from disk, so memory does not grow with them.
+//! A commit is written and synced before the cache shows it, and while it is being written
+//! every other commit to that channel is refused as a version mismatch.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use rockets::listing::{ListQuery, RocketPage};
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::{ChannelChange, ParkedView};
+use rockets::ports::{
+    Cause, ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError,
+};
+use rockets::rocket::Rocket;
+
+use crate::disk::{
+    DataDir, DataDirError, DiskError, Op, Space, channel_prefix, key_number, numbered_key,
+};
+use crate::index::SortedIndex;
+
+pub struct DurableStore {
+    dir: DataDir,
+    cache: RwLock<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    rockets: HashMap<Channel, Cached>,
+    index: SortedIndex,
+    /// Channels with a commit being written.
+    committing: HashSet<Channel>,
+}
+
+struct Cached {
+    rocket: Rocket,
+    version: u64,
+}
+
+/// A stored rocket: its version (8 bytes, big-endian), then its JSON.
+fn encode(version: u64, rocket: &Rocket) -> Vec<u8> {
+    let mut value = version.to_be_bytes().to_vec();
+    serde_json::to_writer(&mut value, rocket).expect("a rocket always serialises");
+    value
+}
+
+fn decode(value: &[u8]) -> Result<Cached, String> {
+    let (version, json) = value
+        .split_first_chunk::<8>()
+        .ok_or("a rocket record is too short")?;
+    let rocket = serde_json::from_slice(json).map_err(|e| format!("a rocket record: {e}"))?;
+    Ok(Cached {
+        rocket,
+        version: u64::from_be_bytes(*version),
+    })
+}
+
+fn message(value: &[u8]) -> Result<Envelope, StoreError> {
+    Envelope::parse(value).map_err(|e| {
+        StoreError::Failed(Cause::from(format!("a stored message does not parse: {e}")))
+    })
+}
+
+fn failed(error: DiskError) -> StoreError {
+    StoreError::Unavailable(Cause::new("data directory", error))
+}
+
+impl DurableStore {
+    /// The store in `dir`, its rockets read into memory.
+    pub fn open(dir: &DataDir) -> Result<Self, DataDirError> {
+        let damaged = |detail: String| DataDirError::Damaged {
+            path: dir.path().to_path_buf(),
+            detail,
+        };
+        let mut cache = Cache::default();
+        for (key, value) in dir
+            .all(Space::Rockets)
+            .map_err(|e| damaged(e.to_string()))?
+        {
+            let cached = decode(&value).map_err(&damaged)?;
+            if cached.rocket.channel.as_str().as_bytes() != key.as_slice() {
+                return Err(damaged("a rocket is stored under another channel".into()));
+            }
+            cache.index.replace(None, &cached.rocket);
+            cache.rockets.insert(cached.rocket.channel.clone(), cached);
+        }
+        Ok(DurableStore {
+            dir: dir.clone(),
+            cache: RwLock::new(cache),
+        })
+    }
+
+    /// How many rockets it holds.
+    pub fn len(&self) -> usize {
+        self.read().rockets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn parked(&self, channel: &str, number: u64) -> Result<Option<Envelope>, StoreError> {
+        self.dir
+            .get(Space::Parked, &numbered_key(channel, number))
+            .map_err(failed)?
+            .map(|value| message(&value))
+            .transpose()
+    }
+}
+
+impl ChannelStore for DurableStore {
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
+        // The cache first: a commit is on disk before the cache shows it, so parked messages
+        // read after it are at least as new as this version, and a commit against a version
+        // older than the disk's is refused.
+        let Some((rocket, version)) = self
+            .read()
+            .rockets
+            .get(channel)
+            .map(|c| (c.rocket.clone(), c.version))
+        else {
+            return Ok(None);
+        };
+        let prefix = channel_prefix(channel.as_str());
+        let mut first = self
+            .dir
+            .scan(Space::Parked, &prefix, &prefix, window.saturating_add(1))
+            .map_err(failed)?
+            .iter()
+            .map(|(_, value)| message(value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let complete = first.len() <= window;
+        first.truncate(window);
+        let last = first.last().map(|m| m.number);
+        let mut probed = Vec::new();
+        for number in probe {
+            if last.is_none_or(|last| *number > last)
+                && let Some(parked) = self.parked(channel.as_str(), number.get())?
+            {
+                probed.push(parked);
+            }
+        }
+        Ok(Some(ChannelSnapshot {
+            rocket,
+            parked: ParkedView {
+                first,
+                complete,
+                probed,
+            },
+            version,
+        }))
+    }
+
+    async fn commit(
+        &self,
+        expected_version: u64,
+        change: &ChannelChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        let channel = &change.rocket.channel;
+        let written = {
+            let mut cache = self.write();
+            let current = cache.rockets.get(channel).map_or(0, |c| c.version);
+            if current != expected_version || cache.committing.contains(channel) {
+                return Ok(CommitOutcome::VersionMismatch);
+            }
+            cache.committing.insert(channel.clone());
+            let name = channel.as_str();
+            let mut ops = Vec::with_capacity(
+                1 + change.unparked.len() + change.parked.len() + change.applied.len(),
+            );
+            ops.push(Op::Put(
+                Space::Rockets,
+                name.as_bytes().to_vec(),
+                encode(current + 1, &change.rocket),
+            ));
+            for number in &change.unparked {
+                ops.push(Op::Delete(Space::Parked, numbered_key(name, number.get())));
+            }
+            for parked in &change.parked {
+                ops.push(Op::Put(
+                    Space::Parked,
+                    numbered_key(name, parked.number.get()),
+                    parked.to_json().into_bytes(),
+                ));
+            }
+            for applied in &change.applied {
+                ops.push(Op::Put(
+                    Space::History,
+                    numbered_key(name, applied.number.get()),
+                    applied.to_json().into_bytes(),
+                ));
+            }
+            // Submitted under the lock, so one channel's commits reach the disk in order.
+            self.dir.submit(ops)
+        };
+        let synced = written.synced().await;
+        let mut cache = self.write();
+        let cache = &mut *cache;
+        cache.committing.remove(channel);
+        synced.map_err(failed)?;
+        let old = cache.rockets.insert(
+            channel.clone(),
+            Cached {
+                rocket: change.rocket.clone(),
+                version: expected_version + 1,
+            },
+        );
+        cache
+            .index
+            .replace(old.as_ref().map(|c| &c.rocket), &change.rocket);
+        Ok(CommitOutcome::Committed)
+    }
+
+    async fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let mut found = Vec::new();
+        for number in numbers {
+            let key = numbered_key(channel.as_str(), number.get());
+            if let Some(value) = self.dir.get(Space::History, &key).map_err(failed)? {
+                found.push(message(&value)?);
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl RocketReader for DurableStore {
+    async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
+        Ok(self.read().rockets.get(channel).map(|c| c.rocket.clone()))
+    }
+
+    async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
+        let cache = self.read();
+        Ok(cache
+            .index
+            .list(query, |channel| cache.rockets[channel].rocket.clone()))
+    }
+
+    async fn history(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Envelope>>, StoreError> {
+        if !self.read().rockets.contains_key(channel) {
+            return Ok(None);
+        }
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Some(Vec::new()));
+        };
+        let prefix = channel_prefix(channel.as_str());
+        let items = self
+            .dir
+            .scan(
+                Space::History,
+                &prefix,
+                &numbered_key(channel.as_str(), from),
+                limit,
+            )
+            .map_err(failed)?;
+        items
+            .iter()
+            .filter(|(key, _)| key_number(key).is_some())
+            .map(|(_, value)| message(value))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
