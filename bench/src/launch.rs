@@ -25,6 +25,7 @@ pub fn run(bin_dir: &Path, args: &[String]) -> Option<Run> {
     }
     let mut server = Command::new(&server_bin)
         .env("ROCKETS_ADDR", "127.0.0.1:0")
+        .env("ROCKETS_DATA_DIR", ":memory:")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -1,13 +1,17 @@
-//! The backend contract, run unchanged against the embedded backends and the AWS ones (on
-//! moto, DynamoDB Local and LocalStack, which the test command starts).
+//! The backend contract, run unchanged against the embedded backends (in memory and in a data
+//! directory) and the AWS ones (on moto, DynamoDB Local and LocalStack, which the test command
+//! starts).
 
 mod support;
 
+use rockets::listing::{ListQuery, SortKey};
+use rockets::ports::RocketReader;
 use rockets::testing::{contract, emulator, unique_name};
 use rockets_aws::SqsQueue;
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues};
-use rockets_embedded::{EmbeddedQueue, EmbeddedStore, QueueConfig};
+use rockets_embedded::{DataDir, DurableStore, EmbeddedQueue, EmbeddedStore, QueueConfig};
+use support::Scratch;
 
 #[tokio::test]
 async fn embedded_store() {
@@ -17,6 +21,65 @@ async fn embedded_store() {
 #[tokio::test]
 async fn embedded_queue() {
     contract::queue(&EmbeddedQueue::new(QueueConfig::default())).await;
+}
+
+#[tokio::test]
+async fn durable_store() {
+    let scratch = Scratch::new("contract-store");
+    let (listed, before) = {
+        let dir = DataDir::open(&scratch.0).unwrap();
+        let store = DurableStore::open(&dir).unwrap();
+        contract::store(&store).await;
+        let listed = everything(&store).await;
+        let histories = histories(&store, &listed[0]).await;
+        (listed, histories)
+    };
+    // Reopened, it lists the same rockets in every order, and serves the same history.
+    let dir = DataDir::open(&scratch.0).unwrap();
+    let store = DurableStore::open(&dir).unwrap();
+    assert_eq!(everything(&store).await, listed);
+    assert_eq!(histories(&store, &listed[0]).await, before);
+}
+
+async fn histories<S: RocketReader>(store: &S, rockets: &[rockets::rocket::Rocket]) -> Vec<String> {
+    let mut histories = Vec::new();
+    for rocket in rockets {
+        histories.push(format!(
+            "{:?}",
+            store.history(&rocket.channel, 0, 1000).await
+        ));
+    }
+    histories
+}
+
+/// Every rocket, listed one at a time in every sort key's ascending order.
+async fn everything<S: RocketReader>(store: &S) -> Vec<Vec<rockets::rocket::Rocket>> {
+    let mut lists = Vec::new();
+    for sort_by in SortKey::ALL {
+        let mut query = ListQuery {
+            sort_by,
+            limit: 1,
+            ..ListQuery::default()
+        };
+        let mut list = Vec::new();
+        loop {
+            let page = store.rockets(&query).await.unwrap();
+            list.extend(page.rockets);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        lists.push(list);
+    }
+    lists
+}
+
+#[tokio::test]
+async fn durable_queue() {
+    let scratch = Scratch::new("contract-queue");
+    let dir = DataDir::open(&scratch.0).unwrap();
+    contract::queue(&EmbeddedQueue::open(QueueConfig::default(), &dir).unwrap()).await;
 }
 
 #[tokio::test]

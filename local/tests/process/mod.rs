@@ -1,6 +1,8 @@
 //! The real `rockets-local` binary as a child process, for tests that need its own process:
 //! its own open-file limit, signals, its log.
 
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,7 @@ impl ServerProcess {
             .arg(env!("CARGO_BIN_EXE_rockets-local"))
             .args(args)
             .env("ROCKETS_ADDR", "127.0.0.1:0")
+            .env("ROCKETS_DATA_DIR", ":memory:")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -62,6 +65,14 @@ impl ServerProcess {
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("no address printed: {}", output.lock().unwrap()));
         ServerProcess { child, url, output }
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("an IP:PORT address")
     }
 
     pub fn signal(&self, signal: i32) {

@@ -28,6 +28,24 @@ pub async fn dynamodb(endpoint: &str, prefix: &str) -> DynamoStore {
     DynamoStore::new(client, table)
 }
 
+/// A directory of its own for one test, under the system's temporary directory; removed
+/// when dropped.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(rockets::testing::unique_name(name));
+        let _ = std::fs::remove_dir_all(&path);
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A local server for one test: on 127.0.0.1 and a port the system picks, with the
 /// template's settings unless the test changes them; logs shown when `TEST_LOG` is set.
 pub struct TestApp {

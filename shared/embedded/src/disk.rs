@@ -64,6 +64,9 @@ impl Space {
     }
 }
 
+/// A key and its value, as read.
+pub(crate) type Item = (Vec<u8>, Vec<u8>);
+
 /// One change to the directory; a submission's changes are committed together or not at all.
 #[derive(Debug)]
 pub(crate) enum Op {
@@ -336,7 +339,7 @@ impl DataDir {
         prefix: &[u8],
         from: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DiskError> {
+    ) -> Result<Vec<Item>, DiskError> {
         let keyspace = self.shared.spaces.get(space);
         let mut items = Vec::new();
         if limit == 0 {
@@ -356,7 +359,7 @@ impl DataDir {
     }
 
     /// Every item of `space`, in key order.
-    pub(crate) fn all(&self, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DiskError> {
+    pub(crate) fn all(&self, space: Space) -> Result<Vec<Item>, DiskError> {
         self.scan(space, b"", b"", usize::MAX)
     }
 }

@@ -915,6 +915,77 @@ mod tests {
         assert_eq!(bodies(&batch), ["a/1"]);
     }
 
+    fn durable(path: &std::path::Path) -> (DataDir, Arc<EmbeddedQueue>) {
+        let dir = DataDir::open(path).unwrap();
+        let config = QueueConfig {
+            visibility_timeout: Duration::from_secs(60),
+            max_receive_count: 2,
+            deduplication_window: Duration::from_secs(300),
+        };
+        let q = EmbeddedQueue::open(config, &dir).unwrap();
+        (dir, Arc::new(q))
+    }
+
+    #[tokio::test]
+    async fn a_durable_queue_reopens_as_it_was_left() {
+        let path = crate::disk::tests::scratch("queue");
+        let refused = Envelope::parse(
+            br#"{"metadata":{"channel":"d","messageNumber":9,"messageTime":"2022-02-02T19:39:05+01:00","messageType":"RocketSpeedIncreased"},"message":{"by":1}}"#,
+        )
+        .unwrap();
+        let last_id = {
+            let (_dir, q) = durable(&path);
+            for n in 1..=3 {
+                assert!(q.accept(queued("a", n)).await.unwrap().is_some());
+            }
+            for group in ["b", "c"] {
+                assert!(q.accept(queued(group, 1)).await.unwrap().is_some());
+            }
+            DeadLetters(q.clone()).send(&refused).await.unwrap();
+            let first = q.try_receive(10);
+            assert_eq!(bodies(&first), ["a/1", "a/2", "a/3", "b/1", "c/1"]);
+            assert!(q.delete(&first[0].receipt_handle), "a/1 done");
+            assert!(q.delete(&first[3].receipt_handle), "b/1 done");
+            // a/2, a/3 and c/1 come back, received twice: the limit.
+            tokio::time::pause();
+            tokio::time::advance(Duration::from_secs(61)).await;
+            let second = q.try_receive(10);
+            assert_eq!(bodies(&second), ["a/2", "a/3", "c/1"]);
+            assert!(q.delete(&second[0].receipt_handle), "a/2 done");
+            tokio::time::resume();
+            first.iter().map(|m| m.message_id.clone()).max().unwrap()
+        };
+        let (dir, q) = durable(&path);
+        let depth = q.depth();
+        assert_eq!(
+            (depth.visible, depth.in_flight, depth.dead),
+            (2, 0, 1),
+            "in-flight messages are visible again"
+        );
+        assert!(
+            q.try_receive(10).is_empty(),
+            "receive counts are kept: a/3 and c/1 were received twice, the limit"
+        );
+        assert_eq!(
+            q.dead_letters(),
+            [refused.to_json(), "a/3".into(), "c/1".into()]
+        );
+        assert!(
+            q.accept(queued("a", 1)).await.unwrap().is_none(),
+            "the deduplication window is kept"
+        );
+        let new = q.accept(queued("e", 1)).await.unwrap().unwrap();
+        assert!(new > last_id, "ids are not reused: {new} after {last_id}");
+        assert_eq!(q.redrive(), 3);
+        drop((dir, q));
+        let (_dir, q) = durable(&path);
+        assert_eq!(q.depth().dead, 0, "the redrive is kept");
+        let mut redriven: Vec<String> = q.try_receive(10).into_iter().map(|m| m.body).collect();
+        redriven.sort();
+        assert_eq!(redriven, ["a/3", "c/1", "e/1", &refused.to_json()]);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn long_polling_returns_empty_after_the_wait() {
         let q = queue(60_000, 5);
