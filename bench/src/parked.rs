@@ -48,7 +48,7 @@ impl RecordVisibility for Nowhere {
 }
 
 /// Parks messages 2..=parked+1 of `channel`, committing in chunks as the apply side would.
-async fn fill<S: ChannelStore>(store: &S, channel: &Channel, parked: usize, rng: &mut Rng) {
+pub async fn fill<S: ChannelStore>(store: &S, channel: &Channel, parked: usize, rng: &mut Rng) {
     let messages = flight(channel, parked as u64 + 1, rng);
     for chunk in messages[1..].chunks(100) {
         loop {

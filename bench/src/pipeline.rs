@@ -11,7 +11,7 @@ use chrono::Utc;
 use rockets::message::Envelope;
 use rockets::rocket::Rocket;
 use rockets::testing::{HttpClient, Rng, channel, flight};
-use rockets_local::{LocalConfig, start_embedded};
+use rockets_local::{LocalConfig, Storage, start_embedded};
 
 use crate::stats::micros;
 
@@ -26,6 +26,8 @@ pub struct Load {
     /// Pause between one sender's requests, as `--message-delay` does.
     pub delay: Duration,
     pub seed: u64,
+    /// In memory, or in a fresh data directory.
+    pub durable: bool,
 }
 
 /// What one load run measured.
@@ -47,7 +49,20 @@ pub fn run(load: Load) -> Run {
         .enable_all()
         .build()
         .expect("runtime");
-    let config = LocalConfig::ephemeral();
+    let data_dir = std::env::temp_dir().join(format!(
+        "rockets-bench-pipeline-{}-{}",
+        std::process::id(),
+        load.seed
+    ));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let config = LocalConfig {
+        storage: if load.durable {
+            Storage::Dir(data_dir.clone())
+        } else {
+            Storage::Memory
+        },
+        ..LocalConfig::ephemeral()
+    };
     let server = runtime
         .block_on(start_embedded(&config))
         .expect("server starts");
@@ -91,6 +106,7 @@ pub fn run(load: Load) -> Run {
     let convergence = last_answer.elapsed();
     drop(server);
     runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&data_dir);
 
     let posts = latencies.len();
     Run {

@@ -1,0 +1,160 @@
+//! The data directory at size: how long the release `rockets-local` takes to start on a
+//! directory holding a million applied messages and a channel with 100,000 parked, and the
+//! memory it holds there, beside an empty directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rockets::ordering::{ParkedView, Timeline};
+use rockets::ports::{ChannelStore, CommitOutcome};
+use rockets::testing::{Rng, channel, flight};
+use rockets_embedded::{DataDir, DurableStore};
+
+use crate::stats::{Summary, millis};
+
+pub struct Row {
+    pub history: u64,
+    pub rockets: usize,
+    pub parked: usize,
+    pub disk_mb: f64,
+    pub start_ms: Summary,
+    pub rss_mb: Summary,
+}
+
+/// Applies `per_rocket` messages to each of `rockets` rockets in batches of ten, 64 rockets at
+/// a time, and parks `parked` messages on one more.
+fn fill(path: &Path, rockets: usize, per_rocket: u64, parked: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = DataDir::open(path).expect("data directory");
+        let store = Arc::new(DurableStore::open(&dir).expect("store"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..64 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut rng = Rng::new(task as u64);
+                for i in (task..rockets).step_by(64) {
+                    let messages = flight(&channel(&format!("history-{i}")), per_rocket, &mut rng);
+                    for batch in messages.chunks(10) {
+                        let (rocket, version) = match store.load(&batch[0].channel, 1, &[]).await {
+                            Ok(Some(s)) => (s.rocket, s.version),
+                            _ => (
+                                rockets::rocket::Rocket::new(batch[0].channel.clone(), Utc::now()),
+                                0,
+                            ),
+                        };
+                        let mut timeline = Timeline::load(rocket, ParkedView::none(), Utc::now());
+                        for m in batch {
+                            timeline.receive(m.clone());
+                        }
+                        let change = timeline.into_change().expect("applies");
+                        let outcome = store.commit(version, &change).await.expect("commit");
+                        assert_eq!(outcome, CommitOutcome::Committed);
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let flooded = channel("flooded");
+        crate::parked::fill(&*store, &flooded, parked, &mut Rng::new(99)).await;
+    });
+}
+
+fn disk_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => disk_bytes(&entry.path()),
+            Ok(meta) => {
+                use std::os::unix::fs::MetadataExt;
+                meta.blocks() * 512
+            }
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Starts the server on `path` until it listens; how long that took and its resident memory
+/// once settled.
+fn start(server: &Path, path: &Path) -> (f64, f64) {
+    let begun = Instant::now();
+    let mut child = Command::new(server)
+        .args(["--data-dir", path.to_str().expect("UTF-8 path")])
+        .env("ROCKETS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("rockets-local starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let listening = lines.find(|line| {
+        line.as_ref()
+            .is_ok_and(|l| l.starts_with("rockets-local listening on"))
+    });
+    assert!(listening.is_some(), "rockets-local listens");
+    let started = millis(begun.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_mb(child.id());
+    // SAFETY: sends SIGTERM to our own child's PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    drop(lines);
+    (started, rss)
+}
+
+/// Rows for an empty directory and a full one; `None` if the release server is not built.
+pub fn run(bin_dir: &Path, quick: bool) -> Option<Vec<Row>> {
+    let server = bin_dir.join("rockets-local");
+    if !server.exists() {
+        return None;
+    }
+    let (rockets, per_rocket, parked) = if quick {
+        (1_000, 100, 10_000)
+    } else {
+        (10_000, 100, 100_000)
+    };
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("rockets-bench-durable-{}", std::process::id()));
+    let mut rows = Vec::new();
+    for (rockets, per_rocket, parked) in [(0, 0, 0), (rockets, per_rocket, parked)] {
+        let path = root.join(format!("{rockets}"));
+        let _ = std::fs::remove_dir_all(&path);
+        fill(&path, rockets, per_rocket, parked);
+        let (starts, rss): (Vec<f64>, Vec<f64>) = (0..3).map(|_| start(&server, &path)).unzip();
+        rows.push(Row {
+            history: rockets as u64 * per_rocket,
+            rockets: rockets + usize::from(parked > 0),
+            parked,
+            disk_mb: disk_bytes(&path) as f64 / (1024.0 * 1024.0),
+            start_ms: Summary::of(starts),
+            rss_mb: Summary::of(rss),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    Some(rows)
+}
