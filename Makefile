@@ -1,7 +1,7 @@
 # Shortcuts for the usual tasks; each is one command the README also gives.
 .PHONY: serve test check build lambda deploy bench load logs
 
-serve:            ## the API on localhost:8088, embedded backends
+serve:            ## the API on localhost:8088, embedded backends kept in ./rockets-data
 	cargo run --release --bin rockets-local
 
 test:             ## every check, as CI runs it (installs the emulators and tools it needs)

@@ -3,6 +3,13 @@
 //! with one fsync (group commit), so concurrent senders share a sync instead of queueing for
 //! one each.
 //!
+//! Submissions reach the journal in the order they were made, and a crash can only lose a
+//! suffix of them. So only a write that answers a client needs the sync itself ([`Wait::Synced`]:
+//! a sent message); a write whose effect is only undone by a later one ([`Wait::Written`]: a
+//! store commit, followed by the delete of its records) needs only to be ahead of that later
+//! write, and a group of such writes is committed without an fsync of its own: the next sync,
+//! or the writer's quarter-second timer, makes it durable.
+//!
 //! Every commit also writes its sequence number; every quarter second the writer records the
 //! last synced one in `acknowledged`, beside the database. At open, a database whose last commit
 //! is older than that file says has lost writes that were acknowledged (a journal cut short, a
@@ -11,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -136,6 +143,8 @@ struct Shared {
     path: PathBuf,
     spaces: Spaces,
     submit: Option<mpsc::Sender<Submission>>,
+    /// Changes nobody waits for, taken by the writer with its next group.
+    later: Arc<Mutex<Vec<Op>>>,
     failed: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -162,14 +171,25 @@ impl Spaces {
 
 struct Submission {
     ops: Vec<Op>,
+    wait: Wait,
     done: Option<oneshot::Sender<Result<(), DiskError>>>,
+}
+
+/// What a submission's waiter is answered after.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Wait {
+    /// The submission is on stable storage.
+    Synced,
+    /// The submission is in the database, ahead of every later one on disk.
+    Written,
 }
 
 /// Resolves once a submission is on stable storage.
 pub(crate) struct Pending(Option<oneshot::Receiver<Result<(), DiskError>>>);
 
 impl Pending {
-    pub(crate) async fn synced(self) -> Result<(), DiskError> {
+    /// Waits until the submission is where its [`Wait`] asked.
+    pub(crate) async fn done(self) -> Result<(), DiskError> {
         match self.0 {
             Some(done) => done
                 .await
@@ -196,6 +216,7 @@ impl DataDir {
         let db = Database::builder(path.join("db"))
             .cache_size(32 << 20)
             .max_journaling_size(64 << 20)
+            .journal_compression(fjall::CompressionType::None)
             .manual_journal_persist(true)
             .open()
             .map_err(|error| match error {
@@ -258,11 +279,14 @@ impl DataDir {
         };
         let (submit, submissions) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
+        let later = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
+            later: later.clone(),
             db,
             spaces: spaces.clone(),
             failed: failed.clone(),
             commit,
+            synced: commit,
             watermark_path,
             watermarked: commit,
             watermark_at: Instant::now(),
@@ -276,6 +300,7 @@ impl DataDir {
                 path,
                 spaces,
                 submit: Some(submit),
+                later,
                 failed,
                 writer: Some(writer),
             }),
@@ -286,9 +311,9 @@ impl DataDir {
         &self.shared.path
     }
 
-    /// Queues `ops` for the next group commit; await the result to know they are synced.
-    /// Submissions are committed in the order they were made.
-    pub(crate) fn submit(&self, ops: Vec<Op>) -> Pending {
+    /// Queues `ops` for the next group commit; the result says when they are where `wait`
+    /// asks. Submissions are committed in the order they were made.
+    pub(crate) fn submit(&self, ops: Vec<Op>, wait: Wait) -> Pending {
         if ops.is_empty() || self.shared.failed.load(Ordering::Relaxed) {
             let (done, pending) = oneshot::channel();
             let _ = done.send(if ops.is_empty() {
@@ -301,6 +326,7 @@ impl DataDir {
         let (done, pending) = oneshot::channel();
         let submission = Submission {
             ops,
+            wait,
             done: Some(done),
         };
         match self.sender().send(submission) {
@@ -309,10 +335,14 @@ impl DataDir {
         }
     }
 
-    /// Queues `ops` for the next group commit without waiting for it.
-    pub(crate) fn submit_later(&self, ops: Vec<Op>) {
+    /// Adds `ops` to the next group commit without waiting for it, or waking the writer for
+    /// it: they go with the next submission that is waited for, or within a quarter second.
+    /// They may be written ahead of submissions made just before them, so they must not depend
+    /// on one that nothing has waited for yet.
+    pub(crate) fn submit_later(&self, mut ops: Vec<Op>) {
         if !ops.is_empty() {
-            let _ = self.sender().send(Submission { ops, done: None });
+            let mut later = self.shared.later.lock().unwrap_or_else(|e| e.into_inner());
+            later.append(&mut ops);
         }
     }
 
@@ -345,7 +375,13 @@ impl DataDir {
         if limit == 0 {
             return Ok(items);
         }
-        for guard in keyspace.range(from.to_vec()..) {
+        // Bounded above as well as below: an open range would walk every deleted key after the
+        // prefix (each unparked message leaves one until compaction) before finding its end.
+        let items_in = match prefix_end(prefix) {
+            Some(end) => keyspace.range(from.to_vec()..end),
+            None => keyspace.range(from.to_vec()..),
+        };
+        for guard in items_in {
             let (key, value) = guard.into_inner().map_err(read_error)?;
             if !key.starts_with(prefix) {
                 break;
@@ -362,6 +398,18 @@ impl DataDir {
     pub(crate) fn all(&self, space: Space) -> Result<Vec<Item>, DiskError> {
         self.scan(space, b"", b"", usize::MAX)
     }
+}
+
+/// The first key after every key that starts with `prefix`; `None` if there is none.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn read_error(error: fjall::Error) -> DiskError {
@@ -382,10 +430,13 @@ fn write_watermark(path: &Path, commit: u64) -> std::io::Result<()> {
 }
 
 struct Writer {
+    later: Arc<Mutex<Vec<Op>>>,
     db: Database,
     spaces: Spaces,
     failed: Arc<AtomicBool>,
+    /// The last commit written, and the last one synced.
     commit: u64,
+    synced: u64,
     watermark_path: PathBuf,
     watermarked: u64,
     watermark_at: Instant,
@@ -396,13 +447,27 @@ impl Writer {
         loop {
             let first = match submissions.recv_timeout(WATERMARK_EVERY) {
                 Ok(first) => first,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.keep_watermark();
-                    continue;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => Submission {
+                    ops: Vec::new(),
+                    wait: Wait::Written,
+                    done: None,
+                },
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut group = vec![first];
+            let later = std::mem::take(&mut *self.later.lock().unwrap_or_else(|e| e.into_inner()));
+            let idle = first.ops.is_empty() && first.done.is_none();
+            if idle && later.is_empty() {
+                self.sync_idle();
+                continue;
+            }
+            let mut group = vec![
+                Submission {
+                    ops: later,
+                    wait: Wait::Written,
+                    done: None,
+                },
+                first,
+            ];
             while group.len() < 4096 {
                 match submissions.try_recv() {
                     Ok(next) => group.push(next),
@@ -423,8 +488,30 @@ impl Writer {
                     let _ = done.send(result.clone());
                 }
             }
-            if self.watermark_at.elapsed() >= WATERMARK_EVERY {
-                self.keep_watermark();
+            if idle || self.watermark_at.elapsed() >= WATERMARK_EVERY {
+                self.sync_idle();
+            }
+        }
+        let later = std::mem::take(&mut *self.later.lock().unwrap_or_else(|e| e.into_inner()));
+        if !later.is_empty() && !self.failed.load(Ordering::Relaxed) {
+            let _ = self.commit_group(&mut [Submission {
+                ops: later,
+                wait: Wait::Written,
+                done: None,
+            }]);
+        }
+        self.sync_idle();
+    }
+
+    /// Syncs what was written without a sync, and records the last synced commit.
+    fn sync_idle(&mut self) {
+        if self.synced < self.commit && !self.failed.load(Ordering::Relaxed) {
+            match self.db.persist(PersistMode::SyncData) {
+                Ok(()) => self.synced = self.commit,
+                Err(error) => {
+                    tracing::error!(%error, "the data directory refuses writes from now on");
+                    self.failed.store(true, Ordering::Relaxed);
+                }
             }
         }
         self.keep_watermark();
@@ -440,6 +527,7 @@ impl Writer {
                 }
             }
         }
+        let sync = group.iter().any(|s| s.wait == Wait::Synced);
         let commit = self.commit + 1;
         batch.insert(
             self.spaces.get(Space::Meta),
@@ -448,18 +536,28 @@ impl Writer {
         );
         let failed = |e: fjall::Error| DiskError(e.to_string().into());
         batch.commit().map_err(failed)?;
-        self.db.persist(PersistMode::SyncAll).map_err(failed)?;
+        // Handed to the operating system even without a sync, so that a killed process loses
+        // nothing written; only a power loss can take what the next sync would have kept.
+        let mode = if sync {
+            PersistMode::SyncData
+        } else {
+            PersistMode::Buffer
+        };
+        self.db.persist(mode).map_err(failed)?;
         self.commit = commit;
+        if sync {
+            self.synced = commit;
+        }
         Ok(())
     }
 
     fn keep_watermark(&mut self) {
-        if self.watermarked == self.commit || self.failed.load(Ordering::Relaxed) {
+        if self.watermarked == self.synced || self.failed.load(Ordering::Relaxed) {
             return;
         }
-        match write_watermark(&self.watermark_path, self.commit) {
+        match write_watermark(&self.watermark_path, self.synced) {
             Ok(()) => {
-                self.watermarked = self.commit;
+                self.watermarked = self.synced;
                 self.watermark_at = Instant::now();
             }
             Err(error) => tracing::warn!(%error, "the acknowledged-commit record was not updated"),
@@ -486,10 +584,13 @@ pub(crate) mod tests {
         let dir = DataDir::open(path).unwrap();
         for n in 0..commits {
             let key = n.to_be_bytes().to_vec();
-            dir.submit(vec![Op::Put(Space::History, key, vec![b'x'; 200])])
-                .synced()
-                .await
-                .unwrap();
+            dir.submit(
+                vec![Op::Put(Space::History, key, vec![b'x'; 200])],
+                Wait::Synced,
+            )
+            .done()
+            .await
+            .unwrap();
         }
     }
 
@@ -505,6 +606,14 @@ pub(crate) mod tests {
         let bytes = std::fs::read(&journal).unwrap();
         let used = bytes.iter().rposition(|b| *b != 0).map_or(0, |at| at + 1);
         (journal, used)
+    }
+
+    #[test]
+    fn a_prefix_ends_where_its_keys_do() {
+        assert_eq!(prefix_end(b"ab/"), Some(b"ab0".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
     }
 
     #[tokio::test]

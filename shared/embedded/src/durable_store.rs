@@ -4,8 +4,8 @@
 //! Each rocket's state and version are cached in memory beside the listing's [`SortedIndex`]
 //! (both are rebuilt from the directory at open, in time proportional to the rockets, not the
 //! history); parked messages and history are read from disk, so memory does not grow with them.
-//! A commit is written and synced before the cache shows it, and while it is being written
-//! every other commit to that channel is refused as a version mismatch.
+//! A commit is written before the cache shows it, and while it is being written every other
+//! commit to that channel is refused as a version mismatch.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -19,7 +19,7 @@ use rockets::ports::{
 use rockets::rocket::Rocket;
 
 use crate::disk::{
-    DataDir, DataDirError, DiskError, Op, Space, channel_prefix, key_number, numbered_key,
+    DataDir, DataDirError, DiskError, Op, Space, Wait, channel_prefix, key_number, numbered_key,
 };
 use crate::index::SortedIndex;
 
@@ -207,14 +207,16 @@ impl ChannelStore for DurableStore {
                     applied.to_json().into_bytes(),
                 ));
             }
-            // Submitted under the lock, so one channel's commits reach the disk in order.
-            self.dir.submit(ops)
+            // Submitted under the lock, so one channel's commits reach the disk in order. Written,
+            // not synced: what acknowledges the records (their delete) is submitted after this
+            // returns, so it cannot reach the disk without it.
+            self.dir.submit(ops, Wait::Written)
         };
-        let synced = written.synced().await;
+        let written = written.done().await;
         let mut cache = self.write();
         let cache = &mut *cache;
         cache.committing.remove(channel);
-        synced.map_err(failed)?;
+        written.map_err(failed)?;
         let old = cache.rockets.insert(
             channel.clone(),
             Cached {

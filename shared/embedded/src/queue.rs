@@ -7,7 +7,8 @@
 //!   dead-letter queue on its next receive, which unblocks its group.
 //!
 //! Opened on a [`DataDir`], it is durable: a send returns once the message and its
-//! deduplication id are synced, and every later change (receives, deletes, dead letters,
+//! deduplication id are synced, a dead letter once it is written ahead of the delete that
+//! follows it, and every later change (receives, deletes, dead letters,
 //! redrives, ids leaving the window) is written with the next group commit. Leases are not
 //! written: the consumers holding them ran in the process that stopped, so at open every
 //! message is visible again.
@@ -27,7 +28,7 @@ use rockets::ports::{
     Cause, MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility,
 };
 
-use crate::disk::{DataDir, DataDirError, DiskError, Op, Space};
+use crate::disk::{DataDir, DataDirError, DiskError, Op, Space, Wait};
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
@@ -240,7 +241,6 @@ impl State {
 }
 
 /// A message as the data directory keeps it in [`Space::Queue`] and [`Space::Dead`].
-#[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     group: String,
     deduplication_id: String,
@@ -248,14 +248,40 @@ struct Stored {
     sent_ms: u64,
 }
 
+/// The time it was sent (8 bytes), its group and deduplication id (each a 2-byte length and
+/// the text), then its body: copied as they are, since a body is JSON that a JSON record would
+/// escape.
 fn stored(group_id: &str, message: &Message) -> Vec<u8> {
-    serde_json::to_vec(&Stored {
-        group: group_id.to_owned(),
-        deduplication_id: message.deduplication_id.clone(),
-        body: message.body.clone(),
-        sent_ms: message.sent_ms,
-    })
-    .expect("a message always serialises")
+    let (group, id) = (group_id.as_bytes(), message.deduplication_id.as_bytes());
+    let mut value = Vec::with_capacity(12 + group.len() + id.len() + message.body.len());
+    value.extend_from_slice(&message.sent_ms.to_be_bytes());
+    for text in [group, id] {
+        let len = u16::try_from(text.len()).expect("group and deduplication ids are short");
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(text);
+    }
+    value.extend_from_slice(message.body.as_bytes());
+    value
+}
+
+impl Stored {
+    fn parse(value: &[u8]) -> Option<Stored> {
+        let (sent, mut rest) = value.split_first_chunk::<8>()?;
+        let mut text = || {
+            let (len, tail) = rest.split_first_chunk::<2>()?;
+            let len = usize::from(u16::from_be_bytes(*len));
+            let (text, tail) = (tail.get(..len)?, tail.get(len..)?);
+            rest = tail;
+            String::from_utf8(text.to_vec()).ok()
+        };
+        let (group, deduplication_id) = (text()?, text()?);
+        Some(Stored {
+            group,
+            deduplication_id,
+            body: String::from_utf8(rest.to_vec()).ok()?,
+            sent_ms: u64::from_be_bytes(*sent),
+        })
+    }
 }
 
 const SEQUENCE_KEY: &[u8] = b"sequence";
@@ -338,8 +364,8 @@ impl EmbeddedQueue {
         let parse = |key: &[u8], value: &[u8]| -> Result<(u64, Stored), DataDirError> {
             let sequence =
                 be_u64(key).ok_or_else(|| damaged("a queue key is not a number".into()))?;
-            let stored = serde_json::from_slice(value)
-                .map_err(|e| damaged(format!("a queued message: {e}")))?;
+            let stored = Stored::parse(value)
+                .ok_or_else(|| damaged("a queued message is cut short".into()))?;
             Ok((sequence, stored))
         };
         let message = |sequence: u64, stored: Stored| Message {
@@ -460,9 +486,9 @@ impl EmbeddedQueue {
                 until.to_be_bytes().to_vec(),
             ));
             ops.push(sequence_record(sequence));
-            (dir.submit(ops), sequence, pending.sent_ms)
+            (dir.submit(ops, Wait::Synced), sequence, pending.sent_ms)
         };
-        let synced = written.synced().await;
+        let synced = written.done().await;
         let mut state = self.lock();
         if let Err(error) = synced {
             state.seen.remove(&message.deduplication_id);
@@ -729,13 +755,14 @@ impl MessageQueue for DeadLetters {
                     stored(&queued.group_id, &message),
                 ));
                 ops.push(sequence_record(sequence));
-                dir.submit(ops)
+                // Ahead of the delete of the record that brought it, which is what needs it.
+                dir.submit(ops, Wait::Written)
             });
             state.dead.push((queued.group_id.into(), message));
             written
         };
         match written {
-            Some(written) => written.synced().await.map_err(unavailable),
+            Some(written) => written.done().await.map_err(unavailable),
             None => Ok(()),
         }
     }
