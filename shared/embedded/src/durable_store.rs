@@ -138,10 +138,15 @@ impl ChannelStore for DurableStore {
         else {
             return Ok(None);
         };
+        // From the first number not applied: every parked message below it was applied and
+        // deleted (commits here are atomic, so none is left behind), and starting past them
+        // skips their deletion markers, which would otherwise make each load walk the channel's
+        // whole history until compaction drops them.
         let prefix = channel_prefix(channel.as_str());
+        let from = numbered_key(channel.as_str(), rocket.next_number());
         let mut first = self
             .dir
-            .scan(Space::Parked, &prefix, &prefix, window.saturating_add(1))
+            .scan(Space::Parked, &prefix, &from, window.saturating_add(1))
             .map_err(failed)?
             .iter()
             .map(|(_, value)| message(value))
