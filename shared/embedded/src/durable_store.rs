@@ -19,7 +19,7 @@ use rockets::ports::{
 use rockets::rocket::Rocket;
 
 use crate::disk::{
-    DataDir, DataDirError, DiskError, Op, Space, Wait, channel_prefix, key_number, numbered_key,
+    DataDir, DataDirError, DiskError, Op, Space, channel_prefix, key_number, numbered_key,
 };
 use crate::index::SortedIndex;
 
@@ -138,6 +138,15 @@ impl ChannelStore for DurableStore {
         else {
             return Ok(None);
         };
+        // Commits here are atomic, so the rocket's count of parked messages is exact: with none,
+        // there is nothing to read.
+        if rocket.pending_messages == 0 {
+            return Ok(Some(ChannelSnapshot {
+                rocket,
+                parked: ParkedView::none(),
+                version,
+            }));
+        }
         // From the first number not applied: every parked message below it was applied and
         // deleted (commits here are atomic, so none is left behind), and starting past them
         // skips their deletion markers, which would otherwise make each load walk the channel's
@@ -212,12 +221,11 @@ impl ChannelStore for DurableStore {
                     applied.to_json().into_bytes(),
                 ));
             }
-            // Submitted under the lock, so one channel's commits reach the disk in order. Written,
-            // not synced: what acknowledges the records (their delete) is submitted after this
-            // returns, so it cannot reach the disk without it.
-            self.dir.submit(ops, Wait::Written)
+            // Written under the lock, so one channel's commits reach the disk in order; not synced:
+            // what acknowledges the records (their delete) is written after this returns, so it
+            // cannot reach the disk without it.
+            self.dir.write(ops)
         };
-        let written = written.done().await;
         let mut cache = self.write();
         let cache = &mut *cache;
         cache.committing.remove(channel);
