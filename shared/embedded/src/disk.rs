@@ -3,12 +3,12 @@
 //! with one fsync (group commit), so concurrent senders share a sync instead of queueing for
 //! one each.
 //!
-//! Writes reach the journal in the order they were made, and a crash can only lose a suffix of
-//! them. So only a write that answers a client waits for a sync ([`DataDir::submit`]: a sent
-//! message). A write whose effect is only undone by a later one (a store commit, followed by
-//! the delete of its records) needs only to be ahead of that later write: it is written at once
-//! by its caller ([`DataDir::write`]) and made durable by the next sync, or by the writer's
-//! quarter-second timer.
+//! Submissions reach the journal in the order they were made, and a crash can only lose a
+//! suffix of them. So only a write that answers a client needs the sync itself ([`Wait::Synced`]:
+//! a sent message); a write whose effect is only undone by a later one ([`Wait::Written`]: a
+//! store commit, followed by the delete of its records) needs only to be ahead of that later
+//! write, and a group of such writes is committed without an fsync of its own: the next sync,
+//! or the writer's quarter-second timer, makes it durable.
 //!
 //! Every commit also writes its sequence number; every quarter second the writer records the
 //! last synced one in `acknowledged`, beside the database. At open, a database whose last commit
@@ -141,9 +141,6 @@ pub struct DataDir {
 
 struct Shared {
     path: PathBuf,
-    db: Database,
-    /// Whether [`DataDir::write`] wrote since the writer's last sync.
-    unsynced: Arc<AtomicBool>,
     spaces: Spaces,
     submit: Option<mpsc::Sender<Submission>>,
     /// Changes nobody waits for, taken by the writer with its next group.
@@ -174,14 +171,24 @@ impl Spaces {
 
 struct Submission {
     ops: Vec<Op>,
+    wait: Wait,
     done: Option<oneshot::Sender<Result<(), DiskError>>>,
+}
+
+/// What a submission's waiter is answered after.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Wait {
+    /// The submission is on stable storage.
+    Synced,
+    /// The submission is in the database, ahead of every later one on disk.
+    Written,
 }
 
 /// Resolves once a submission is on stable storage.
 pub(crate) struct Pending(Option<oneshot::Receiver<Result<(), DiskError>>>);
 
 impl Pending {
-    /// Waits until the submission is on stable storage.
+    /// Waits until the submission is where its [`Wait`] asked.
     pub(crate) async fn done(self) -> Result<(), DiskError> {
         match self.0 {
             Some(done) => done
@@ -273,11 +280,9 @@ impl DataDir {
         let (submit, submissions) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let later = Arc::new(Mutex::new(Vec::new()));
-        let unsynced = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             later: later.clone(),
-            unsynced: unsynced.clone(),
-            db: db.clone(),
+            db,
             spaces: spaces.clone(),
             failed: failed.clone(),
             commit,
@@ -293,8 +298,6 @@ impl DataDir {
         Ok(DataDir {
             shared: Arc::new(Shared {
                 path,
-                db,
-                unsynced,
                 spaces,
                 submit: Some(submit),
                 later,
@@ -308,9 +311,9 @@ impl DataDir {
         &self.shared.path
     }
 
-    /// Queues `ops` for the next group commit; the result says when they are synced.
-    /// Submissions are committed in the order they were made.
-    pub(crate) fn submit(&self, ops: Vec<Op>) -> Pending {
+    /// Queues `ops` for the next group commit; the result says when they are where `wait`
+    /// asks. Submissions are committed in the order they were made.
+    pub(crate) fn submit(&self, ops: Vec<Op>, wait: Wait) -> Pending {
         if ops.is_empty() || self.shared.failed.load(Ordering::Relaxed) {
             let (done, pending) = oneshot::channel();
             let _ = done.send(if ops.is_empty() {
@@ -323,6 +326,7 @@ impl DataDir {
         let (done, pending) = oneshot::channel();
         let submission = Submission {
             ops,
+            wait,
             done: Some(done),
         };
         match self.sender().send(submission) {
@@ -340,29 +344,6 @@ impl DataDir {
             let mut later = self.shared.later.lock().unwrap_or_else(|e| e.into_inner());
             later.append(&mut ops);
         }
-    }
-
-    /// Writes `ops` now, as one atomic batch, ahead of everything written after; durable with
-    /// the next sync.
-    pub(crate) fn write(&self, ops: Vec<Op>) -> Result<(), DiskError> {
-        if self.shared.failed.load(Ordering::Relaxed) {
-            return Err(DiskError("an earlier write failed".into()));
-        }
-        let spaces = &self.shared.spaces;
-        let mut batch = self.shared.db.batch();
-        for op in ops {
-            match op {
-                Op::Put(space, key, value) => batch.insert(spaces.get(space), key, value),
-                Op::Delete(space, key) => batch.remove(spaces.get(space), key),
-            }
-        }
-        let written = batch.commit();
-        self.shared.unsynced.store(true, Ordering::Relaxed);
-        written.map_err(|error| {
-            tracing::error!(%error, "the data directory refuses writes from now on");
-            self.shared.failed.store(true, Ordering::Relaxed);
-            DiskError(error.to_string().into())
-        })
     }
 
     fn sender(&self) -> &mpsc::Sender<Submission> {
@@ -450,7 +431,6 @@ fn write_watermark(path: &Path, commit: u64) -> std::io::Result<()> {
 
 struct Writer {
     later: Arc<Mutex<Vec<Op>>>,
-    unsynced: Arc<AtomicBool>,
     db: Database,
     spaces: Spaces,
     failed: Arc<AtomicBool>,
@@ -469,6 +449,7 @@ impl Writer {
                 Ok(first) => first,
                 Err(mpsc::RecvTimeoutError::Timeout) => Submission {
                     ops: Vec::new(),
+                    wait: Wait::Written,
                     done: None,
                 },
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -482,6 +463,7 @@ impl Writer {
             let mut group = vec![
                 Submission {
                     ops: later,
+                    wait: Wait::Written,
                     done: None,
                 },
                 first,
@@ -514,6 +496,7 @@ impl Writer {
         if !later.is_empty() && !self.failed.load(Ordering::Relaxed) {
             let _ = self.commit_group(&mut [Submission {
                 ops: later,
+                wait: Wait::Written,
                 done: None,
             }]);
         }
@@ -522,8 +505,7 @@ impl Writer {
 
     /// Syncs what was written without a sync, and records the last synced commit.
     fn sync_idle(&mut self) {
-        let unsynced = self.unsynced.swap(false, Ordering::Relaxed);
-        if (unsynced || self.synced < self.commit) && !self.failed.load(Ordering::Relaxed) {
+        if self.synced < self.commit && !self.failed.load(Ordering::Relaxed) {
             match self.db.persist(PersistMode::SyncData) {
                 Ok(()) => self.synced = self.commit,
                 Err(error) => {
@@ -545,7 +527,7 @@ impl Writer {
                 }
             }
         }
-        let sync = group.iter().any(|s| s.done.is_some());
+        let sync = group.iter().any(|s| s.wait == Wait::Synced);
         let commit = self.commit + 1;
         batch.insert(
             self.spaces.get(Space::Meta),
@@ -565,7 +547,6 @@ impl Writer {
         self.commit = commit;
         if sync {
             self.synced = commit;
-            self.unsynced.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -603,10 +584,13 @@ pub(crate) mod tests {
         let dir = DataDir::open(path).unwrap();
         for n in 0..commits {
             let key = n.to_be_bytes().to_vec();
-            dir.submit(vec![Op::Put(Space::History, key, vec![b'x'; 200])])
-                .done()
-                .await
-                .unwrap();
+            dir.submit(
+                vec![Op::Put(Space::History, key, vec![b'x'; 200])],
+                Wait::Synced,
+            )
+            .done()
+            .await
+            .unwrap();
         }
     }
 

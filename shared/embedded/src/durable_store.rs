@@ -19,7 +19,7 @@ use rockets::ports::{
 use rockets::rocket::Rocket;
 
 use crate::disk::{
-    DataDir, DataDirError, DiskError, Op, Space, channel_prefix, key_number, numbered_key,
+    DataDir, DataDirError, DiskError, Op, Space, Wait, channel_prefix, key_number, numbered_key,
 };
 use crate::index::SortedIndex;
 
@@ -221,11 +221,12 @@ impl ChannelStore for DurableStore {
                     applied.to_json().into_bytes(),
                 ));
             }
-            // Written under the lock, so one channel's commits reach the disk in order; not synced:
-            // what acknowledges the records (their delete) is written after this returns, so it
-            // cannot reach the disk without it.
-            self.dir.write(ops)
+            // Submitted under the lock, so one channel's commits reach the disk in order. Written,
+            // not synced: what acknowledges the records (their delete) is submitted after this
+            // returns, so it cannot reach the disk without it.
+            self.dir.submit(ops, Wait::Written)
         };
+        let written = written.done().await;
         let mut cache = self.write();
         let cache = &mut *cache;
         cache.committing.remove(channel);

@@ -8,7 +8,7 @@
 //!
 //! Opened on a [`DataDir`], it is durable: a send returns once the message and its
 //! deduplication id are synced, a dead letter once it is written ahead of the delete that
-//! follows it, and every other change (receives, deletes, dead letters,
+//! follows it, and every later change (receives, deletes, dead letters,
 //! redrives, ids leaving the window) is written with the next group commit. Leases are not
 //! written: the consumers holding them ran in the process that stopped, so at open every
 //! message is visible again.
@@ -28,7 +28,7 @@ use rockets::ports::{
     Cause, MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility,
 };
 
-use crate::disk::{DataDir, DataDirError, DiskError, Op, Space};
+use crate::disk::{DataDir, DataDirError, DiskError, Op, Space, Wait};
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
@@ -486,7 +486,7 @@ impl EmbeddedQueue {
                 until.to_be_bytes().to_vec(),
             ));
             ops.push(sequence_record(sequence));
-            (dir.submit(ops), sequence, pending.sent_ms)
+            (dir.submit(ops, Wait::Synced), sequence, pending.sent_ms)
         };
         let synced = written.done().await;
         let mut state = self.lock();
@@ -756,12 +756,15 @@ impl MessageQueue for DeadLetters {
                 ));
                 ops.push(sequence_record(sequence));
                 // Ahead of the delete of the record that brought it, which is what needs it.
-                dir.write(ops)
+                dir.submit(ops, Wait::Written)
             });
             state.dead.push((queued.group_id.into(), message));
             written
         };
-        written.unwrap_or(Ok(())).map_err(unavailable)
+        match written {
+            Some(written) => written.done().await.map_err(unavailable),
+            None => Ok(()),
+        }
     }
 }
 
