@@ -416,6 +416,21 @@ fn read_error(error: fjall::Error) -> DiskError {
     DiskError(format!("read failed: {error}").into())
 }
 
+/// Asks the kernel to treat the writer as a batch thread: waking it for a submission then no
+/// longer preempts the thread that submitted, which on a small machine is the one that has the
+/// next request to serve.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: changes only the calling thread's policy, with a valid parameter.
+        let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if result != 0 {
+            tracing::debug!("the writer keeps the default scheduling policy");
+        }
+    }
+}
+
 fn write_watermark(path: &Path, commit: u64) -> std::io::Result<()> {
     use std::io::Write as _;
     let temporary = path.with_extension("new");
@@ -444,6 +459,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, submissions: mpsc::Receiver<Submission>) {
+        batch_scheduling();
         loop {
             let first = match submissions.recv_timeout(WATERMARK_EVERY) {
                 Ok(first) => first,
