@@ -109,17 +109,22 @@ fn killed_at_random_moments_it_loses_nothing_it_acknowledged_and_applies_nothing
     }
 }
 
-#[test]
-fn a_second_server_on_the_same_data_directory_is_refused() {
-    let dir = Scratch::new("second");
-    let _first = start(&dir);
+/// Starts the server on `dir`, expecting it to exit with status 1 before serving; its stderr.
+fn refused_start(dir: &Scratch) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rockets-local"))
         .args(["--data-dir", dir.0.to_str().unwrap()])
         .env("ROCKETS_ADDR", "127.0.0.1:0")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = Scratch::new("second");
+    let _first = start(&dir);
+    let stderr = refused_start(&dir);
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
@@ -128,13 +133,7 @@ fn a_damaged_data_directory_stops_the_start_with_a_clear_error() {
     let dir = Scratch::new("damaged");
     drop(start(&dir));
     std::fs::write(dir.0.join("acknowledged"), "not a number\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rockets-local"))
-        .args(["--data-dir", dir.0.to_str().unwrap()])
-        .env("ROCKETS_ADDR", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(&dir);
     assert!(
         stderr.contains("cannot be used") && stderr.contains("restore it"),
         "{stderr}"
