@@ -314,13 +314,9 @@ impl DataDir {
     /// Queues `ops` for the next group commit; the result says when they are where `wait`
     /// asks. Submissions are committed in the order they were made.
     pub(crate) fn submit(&self, ops: Vec<Op>, wait: Wait) -> Pending {
-        if ops.is_empty() || self.shared.failed.load(Ordering::Relaxed) {
+        if self.shared.failed.load(Ordering::Relaxed) {
             let (done, pending) = oneshot::channel();
-            let _ = done.send(if ops.is_empty() {
-                Ok(())
-            } else {
-                Err(DiskError("an earlier write failed".into()))
-            });
+            let _ = done.send(Err(DiskError("an earlier write failed".into())));
             return Pending(Some(pending));
         }
         let (done, pending) = oneshot::channel();
@@ -333,6 +329,11 @@ impl DataDir {
             Ok(()) => Pending(Some(pending)),
             Err(_) => Pending(None),
         }
+    }
+
+    /// Resolves once everything submitted before it is synced.
+    pub(crate) fn barrier(&self) -> Pending {
+        self.submit(Vec::new(), Wait::Synced)
     }
 
     /// Adds `ops` to the next group commit without waiting for it, or waking the writer for

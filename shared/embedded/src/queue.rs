@@ -451,42 +451,54 @@ impl EmbeddedQueue {
             return Ok(self.send_message(message));
         };
         let now = Instant::now();
-        let (written, sequence, sent_ms) = {
+        let submitted = {
             let mut state = self.lock();
             state.forget_old_ids(now);
             if state.seen.contains_key(&message.deduplication_id) {
-                return Ok(None);
+                None
+            } else {
+                let expires = now + self.config.deduplication_window;
+                state.seen.insert(message.deduplication_id.clone(), expires);
+                state
+                    .seen_order
+                    .push_back((expires, message.deduplication_id.clone()));
+                state.next_sequence += 1;
+                let sequence = state.next_sequence;
+                let pending = Message {
+                    id: format!("{sequence:020}-local"),
+                    sequence,
+                    body: message.body.clone(),
+                    deduplication_id: message.deduplication_id.clone(),
+                    receive_count: 0,
+                    sent_ms: now_ms(),
+                    first_receive_ms: None,
+                };
+                let until = pending.sent_ms + self.config.deduplication_window.as_millis() as u64;
+                let mut ops = std::mem::take(&mut state.journal);
+                ops.push(Op::Put(
+                    Space::Queue,
+                    sequence.to_be_bytes().to_vec(),
+                    stored(&message.group_id, &pending),
+                ));
+                ops.push(Op::Put(
+                    Space::Seen,
+                    message.deduplication_id.clone().into_bytes(),
+                    until.to_be_bytes().to_vec(),
+                ));
+                ops.push(sequence_record(sequence));
+                Some((dir.submit(ops, Wait::Synced), sequence, pending.sent_ms))
             }
-            let expires = now + self.config.deduplication_window;
-            state.seen.insert(message.deduplication_id.clone(), expires);
-            state
-                .seen_order
-                .push_back((expires, message.deduplication_id.clone()));
-            state.next_sequence += 1;
-            let sequence = state.next_sequence;
-            let pending = Message {
-                id: format!("{sequence:020}-local"),
-                sequence,
-                body: message.body.clone(),
-                deduplication_id: message.deduplication_id.clone(),
-                receive_count: 0,
-                sent_ms: now_ms(),
-                first_receive_ms: None,
-            };
-            let until = pending.sent_ms + self.config.deduplication_window.as_millis() as u64;
-            let mut ops = std::mem::take(&mut state.journal);
-            ops.push(Op::Put(
-                Space::Queue,
-                sequence.to_be_bytes().to_vec(),
-                stored(&message.group_id, &pending),
-            ));
-            ops.push(Op::Put(
-                Space::Seen,
-                message.deduplication_id.clone().into_bytes(),
-                until.to_be_bytes().to_vec(),
-            ));
-            ops.push(sequence_record(sequence));
-            (dir.submit(ops, Wait::Synced), sequence, pending.sent_ms)
+        };
+        let Some((written, sequence, sent_ms)) = submitted else {
+            // A resend. Its first copy may still be on its way to the disk: answer once
+            // everything submitted before now is synced, so that this answer never promises
+            // more than the disk holds.
+            return dir
+                .barrier()
+                .done()
+                .await
+                .map(|()| None)
+                .map_err(unavailable);
         };
         let synced = written.done().await;
         let mut state = self.lock();
