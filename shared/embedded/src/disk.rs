@@ -96,12 +96,6 @@ pub(crate) fn channel_prefix(channel: &str) -> Vec<u8> {
     key
 }
 
-/// The number at the end of a [`numbered_key`].
-pub(crate) fn key_number(key: &[u8]) -> Option<u64> {
-    let tail = key.len().checked_sub(8).map(|at| &key[at..])?;
-    Some(u64::from_be_bytes(tail.try_into().ok()?))
-}
-
 const FORMAT: &[u8] = b"rockets-local data 1";
 const FORMAT_KEY: &[u8] = b"format";
 const COMMIT_KEY: &[u8] = b"commit";

@@ -19,7 +19,7 @@ use rockets::ports::{
 use rockets::rocket::Rocket;
 
 use crate::disk::{
-    DataDir, DataDirError, DiskError, Op, Space, Wait, channel_prefix, key_number, numbered_key,
+    DataDir, DataDirError, DiskError, Op, Space, Wait, channel_prefix, numbered_key,
 };
 use crate::index::SortedIndex;
 
@@ -296,7 +296,6 @@ impl RocketReader for DurableStore {
             .map_err(failed)?;
         items
             .iter()
-            .filter(|(key, _)| key_number(key).is_some())
             .map(|(_, value)| message(value))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)

@@ -193,11 +193,7 @@ impl State {
             first_receive_ms: None,
         };
         if self.durable {
-            self.journal.push(Op::Put(
-                Space::Queue,
-                message.sequence.to_be_bytes().to_vec(),
-                stored(group_id, &message),
-            ));
+            self.journal.push(record(Space::Queue, group_id, &message));
             self.journal.push(sequence_record(self.next_sequence));
         }
         self.enqueue(group_id, message)
@@ -230,11 +226,7 @@ impl State {
     fn bury(&mut self, group_id: Arc<str>, message: Message) {
         self.forget(message.sequence);
         if self.durable {
-            self.journal.push(Op::Put(
-                Space::Dead,
-                message.sequence.to_be_bytes().to_vec(),
-                stored(&group_id, &message),
-            ));
+            self.journal.push(record(Space::Dead, &group_id, &message));
         }
         self.dead.push((group_id, message));
     }
@@ -251,6 +243,15 @@ struct Stored {
 /// The time it was sent (8 bytes), its group and deduplication id (each a 2-byte length and
 /// the text), then its body: copied as they are, since a body is JSON that a JSON record would
 /// escape.
+/// `message` as kept under its sequence number in `space` ([`Space::Queue`] or [`Space::Dead`]).
+fn record(space: Space, group_id: &str, message: &Message) -> Op {
+    Op::Put(
+        space,
+        message.sequence.to_be_bytes().to_vec(),
+        stored(group_id, message),
+    )
+}
+
 fn stored(group_id: &str, message: &Message) -> Vec<u8> {
     let (group, id) = (group_id.as_bytes(), message.deduplication_id.as_bytes());
     let mut value = Vec::with_capacity(12 + group.len() + id.len() + message.body.len());
@@ -475,11 +476,7 @@ impl EmbeddedQueue {
                 };
                 let until = pending.sent_ms + self.config.deduplication_window.as_millis() as u64;
                 let mut ops = std::mem::take(&mut state.journal);
-                ops.push(Op::Put(
-                    Space::Queue,
-                    sequence.to_be_bytes().to_vec(),
-                    stored(&message.group_id, &pending),
-                ));
+                ops.push(record(Space::Queue, &message.group_id, &pending));
                 ops.push(Op::Put(
                     Space::Seen,
                     message.deduplication_id.clone().into_bytes(),
@@ -761,11 +758,7 @@ impl MessageQueue for DeadLetters {
             };
             let written = self.0.dir.as_ref().map(|dir| {
                 let mut ops = std::mem::take(&mut state.journal);
-                ops.push(Op::Put(
-                    Space::Dead,
-                    sequence.to_be_bytes().to_vec(),
-                    stored(&queued.group_id, &message),
-                ));
+                ops.push(record(Space::Dead, &queued.group_id, &message));
                 ops.push(sequence_record(sequence));
                 // Ahead of the delete of the record that brought it, which is what needs it.
                 dir.submit(ops, Wait::Written)
