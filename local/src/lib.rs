@@ -5,12 +5,14 @@
 //! lambda_http itself, so the handler code that runs here is the code that runs in Lambda.
 //!
 //! - [`front`]: listeners, connection limits and timeouts, graceful shutdown.
+//! - [`cors`]: CORS answers as the template's HTTP API gives them.
 //! - [`event_source`]: what Lambda's SQS event source mapping does, in process.
 //! - [`activity`]: counters and the periodic one-line summary.
 //! - [`limits`]: the open-file limit.
 //! - [`launch`]: a load generator that behaves like the challenge's `rockets launch`.
 
 pub mod activity;
+pub mod cors;
 pub mod event_source;
 pub mod front;
 pub mod invoke;
@@ -39,6 +41,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use activity::{Activity, DepthProbe};
+use cors::Cors;
 use front::{Front, FrontConfig, Handler};
 
 /// API Gateway's own limit on a request body; larger bodies never reach a function.
@@ -149,6 +152,8 @@ pub struct LocalConfig {
     pub park_limit: u64,
     /// Where the embedded backends keep their data.
     pub storage: Storage,
+    /// Which origins a browser may call the API from.
+    pub cors: Cors,
 }
 
 impl Default for LocalConfig {
@@ -162,6 +167,7 @@ impl Default for LocalConfig {
             report_every: Duration::from_secs(5),
             park_limit: apply::Settings::PARK_LIMIT,
             storage: Storage::default_dir(),
+            cors: Cors::AnyOrigin,
         }
     }
 }
@@ -211,6 +217,7 @@ impl LocalConfig {
             report_every: config::millis("ROCKETS_REPORT_MS", d.report_every)?,
             park_limit: config::parsed("ROCKETS_PARK_LIMIT", d.park_limit)?,
             storage: config::parsed("ROCKETS_DATA_DIR", d.storage)?,
+            cors: config::parsed("ROCKETS_CORS_ALLOW_ORIGIN", d.cors)?,
         })
     }
 }
@@ -472,6 +479,7 @@ where
         backends: http,
         activity: activity.clone(),
         body_read_timeout: config.front.body_read_timeout,
+        cors: config.cors.clone(),
     });
     let mut tasks = JoinSet::new();
     let front = Front::start(listeners, api, config.front, &mut tasks)?;
@@ -486,7 +494,7 @@ where
         addrs = addrs.join(" "),
         pollers = config.pollers,
         max_connections = front.connection_cap(),
-        "serving POST /messages, GET /rockets, GET /rockets/{{channel}}[/events], GET /health"
+        "serving the dashboard at GET /, the API (GET /openapi.yaml describes it): POST /messages, GET /rockets, GET /rockets/{{channel}}[/events], GET /health"
     );
     Ok(LocalServer {
         front,
@@ -503,15 +511,26 @@ struct Api<Q, R> {
     backends: Backends<Q, R>,
     activity: Arc<Activity>,
     body_read_timeout: Duration,
+    cors: Cors,
 }
 
 impl<Q: MessageQueue + 'static, R: RocketReader + 'static> Handler for Api<Q, R> {
     async fn call(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        if let Some(status) = self.cors.preflight(request.method(), request.headers()) {
+            let mut response = hyper::Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = status;
+            self.cors
+                .add_preflight_headers(request.headers(), response.headers_mut());
+            return response;
+        }
         let is_post = request.uri().path() == "/messages";
-        let response = self.dispatch(request).await;
+        let origin = request.headers().get(hyper::header::ORIGIN).cloned();
+        let mut response = self.dispatch(request).await;
         if is_post {
             self.activity.record_post(response.status().as_u16());
         }
+        self.cors
+            .add_response_headers(origin.as_ref(), response.headers_mut());
         response
     }
 }
@@ -546,7 +565,7 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
             }
             Ok(Err(error)) => {
                 return early(ApiError::Invalid(ValidationError::Malformed {
-                    field: "",
+                    field: "body",
                     detail: format!("the request body could not be read: {error}"),
                 }));
             }

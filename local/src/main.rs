@@ -53,6 +53,8 @@ environment:
   ROCKETS_MAX_RECEIVE_COUNT      receives before the dead-letter queue (default 5)
   ROCKETS_PARK_LIMIT             messages one channel may hold ahead of a gap; one more goes
                                  to the dead-letter queue (default 10000)
+  ROCKETS_CORS_ALLOW_ORIGIN      the origin browsers may call from, as the template's
+                                 CorsAllowOrigin: *, one origin, or none (default *)
   RUST_LOG                       log level (default info)";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -30,6 +30,7 @@ use rockets_aws::{DynamoStore, SqsQueue, index_attribute, index_name};
 use serde_norway::Value;
 
 const TEMPLATE: &str = include_str!("../../template.yaml");
+const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 /// What Lambda's SQS event source mapping does with the apply function's role.
 const EVENT_SOURCE_ACTIONS: [&str; 4] = [
@@ -373,6 +374,43 @@ fn every_route_is_routed_to_the_function_that_serves_it() {
             .collect();
         assert_eq!(routed, serves, "{function}");
     }
+}
+
+#[test]
+fn the_openapi_document_describes_exactly_the_routes_the_template_and_the_code_serve() {
+    let document: Value = serde_norway::from_str(OPENAPI).unwrap();
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let mut described = BTreeSet::new();
+    for (path, item) in document["paths"].as_mapping().unwrap() {
+        for (method, _) in item.as_mapping().unwrap() {
+            let method = text(method);
+            if methods.contains(&method) {
+                described.insert((method.to_uppercase(), text(path).to_string()));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|spec| (spec.method.to_string(), spec.path.to_string()))
+        .collect();
+    assert_eq!(described, served);
+
+    let template = template();
+    let mut routed = BTreeSet::new();
+    for (function, _) in FUNCTIONS {
+        let events = resource(&template, function)["Properties"]["Events"].as_mapping();
+        for (_, event) in events.into_iter().flatten() {
+            if event["Type"] == "HttpApi" {
+                routed.insert((
+                    text(&event["Properties"]["Method"]).to_string(),
+                    text(&event["Properties"]["Path"]).to_string(),
+                ));
+            }
+        }
+    }
+    assert_eq!(described, routed);
 }
 
 #[test]

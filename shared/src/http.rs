@@ -81,6 +81,15 @@ impl ApiError {
         }
     }
 
+    /// The request field at fault, for the errors one field causes.
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Invalid(e) => Some(e.field()).filter(|f| !f.is_empty()),
+            ApiError::BodyTimeout { .. } | ApiError::PayloadTooLarge { .. } => Some("body"),
+            _ => None,
+        }
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let message = match &self {
@@ -99,10 +108,8 @@ impl ApiError {
             other => other.to_string(),
         };
         let mut error = json!({"code": self.code(), "message": message});
-        if let ApiError::Invalid(e) = &self
-            && !e.field().is_empty()
-        {
-            error["field"] = json!(e.field());
+        if let Some(field) = self.field() {
+            error["field"] = json!(field);
         }
         let mut response = json_response(status, &json!({ "error": error }));
         let headers = response.headers_mut();
@@ -357,11 +364,13 @@ enum Endpoint {
     GetRocket,
     GetHistory,
     Health,
+    Dashboard,
+    ApiDocument,
 }
 
-/// The API's routes, the one table the functions, the local server and the template's test
-/// read.
-pub const ROUTES: [RouteSpec; 5] = [
+/// The API's routes, the one table the functions, the local server, the template's test and
+/// the OpenAPI document's test read.
+pub const ROUTES: [RouteSpec; 7] = [
     RouteSpec {
         method: "POST",
         path: "/messages",
@@ -391,6 +400,18 @@ pub const ROUTES: [RouteSpec; 5] = [
         path: "/health",
         function: Function::Query,
         endpoint: Endpoint::Health,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/",
+        function: Function::Query,
+        endpoint: Endpoint::Dashboard,
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/openapi.yaml",
+        function: Function::Query,
+        endpoint: Endpoint::ApiDocument,
     },
 ];
 
@@ -422,6 +443,10 @@ pub enum Route {
     GetRocket(Channel),
     GetHistory(Channel),
     Health,
+    /// The dashboard page.
+    Dashboard,
+    /// The OpenAPI document.
+    ApiDocument,
 }
 
 impl Route {
@@ -432,6 +457,8 @@ impl Route {
             Route::GetRocket(_) => Endpoint::GetRocket,
             Route::GetHistory(_) => Endpoint::GetHistory,
             Route::Health => Endpoint::Health,
+            Route::Dashboard => Endpoint::Dashboard,
+            Route::ApiDocument => Endpoint::ApiDocument,
         }
     }
 
@@ -472,6 +499,8 @@ impl Route {
                 (Endpoint::PostMessage, _) => Route::PostMessage,
                 (Endpoint::ListRockets, _) => Route::ListRockets,
                 (Endpoint::Health, _) => Route::Health,
+                (Endpoint::Dashboard, _) => Route::Dashboard,
+                (Endpoint::ApiDocument, _) => Route::ApiDocument,
                 (Endpoint::GetRocket, Some(channel)) => Route::GetRocket(channel),
                 (Endpoint::GetHistory, Some(channel)) => Route::GetHistory(channel),
                 (Endpoint::GetRocket | Endpoint::GetHistory, None) => {
@@ -532,6 +561,11 @@ mod tests {
             Route::GetHistory(c)
         );
         assert_eq!(resolve(Method::GET, "/health").unwrap(), Route::Health);
+        assert_eq!(resolve(Method::GET, "/").unwrap(), Route::Dashboard);
+        assert_eq!(
+            resolve(Method::GET, "/openapi.yaml").unwrap(),
+            Route::ApiDocument
+        );
         for spec in ROUTES {
             let path = spec.path.replace("{channel}", "x");
             let route = resolve(spec.method.parse().unwrap(), &path).unwrap();
@@ -548,7 +582,8 @@ mod tests {
             resolve(Method::DELETE, "/rockets/x").unwrap_err().status(),
             405
         );
-        assert_eq!(resolve(Method::GET, "/").unwrap_err().status(), 404);
+        assert_eq!(resolve(Method::POST, "/").unwrap_err().status(), 405);
+        assert_eq!(resolve(Method::GET, "/x").unwrap_err().status(), 404);
         assert_eq!(
             resolve(Method::GET, "/rockets/a/b").unwrap_err().status(),
             404

@@ -80,9 +80,9 @@ async fn a_valid_message_is_queued_in_its_channels_group_and_accepted() {
 async fn every_invalid_message_is_a_400_naming_the_field_and_nothing_is_queued() {
     let queue = RecordingQueue::default();
     let mut cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"not json".to_vec(), ""),
-        (b"[]".to_vec(), ""),
-        (Vec::new(), ""),
+        (b"not json".to_vec(), "body"),
+        (b"[]".to_vec(), "body"),
+        (Vec::new(), "body"),
     ];
     let mut edit = |path: &[&str], value: Value, field: &'static str| {
         let mut doc = launched();

@@ -1,6 +1,8 @@
-//! `GET /rockets`, `GET /rockets/{channel}`, `GET /rockets/{channel}/events`, `GET /health`.
+//! `GET /rockets`, `GET /rockets/{channel}`, `GET /rockets/{channel}/events`, `GET /health`,
+//! and the two documents the API serves about itself: the dashboard page at `GET /` and the
+//! OpenAPI description at `GET /openapi.yaml`.
 
-use lambda_http::http::StatusCode;
+use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use rockets::http::{ApiError, Route, api_path, json_response};
 use rockets::listing::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, parse_limit};
@@ -15,6 +17,18 @@ use serde_json::json;
 /// escaped once more into the response document, which at worst doubles it; API Gateway
 /// passes what Lambda returns. A page is cut short of this, whatever was stored.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The dashboard: one self-contained page that reads the API it is served by.
+pub const DASHBOARD_HTML: &str = include_str!("../static/index.html");
+/// The API's OpenAPI 3.1 description.
+pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");
+
+/// The page loads nothing but itself and calls only APIs: inline script and style, no frames,
+/// no forms posted elsewhere. `connect-src` is open because the page may be pointed at another
+/// deployment of the API (`?api=`), which answers CORS.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; img-src data:; connect-src *; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /rockets`.
 #[derive(Serialize)]
@@ -65,6 +79,12 @@ async fn respond<R: RocketReader>(
             ))
         }
         Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::Dashboard => Ok(document(
+            "text/html; charset=utf-8",
+            DASHBOARD_HTML,
+            Some(DASHBOARD_CSP),
+        )),
+        Route::ApiDocument => Ok(document("application/yaml", OPENAPI_YAML, None)),
         Route::ListRockets => {
             let query = ListQuery::from_params(param)?;
             let mut page = reader.rockets(&query).await?;
@@ -113,6 +133,20 @@ async fn respond<R: RocketReader>(
             api_path(&request)
         ))),
     }
+}
+
+fn document(content_type: &str, text: &'static str, policy: Option<&str>) -> Response<Body> {
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if let Some(policy) = policy {
+        response = response.header(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
+        .body(Body::Text(text.to_string()))
+        .expect("static response parts are valid")
 }
 
 /// Keeps the longest prefix of `items` whose JSON fits [`MAX_BODY_BYTES`] (at least one item,

@@ -32,7 +32,7 @@ impl ValidationError {
         }
     }
 
-    /// The dotted path of the offending field (empty for the body itself).
+    /// The dotted path of the offending field (`body` for the body as a whole).
     pub fn field(&self) -> &'static str {
         match self {
             Self::Malformed { field, .. }

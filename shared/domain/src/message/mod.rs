@@ -336,7 +336,13 @@ mod tests {
         assert_eq!(field_error(&without(&at)), (f, "missing_field"));
         assert_eq!(field_error(&with(&at, json!("1"))), (f, "invalid_type"));
         assert_eq!(field_error(&with(&at, json!(1.5))), (f, "invalid_type"));
-        assert_eq!(field_error(&with(&at, json!(1.0))), (f, "invalid_type"));
+        for whole in ["1.0", "1e0", "10E-1", "0.1e1", "1.000"] {
+            let body = with(&at, json!(1))
+                .to_string()
+                .replace("\"messageNumber\":1", &format!("\"messageNumber\":{whole}"));
+            let message = Envelope::parse(body.as_bytes()).expect(whole);
+            assert_eq!(message.number, MessageNumber(1), "{whole}");
+        }
         assert_eq!(field_error(&with(&at, json!(0))), (f, "invalid_value"));
         assert_eq!(field_error(&with(&at, json!(-3))), (f, "invalid_value"));
         assert_eq!(

@@ -14,7 +14,10 @@ use super::{Channel, Envelope, Event, MessageNumber, MessageType, ValidationErro
 impl Envelope {
     /// Parses and validates a wire message, failing on the first bad field.
     pub fn parse(body: &[u8]) -> Result<Self, ValidationError> {
-        let malformed = |detail: String| ValidationError::Malformed { field: "", detail };
+        let malformed = |detail: String| ValidationError::Malformed {
+            field: "body",
+            detail,
+        };
         // Derived structs would also accept an array; the contract wants an object.
         if !body.trim_ascii_start().starts_with(b"{") {
             return Err(malformed("body must be a JSON object".into()));
@@ -283,34 +286,76 @@ fn text(raw: Raw<'_>, field: &'static str) -> Result<Arc<str>, ValidationError> 
     Ok(Arc::from(value.as_ref()))
 }
 
-/// A JSON integer no smaller than `min` and no larger than `i64::MAX`.
+/// A JSON integer no smaller than `min` and no larger than `i64::MAX`. As in JSON Schema, a
+/// number is an integer when its value is whole, however it is written (`500`, `500.0`, `5e2`).
 fn integer(raw: Raw<'_>, field: &'static str, min: u64) -> Result<u64, ValidationError> {
     let raw = present(raw, field)?;
-    let text = raw.get();
     let expected = if min == 0 {
         "a non-negative integer"
     } else {
         "an integer of at least 1"
     };
-    let is_integer_literal = text
-        .strip_prefix('-')
-        .unwrap_or(text)
-        .bytes()
-        .all(|b| b.is_ascii_digit());
-    if !is_integer_literal {
-        return Err(ValidationError::WrongType { field, expected });
-    }
-    match text.parse::<i128>() {
-        Ok(n) if n < i128::from(min) => Err(ValidationError::invalid(
+    match whole_number(raw.get()) {
+        None => Err(ValidationError::WrongType { field, expected }),
+        Some(Some(n)) if n < i128::from(min) => Err(ValidationError::invalid(
             field,
             format!("must be at least {min}"),
         )),
-        Ok(n) if n <= i128::from(i64::MAX) => Ok(n as u64),
-        _ => Err(ValidationError::invalid(
+        Some(Some(n)) if n <= i128::from(i64::MAX) => Ok(n as u64),
+        Some(_) => Err(ValidationError::invalid(
             field,
             format!("must be at most {}", i64::MAX),
         )),
     }
+}
+
+/// The value of a JSON value that is a whole number: `None` for anything else (another type,
+/// or a fraction), `Some(None)` for a whole number too large for `i128` (either sign).
+/// Works on the digits, so that no value is rounded on its way through a float.
+fn whole_number(text: &str) -> Option<Option<i128>> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if !unsigned.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let significant = digits.trim_start_matches('0');
+    if significant.is_empty() {
+        return Some(Some(0));
+    }
+    // Where the decimal point falls among the significant digits. An exponent too large to
+    // read is far beyond any limit either way.
+    let exponent = match exponent.map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(exponent)) => exponent,
+        Some(Err(_)) if exponent.is_some_and(|e| e.starts_with('-')) => return None,
+        Some(Err(_)) => return Some(None),
+    };
+    let point = (significant.len() as i64 - fraction.len() as i64).saturating_add(exponent);
+    if point < significant.len() as i64 {
+        let cut = point.max(0) as usize;
+        if !significant[cut..].bytes().all(|b| b == b'0') {
+            return None;
+        }
+    }
+    if point > 39 {
+        return Some(None);
+    }
+    let point = point as usize;
+    let mut value = significant[..point.min(significant.len())].to_string();
+    value.extend(std::iter::repeat_n(
+        '0',
+        point.saturating_sub(significant.len()),
+    ));
+    let magnitude = value.parse::<i128>().ok();
+    Some(magnitude.map(|m| if negative { -m } else { m }))
 }
 
 fn amount(raw: Raw<'_>, field: &'static str) -> Result<i64, ValidationError> {
@@ -325,4 +370,41 @@ fn timestamp(raw: Raw<'_>, field: &'static str) -> Result<DateTime<FixedOffset>,
             "must be an RFC 3339 timestamp with an offset, e.g. 2022-02-02T19:39:05.86337+01:00",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number;
+
+    #[test]
+    fn whole_numbers_are_read_from_their_digits_in_any_notation() {
+        for (text, value) in [
+            ("0", Some(Some(0))),
+            ("-0.0e5", Some(Some(0))),
+            ("500", Some(Some(500))),
+            ("500.000", Some(Some(500))),
+            ("5e2", Some(Some(500))),
+            ("5E+2", Some(Some(500))),
+            ("50000e-2", Some(Some(500))),
+            ("0.5e3", Some(Some(500))),
+            ("-12", Some(Some(-12))),
+            ("9223372036854775807", Some(Some(i128::from(i64::MAX)))),
+            (
+                "9223372036854775808.0",
+                Some(Some(i128::from(i64::MAX) + 1)),
+            ),
+            ("1e38", Some(Some(10i128.pow(38)))),
+            ("1e39", Some(None)),
+            ("1e999999999999999999999", Some(None)),
+            ("-1e400", Some(None)),
+            ("1.5", None),
+            ("5e-1", None),
+            ("1e-999999999999999999999", None),
+            ("\"1\"", None),
+            ("true", None),
+            ("[1]", None),
+        ] {
+            assert_eq!(whole_number(text), value, "{text}");
+        }
+    }
 }
