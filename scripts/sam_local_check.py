@@ -157,6 +157,12 @@ def main():
         print(f"sam local: start-api, start-lambda and the event source up in {time.time() - began:.0f} s")
 
         failures = 0
+        with urllib.request.urlopen(f"{api}/", timeout=60) as page:
+            ok = page.status == 200 and page.headers["content-type"].startswith("text/html") \
+                and b"<title>Rockets</title>" in page.read()
+        print(f"{'ok  ' if ok else 'FAIL'} the dashboard page from GET / (query function)")
+        failures += not ok
+
         status, answer = http("POST", f"{api}/messages", {"metadata": {"channel": "x"}})
         ok = status == 400 and answer["error"]["field"] == "metadata.messageNumber"
         print(f"{'ok  ' if ok else 'FAIL'} an invalid message: {status} {answer}")
@@ -208,7 +214,7 @@ def main():
         print(f"{'ok  ' if ok else 'FAIL'} a message past the park limit goes to the dead-letter "
               f"queue and, redriven, is applied once (dead letters {depth}, history {numbers})")
         failures += not ok
-        print(f"sam local: {3 - failures} passed, {failures} failed in {time.time() - began:.0f} s")
+        print(f"sam local: {4 - failures} passed, {failures} failed in {time.time() - began:.0f} s")
         return 1 if failures else 0
     finally:
         for process in reversed(processes):

@@ -1,5 +1,6 @@
 //! The HTTP front against clients that misbehave: slow headers, idle keep-alive connections,
-//! more connections than the cap, bodies answered before they are read, broken chunking.
+//! more connections than the cap, bodies answered before they are read, broken chunking; and
+//! what a browser needs from it: CORS, the dashboard page and the API document.
 
 mod support;
 
@@ -229,4 +230,79 @@ async fn shutdown_answers_the_request_in_flight_and_then_stops() {
     assert_eq!(status, 202, "the request in flight is answered");
     let (clean, _server) = stopping.await.unwrap();
     assert!(clean);
+}
+
+/// The whole answer to one request on a connection the client closes after it, head included.
+async fn whole_answer(addr: SocketAddr, raw: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    String::from_utf8(answer).unwrap().to_ascii_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_gets_the_cors_answers_the_template_configures() {
+    let server = start(FrontConfig::default()).await;
+    let preflight = whole_answer(
+        server.addr(),
+        "OPTIONS /messages HTTP/1.1\r\nHost: x\r\nOrigin: https://dash.example\r\n\
+         Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .await;
+    assert!(preflight.starts_with("http/1.1 204"), "{preflight}");
+    for line in [
+        "access-control-allow-origin: *",
+        "access-control-allow-methods: get,post,options",
+        "access-control-allow-headers: content-type",
+        "access-control-max-age: 600",
+    ] {
+        assert!(preflight.contains(line), "{line} in {preflight}");
+    }
+    let read = whole_answer(
+        server.addr(),
+        "GET /rockets HTTP/1.1\r\nHost: x\r\nOrigin: https://dash.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(read.starts_with("http/1.1 200"), "{read}");
+    assert!(read.contains("access-control-allow-origin: *"), "{read}");
+    assert!(
+        read.contains("access-control-expose-headers: retry-after"),
+        "{read}"
+    );
+    // Without an Origin (not a browser), no CORS headers.
+    let plain = whole_answer(
+        server.addr(),
+        "GET /rockets HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!plain.contains("access-control"), "{plain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_api_document_are_served() {
+    let server = start(FrontConfig::default()).await;
+    let page = whole_answer(
+        server.addr(),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(page.starts_with("http/1.1 200"), "{page}");
+    assert!(page.contains("content-type: text/html; charset=utf-8"));
+    assert!(page.contains("content-security-policy: default-src 'none'"));
+    assert!(page.contains("<title>rockets</title>"));
+    // Nothing is loaded from anywhere but the API itself.
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+    let document = whole_answer(
+        server.addr(),
+        "GET /openapi.yaml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(document.starts_with("http/1.1 200"), "{document}");
+    assert!(document.contains("content-type: application/yaml"));
+    assert!(document.contains("openapi: 3.1.0"));
 }
