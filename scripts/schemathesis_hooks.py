@@ -2,9 +2,11 @@
 
 - Every 400, 408 and 413 names the request field at fault in `error.field`.
 - A request the document calls valid is accepted. This replaces schemathesis's
-  `positive_data_acceptance` with two exceptions that no schema can express: a rocket that was
-  never seen is a 404 (only on the `{channel}` routes), and a `cursor` the API did not issue is
-  a 400 that names `cursor` (a cursor is a signed token, not a format).
+  `positive_data_acceptance` with the exceptions the document states in prose, which no schema
+  can express: a rocket that was never seen is a 404 (only on the `{channel}` routes); a
+  `cursor` the API did not issue is a 400 that names `cursor` (a cursor is a signed token, not
+  a format); and `stalled=true` with a `sortBy` other than `pendingMessages` is a 400 that
+  names `stalled`.
 """
 
 import schemathesis
@@ -41,6 +43,11 @@ def valid_requests_are_accepted(ctx, response, case):
     path = case.operation.path
     if status == 404 and "{channel}" in path:
         return
-    if status == 400 and (case.query or {}).get("cursor") is not None and error_field(response) == "cursor":
+    query = case.query or {}
+    if status == 400 and query.get("cursor") is not None and error_field(response) == "cursor":
+        return
+    if status == 400 and str(query.get("stalled")).lower() == "true" \
+            and query.get("sortBy", "pendingMessages") != "pendingMessages" \
+            and error_field(response) == "stalled":
         return
     raise AssertionError(f"a valid request to {case.operation.label} got {status}: {response.text[:300]}")

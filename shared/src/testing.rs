@@ -481,6 +481,7 @@ pub mod contract {
                 sort_by,
                 order: Order::Asc,
                 status: Some(Status::Launched),
+                stalled: false,
                 limit: 1000,
                 after: None,
             };
@@ -531,6 +532,11 @@ pub mod contract {
                         reason: "boom".into(),
                     },
                 ));
+            } else {
+                // Stalled behind message 2, with 0, 1 or 2 messages waiting.
+                for number in 3..3 + i as u64 / 2 {
+                    messages.push(super::message(&c, number, Event::SpeedIncreased { by: 1 }));
+                }
             }
             let refs: Vec<&Envelope> = messages.iter().collect();
             let (t, version) = open(store, &c).await;
@@ -545,16 +551,27 @@ pub mod contract {
                 .map(|r| r.channel)
                 .collect::<Vec<_>>()
         };
-        for (sort_by, order, status) in [
-            (SortKey::Speed, Order::Desc, None),
-            (SortKey::Speed, Order::Asc, Some(Status::Launched)),
-            (SortKey::Channel, Order::Asc, None),
-            (SortKey::Status, Order::Desc, None),
+        assert!(expected.iter().filter(|r| r.pending_messages > 0).count() >= 2);
+        for (sort_by, order, status, stalled) in [
+            (SortKey::Speed, Order::Desc, None, false),
+            (SortKey::Speed, Order::Asc, Some(Status::Launched), false),
+            (SortKey::Channel, Order::Asc, None, false),
+            (SortKey::Status, Order::Desc, None, false),
+            (SortKey::PendingMessages, Order::Desc, None, false),
+            (SortKey::PendingMessages, Order::Asc, None, true),
+            (SortKey::PendingMessages, Order::Desc, None, true),
+            (
+                SortKey::PendingMessages,
+                Order::Asc,
+                Some(Status::Launched),
+                true,
+            ),
         ] {
             let mut query = ListQuery {
                 sort_by,
                 order,
                 status,
+                stalled,
                 limit: 2,
                 after: None,
             };
@@ -571,6 +588,7 @@ pub mod contract {
             let mut wanted: Vec<_> = expected
                 .iter()
                 .filter(|r| status.is_none_or(|s| r.status == s))
+                .filter(|r| !stalled || r.pending_messages > 0)
                 .cloned()
                 .collect();
             wanted.sort_by_key(|r| sort_by.position(r));
@@ -580,7 +598,7 @@ pub mod contract {
             assert_eq!(
                 ours(walked),
                 ours(wanted),
-                "{sort_by:?} {order:?} {status:?}"
+                "{sort_by:?} {order:?} {status:?} stalled {stalled}"
             );
         }
     }

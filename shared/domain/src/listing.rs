@@ -46,10 +46,12 @@ pub enum SortKey {
     LastMessageTime,
     #[serde(rename = "lastMessageNumber")]
     LastMessageNumber,
+    #[serde(rename = "pendingMessages")]
+    PendingMessages,
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 8] = [
+    pub const ALL: [SortKey; 9] = [
         SortKey::Channel,
         SortKey::Type,
         SortKey::Mission,
@@ -58,6 +60,7 @@ impl SortKey {
         SortKey::LaunchTime,
         SortKey::LastMessageTime,
         SortKey::LastMessageNumber,
+        SortKey::PendingMessages,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl SortKey {
             SortKey::LaunchTime => "launchTime",
             SortKey::LastMessageTime => "lastMessageTime",
             SortKey::LastMessageNumber => "lastMessageNumber",
+            SortKey::PendingMessages => "pendingMessages",
         }
     }
 
@@ -94,6 +98,7 @@ impl SortKey {
             SortKey::LaunchTime => a.launch_time == b.launch_time,
             SortKey::LastMessageTime => a.last_message_time == b.last_message_time,
             SortKey::LastMessageNumber => a.last_message_number == b.last_message_number,
+            SortKey::PendingMessages => a.pending_messages == b.pending_messages,
         }
     }
 
@@ -120,6 +125,7 @@ impl SortKey {
             SortKey::LaunchTime => time(&rocket.launch_time),
             SortKey::LastMessageTime => time(&rocket.last_message_time),
             SortKey::LastMessageNumber => SortValue::Int(i128::from(rocket.last_message_number)),
+            SortKey::PendingMessages => SortValue::Int(i128::from(rocket.pending_messages)),
         };
         Position {
             value,
@@ -158,6 +164,9 @@ pub struct ListQuery {
     pub sort_by: SortKey,
     pub order: Order,
     pub status: Option<Status>,
+    /// Only rockets stalled behind a gap (`pendingMessages` > 0); the order is then by
+    /// `pendingMessages`, so the filter is a range of the order: see [`ListQuery::floor`].
+    pub stalled: bool,
     pub limit: usize,
     /// Start strictly after this position (from the cursor).
     pub after: Option<Position>,
@@ -169,6 +178,7 @@ impl Default for ListQuery {
             sort_by: SortKey::Channel,
             order: Order::Asc,
             status: None,
+            stalled: false,
             limit: DEFAULT_LIMIT,
             after: None,
         }
@@ -191,6 +201,8 @@ struct CursorBody {
     order: Order,
     #[serde(rename = "f")]
     status: Option<Status>,
+    #[serde(rename = "w", default, skip_serializing_if = "std::ops::Not::not")]
+    stalled: bool,
     #[serde(rename = "p")]
     after: Position,
 }
@@ -219,6 +231,26 @@ impl ListQuery {
                 ValidationError::invalid("status", "must be one of pending, launched, exploded")
             })?);
         }
+        if let Some(raw) = param("stalled") {
+            query.stalled = match raw {
+                "true" => true,
+                "false" => false,
+                _ => return Err(ValidationError::invalid("stalled", "must be true or false")),
+            };
+        }
+        if query.stalled {
+            match param("sortBy") {
+                None => query.sort_by = SortKey::PendingMessages,
+                Some(_) if query.sort_by == SortKey::PendingMessages => {}
+                Some(_) => {
+                    return Err(ValidationError::invalid(
+                        "stalled",
+                        "lists rockets by pendingMessages: use it without sortBy, or with \
+                         sortBy=pendingMessages",
+                    ));
+                }
+            }
+        }
         if let Some(raw) = param("limit") {
             query.limit = parse_limit(raw, "limit", MAX_LIMIT)?;
         }
@@ -234,6 +266,7 @@ impl ListQuery {
             sort_by: self.sort_by,
             order: self.order,
             status: self.status,
+            stalled: self.stalled,
             after: position.clone(),
         };
         let body = serde_json::to_vec(&body).expect("cursor serialises");
@@ -256,13 +289,24 @@ impl ListQuery {
             return Err(not_ours());
         }
         let body: CursorBody = serde_json::from_slice(&body).map_err(|_| not_ours())?;
-        if (body.sort_by, body.order, body.status) != (self.sort_by, self.order, self.status) {
+        if (body.sort_by, body.order, body.status, body.stalled)
+            != (self.sort_by, self.order, self.status, self.stalled)
+        {
             return Err(ValidationError::invalid(
                 "cursor",
-                "belongs to a different sortBy, order or status",
+                "belongs to a different sortBy, order, status or stalled",
             ));
         }
         Ok(body.after)
+    }
+
+    /// The lowest position this query lists, when it lists only part of its order: for
+    /// `stalled`, the first rocket with one pending message (`-` is the smallest channel).
+    pub fn floor(&self) -> Option<Position> {
+        self.stalled.then(|| Position {
+            value: SortValue::Int(1),
+            channel: Channel::parse("-").expect("a valid channel"),
+        })
     }
 }
 
@@ -367,6 +411,34 @@ mod tests {
         assert_eq!(again.after, Some(position));
         let err = query(&[("sortBy", "speed"), ("cursor", &token)]).unwrap_err();
         assert_eq!(err.field(), "cursor");
+    }
+
+    #[test]
+    fn stalled_lists_by_pending_messages_from_one_up() {
+        let q = query(&[("stalled", "true")]).unwrap();
+        assert!(q.stalled);
+        assert_eq!(q.sort_by, SortKey::PendingMessages);
+        let floor = q.floor().unwrap();
+        let mut rocket = Rocket::new(Channel::parse("-").unwrap(), Utc::now());
+        assert!(SortKey::PendingMessages.position(&rocket) < floor);
+        rocket.pending_messages = 1;
+        assert_eq!(SortKey::PendingMessages.position(&rocket), floor);
+        let with_sort = query(&[("stalled", "true"), ("sortBy", "pendingMessages")]).unwrap();
+        assert_eq!(with_sort, q);
+        assert_eq!(query(&[("stalled", "false")]).unwrap().floor(), None);
+        for bad in [
+            &[("stalled", "yes")][..],
+            &[("stalled", "true"), ("sortBy", "speed")],
+        ] {
+            assert_eq!(query(bad).unwrap_err().field(), "stalled", "{bad:?}");
+        }
+        // A cursor of the stalled listing continues only it.
+        let position = SortKey::PendingMessages.position(&rocket);
+        let token = q.cursor(&position);
+        let unfiltered = query(&[("sortBy", "pendingMessages"), ("cursor", &token)]);
+        assert_eq!(unfiltered.unwrap_err().field(), "cursor");
+        let again = query(&[("stalled", "true"), ("cursor", &token)]).unwrap();
+        assert_eq!(again.after, Some(position));
     }
 
     #[test]

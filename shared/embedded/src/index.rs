@@ -2,7 +2,8 @@
 //!
 //! One ordered set per (sort key, status), the shape a table's sorted indexes take: a filtered
 //! page reads one set from the cursor on, an unfiltered page merges the heads of the three
-//! status sets, so a page costs O(limit · log n) however many rockets there are.
+//! status sets, so a page costs O(limit · log n) however many rockets there are. A query that
+//! lists only part of its order (`stalled`) starts its range at the query's floor.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -37,23 +38,39 @@ impl SortedIndex {
             Some(status) => std::slice::from_ref(status),
             None => &Status::ALL,
         };
+        let floor = query.floor();
+        let low = match &floor {
+            Some(floor) => Bound::Included(floor),
+            None => Bound::Unbounded,
+        };
         let mut found = Vec::with_capacity(want * statuses.len());
         for status in statuses {
             let set = &self.sets[query.sort_by.index()][status.index()];
             match (query.order, &query.after) {
-                (Order::Asc, None) => found.extend(set.iter().take(want).cloned()),
-                (Order::Asc, Some(after)) => found.extend(
-                    set.range((Bound::Excluded(after), Bound::Unbounded))
-                        .take(want)
-                        .cloned(),
-                ),
-                (Order::Desc, None) => found.extend(set.iter().rev().take(want).cloned()),
-                (Order::Desc, Some(after)) => found.extend(
-                    set.range((Bound::Unbounded, Bound::Excluded(after)))
-                        .rev()
-                        .take(want)
-                        .cloned(),
-                ),
+                (Order::Asc, None) => {
+                    found.extend(set.range((low, Bound::Unbounded)).take(want).cloned())
+                }
+                (Order::Asc, Some(after)) => {
+                    let start = match &floor {
+                        Some(floor) if after < floor => Bound::Included(floor),
+                        _ => Bound::Excluded(after),
+                    };
+                    found.extend(set.range((start, Bound::Unbounded)).take(want).cloned())
+                }
+                (Order::Desc, None) => {
+                    found.extend(set.range((low, Bound::Unbounded)).rev().take(want).cloned())
+                }
+                (Order::Desc, Some(after)) => {
+                    if floor.as_ref().is_some_and(|floor| after <= floor) {
+                        continue;
+                    }
+                    found.extend(
+                        set.range((low, Bound::Excluded(after)))
+                            .rev()
+                            .take(want)
+                            .cloned(),
+                    )
+                }
             }
         }
         if statuses.len() > 1 {

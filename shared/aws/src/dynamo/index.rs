@@ -101,7 +101,13 @@ fn entry_position(key: SortKey, value: &str, channel: &str) -> Option<Position> 
     let value = match (key, encoded) {
         (_, "0") => SortValue::Null,
         (SortKey::Channel, _) => return None,
-        (SortKey::Speed | SortKey::Status | SortKey::LastMessageNumber, encoded) => {
+        (
+            SortKey::Speed
+            | SortKey::Status
+            | SortKey::LastMessageNumber
+            | SortKey::PendingMessages,
+            encoded,
+        ) => {
             let offset = u128::from_str_radix(encoded.strip_prefix('1')?, 16).ok()?;
             SortValue::Int((offset ^ (1u128 << 127)) as i128)
         }

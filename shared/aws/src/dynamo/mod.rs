@@ -5,7 +5,7 @@
 //! | `sk` | item | attributes |
 //! |---|---|---|
 //! | `event#<n:020>` | applied message *n* (the history) | `body` |
-//! | `state` | the rocket | `rocket`, `version`, `st`, `by_<sortKey>` ×8 |
+//! | `state` | the rocket | `rocket`, `version`, `st`, `by_<sortKey>` ×9 |
 //! | `state#parked#<n:020>` | message *n*, waiting for a gap to fill | `body` |
 //!
 //! The parked items sort just after `state`, lowest number first, so one strongly consistent
@@ -17,7 +17,7 @@
 //! commit point; a history item written ahead of it fixes which content message *n* has
 //! (first writer wins), and leftovers of an interrupted commit are repaired by the next one.
 //!
-//! Listing uses eight sparse global secondary indexes, one per sort key, partitioned by status
+//! Listing uses nine sparse global secondary indexes, one per sort key, partitioned by status
 //! (`st`) and sorted by an order-preserving string encoding of (value, channel). They project
 //! keys only, so an index is written only when its own key changes.
 //!

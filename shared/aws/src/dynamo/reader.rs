@@ -78,7 +78,6 @@ impl DynamoStore {
             Order::Asc => (">", true),
             Order::Desc => ("<", false),
         };
-        let mut condition = "#st = :st".to_string();
         let mut request = self
             .client
             .query()
@@ -89,11 +88,44 @@ impl DynamoStore {
             .scan_index_forward(forward)
             .limit(i32::try_from(query.limit + 1).unwrap_or(i32::MAX))
             .select(Select::AllProjectedAttributes);
-        if let Some(after) = after {
-            condition.push_str(&format!(" AND #by {operator} :after"));
-            request = request
-                .expression_attribute_names("#by", &attribute)
-                .expression_attribute_values(":after", s(after));
+        // A key condition holds one range on the sort key: past the cursor, at or above the
+        // query's floor, or between the two (BETWEEN includes the cursor, dropped below).
+        let floor = query.floor().map(|floor| index_value(&floor));
+        let range = match (floor, after, query.order) {
+            (None, None, _) => None,
+            (None, Some(after), _) => Some((format!("#by {operator} :after"), None, Some(after))),
+            (Some(floor), None, _) => Some(("#by >= :floor".to_string(), Some(floor), None)),
+            (Some(floor), Some(after), Order::Asc) if after < floor.as_str() => {
+                Some(("#by >= :floor".to_string(), Some(floor), None))
+            }
+            (Some(_), Some(after), Order::Asc) => {
+                Some(("#by > :after".to_string(), None, Some(after)))
+            }
+            (Some(floor), Some(after), Order::Desc) if after <= floor.as_str() => {
+                return Ok(Vec::new());
+            }
+            (Some(floor), Some(after), Order::Desc) => Some((
+                "#by BETWEEN :floor AND :after".to_string(),
+                Some(floor),
+                Some(after),
+            )),
+        };
+        let mut condition = "#st = :st".to_string();
+        if let Some((range, floor, after)) = range {
+            let floor_and_after = floor.is_some() && after.is_some();
+            condition.push_str(" AND ");
+            condition.push_str(&range);
+            request = request.expression_attribute_names("#by", &attribute);
+            if let Some(floor) = floor {
+                request = request.expression_attribute_values(":floor", s(&floor));
+            }
+            if let Some(after) = after {
+                request = request.expression_attribute_values(":after", s(after));
+            }
+            if floor_and_after {
+                // The cursor's own entry comes back too: one more keeps the page full.
+                request = request.limit(i32::try_from(query.limit + 2).unwrap_or(i32::MAX));
+            }
         }
         let output = request
             .key_condition_expression(condition)
@@ -109,6 +141,9 @@ impl DynamoStore {
                     text(item, PK)?.to_string(),
                 ))
             })
+            .filter(
+                |entry| !matches!((entry, after), (Ok((value, _)), Some(after)) if value == after),
+            )
             .collect()
     }
 }
