@@ -300,8 +300,9 @@ where
     gateway_response(response)
 }
 
-/// Serves an HTTP API function in Lambda, each event through [`serve_event`].
-pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+/// Serves an HTTP API function in Lambda, each event through [`serve_event`], and reports
+/// each request's metrics (see [`request_metrics`]).
+pub async fn run<F, Fut>(function: Function, handler: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(Request) -> Fut,
     Fut: Future<Output = Response<Body>>,
@@ -309,14 +310,84 @@ where
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<ApiGatewayV2httpRequest>| {
+            let started = std::time::Instant::now();
+            let route = route_label(&event.payload);
             // Boxed, as lambda_http boxes its handler's future: the handlers' futures nest the
             // SDK's deeply, and unboxed their type is more than the compiler will lay out.
             let served: std::pin::Pin<Box<dyn Future<Output = ApiGatewayV2httpResponse> + '_>> =
                 Box::pin(serve_event(handler, event.payload));
-            async move { Ok::<_, lambda_runtime::Error>(served.await) }
+            async move {
+                let response = served.await;
+                request_metrics(function, route, &response, started.elapsed()).emit();
+                Ok::<_, lambda_runtime::Error>(response)
+            }
         },
     ))
     .await
+}
+
+/// The route an event was sent to, as the template names it (`GET /rockets/{channel}`), or
+/// `other`.
+fn route_label(event: &ApiGatewayV2httpRequest) -> &'static str {
+    let path = without_stage(
+        event.raw_path.as_deref().unwrap_or_default(),
+        event.request_context.stage.as_deref(),
+    );
+    let Ok(route) = Route::resolve(&event.request_context.http.method, path) else {
+        return "other";
+    };
+    let endpoint = route.endpoint();
+    ROUTES
+        .iter()
+        .find(|spec| spec.endpoint == endpoint)
+        .map_or("other", |spec| spec.label)
+}
+
+/// One request's metrics: `Requests` and `Latency` per route and status; for ingest also
+/// `Accepted`, `Rejected` (per error code) and `QueueUnavailable`.
+pub fn request_metrics(
+    function: Function,
+    route: &'static str,
+    response: &ApiGatewayV2httpResponse,
+    elapsed: std::time::Duration,
+) -> crate::metrics::Metrics {
+    use crate::metrics::{Metrics, names};
+    let status = response.status_code;
+    let mut metrics = Metrics::new(function.name());
+    metrics
+        .per_all("route", route)
+        .per_all("status", status.to_string())
+        .count(names::REQUESTS, 1)
+        .millis(names::LATENCY, elapsed.as_secs_f64() * 1000.0);
+    if function == Function::Ingest {
+        match status {
+            200..=299 => {
+                metrics.count(names::ACCEPTED, 1);
+            }
+            503 => {
+                metrics.count(names::QUEUE_UNAVAILABLE, 1);
+            }
+            400..=499 => {
+                metrics
+                    .per(
+                        "code",
+                        error_code(response).unwrap_or_else(|| "other".into()),
+                    )
+                    .count(names::REJECTED, 1);
+            }
+            _ => {}
+        }
+    }
+    metrics
+}
+
+/// The `error.code` of an error response's body.
+fn error_code(response: &ApiGatewayV2httpResponse) -> Option<String> {
+    let Some(Body::Text(text)) = &response.body else {
+        return None;
+    };
+    let body: serde_json::Value = serde_json::from_str(text).ok()?;
+    body["error"]["code"].as_str().map(str::to_string)
 }
 
 /// The request's path as the API defines it: without the stage prefix API Gateway adds for a
@@ -324,11 +395,14 @@ where
 pub fn api_path(request: &Request) -> &str {
     use lambda_http::RequestExt as _;
     use lambda_http::request::RequestContext;
-    let path = request.uri().path();
     let stage = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(context)) => context.stage.as_deref(),
         _ => None,
     };
+    without_stage(request.uri().path(), stage)
+}
+
+fn without_stage<'a>(path: &'a str, stage: Option<&str>) -> &'a str {
     match stage {
         Some(stage) if stage != "$default" => path
             .strip_prefix('/')
@@ -346,6 +420,16 @@ pub enum Function {
     Query,
 }
 
+impl Function {
+    /// Its name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Ingest => "ingest",
+            Function::Query => "query",
+        }
+    }
+}
+
 /// One route of the API: what API Gateway matches, which function it invokes, and what the
 /// function does with it.
 #[derive(Clone, Copy, Debug)]
@@ -353,6 +437,8 @@ pub struct RouteSpec {
     pub method: &'static str,
     /// `{channel}` stands for one path segment.
     pub path: &'static str,
+    /// `METHOD path`, as the template's routes and the metrics name it.
+    pub label: &'static str,
     pub function: Function,
     endpoint: Endpoint,
 }
@@ -374,42 +460,49 @@ pub const ROUTES: [RouteSpec; 7] = [
     RouteSpec {
         method: "POST",
         path: "/messages",
+        label: "POST /messages",
         function: Function::Ingest,
         endpoint: Endpoint::PostMessage,
     },
     RouteSpec {
         method: "GET",
         path: "/rockets",
+        label: "GET /rockets",
         function: Function::Query,
         endpoint: Endpoint::ListRockets,
     },
     RouteSpec {
         method: "GET",
         path: "/rockets/{channel}",
+        label: "GET /rockets/{channel}",
         function: Function::Query,
         endpoint: Endpoint::GetRocket,
     },
     RouteSpec {
         method: "GET",
         path: "/rockets/{channel}/events",
+        label: "GET /rockets/{channel}/events",
         function: Function::Query,
         endpoint: Endpoint::GetHistory,
     },
     RouteSpec {
         method: "GET",
         path: "/health",
+        label: "GET /health",
         function: Function::Query,
         endpoint: Endpoint::Health,
     },
     RouteSpec {
         method: "GET",
         path: "/",
+        label: "GET /",
         function: Function::Query,
         endpoint: Endpoint::Dashboard,
     },
     RouteSpec {
         method: "GET",
         path: "/openapi.yaml",
+        label: "GET /openapi.yaml",
         function: Function::Query,
         endpoint: Endpoint::ApiDocument,
     },
@@ -528,6 +621,66 @@ fn path_channel(segment: &str) -> Result<Channel, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_request_reports_its_route_status_and_for_ingest_its_outcome() {
+        let event = |method: Method, path: &str| {
+            let mut event = api_gateway_event(method, path, None, HeaderMap::new(), Vec::new());
+            event.request_context.stage = Some("v1".into());
+            event.raw_path = Some(format!("/v1{path}"));
+            event
+        };
+        assert_eq!(
+            route_label(&event(Method::GET, "/rockets/abc")),
+            "GET /rockets/{channel}"
+        );
+        assert_eq!(route_label(&event(Method::GET, "/nowhere")), "other");
+        let answer = |status: i64, body: &str| {
+            let mut response = ApiGatewayV2httpResponse::default();
+            response.status_code = status;
+            response.body = Some(Body::Text(body.into()));
+            response
+        };
+        let elapsed = std::time::Duration::from_millis(3);
+        let rejected = request_metrics(
+            Function::Ingest,
+            "POST /messages",
+            &answer(
+                400,
+                r#"{"error":{"code":"invalid_value","field":"x","message":"m"}}"#,
+            ),
+            elapsed,
+        )
+        .to_json(1);
+        assert_eq!(rejected["Rejected"], 1.0);
+        assert_eq!(rejected["code"], "invalid_value");
+        assert_eq!(rejected["status"], "400");
+        assert_eq!(rejected["Latency"], 3.0);
+        let accepted = request_metrics(
+            Function::Ingest,
+            "POST /messages",
+            &answer(202, "{}"),
+            elapsed,
+        )
+        .to_json(1);
+        assert_eq!(accepted["Accepted"], 1.0);
+        assert!(accepted.get("Rejected").is_none());
+        let down = request_metrics(
+            Function::Ingest,
+            "POST /messages",
+            &answer(503, "{}"),
+            elapsed,
+        )
+        .to_json(1);
+        assert_eq!(down["QueueUnavailable"], 1.0);
+        let read = request_metrics(Function::Query, "GET /rockets", &answer(200, "{}"), elapsed)
+            .to_json(1);
+        assert_eq!(
+            (read["Requests"].clone(), read["route"].clone()),
+            (1.0.into(), "GET /rockets".into())
+        );
+        assert!(read.get("Accepted").is_none());
+    }
 
     fn resolve(method: Method, path: &str) -> Result<Route, ApiError> {
         Route::resolve(&method, path)

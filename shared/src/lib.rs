@@ -10,6 +10,7 @@
 //! DynamoDB semantics, for the local server and tests).
 //! - [`http`]: routes, the API error enum, JSON responses, and API Gateway events.
 //! - [`config`], [`telemetry`]: environment configuration and logging setup.
+//! - [`metrics`]: CloudWatch Embedded Metric Format documents.
 //! - [`backoff`]: jittered exponential waits between retries.
 //! - `testing` (feature `testing`): fixtures for tests and benchmarks.
 
@@ -18,6 +19,7 @@ pub use rockets_domain::{listing, message, ordering, rocket};
 pub mod backoff;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod ports;
 pub mod telemetry;
 #[cfg(feature = "testing")]

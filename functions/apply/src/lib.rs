@@ -11,7 +11,9 @@
 //! dead-letter queue, from where an operator redrives it once the gap is filled.
 
 use std::collections::HashMap;
+
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
@@ -62,6 +64,10 @@ pub struct BatchSummary {
     /// Over the park limit, and sent to the dead-letter queue.
     pub refused: usize,
     pub failed: usize,
+    /// Commits lost to a concurrent applier and tried again.
+    pub commit_retries: usize,
+    /// Parked messages applied once their gap filled (counted in `applied` too).
+    pub drained: usize,
 }
 
 impl std::ops::AddAssign for BatchSummary {
@@ -72,6 +78,8 @@ impl std::ops::AddAssign for BatchSummary {
         self.conflicts += other.conflicts;
         self.refused += other.refused;
         self.failed += other.failed;
+        self.commit_retries += other.commit_retries;
+        self.drained += other.drained;
     }
 }
 
@@ -152,8 +160,16 @@ where
     V: RecordVisibility,
     D: MessageQueue,
 {
+    let received_ms = chrono::Utc::now().timestamp_millis();
     let (response, summary) =
         apply_batch_backing_off(store, visibility, dead_letters, settings, &event.records).await?;
+    // X-Ray's trace headers of the ingest requests that sent these records, to follow a
+    // message from its POST to here.
+    let traces: Vec<&str> = event
+        .records
+        .iter()
+        .filter_map(|r| r.attributes.get("AWSTraceHeader").map(String::as_str))
+        .collect();
     tracing::info!(
         records = event.records.len(),
         applied = summary.applied,
@@ -162,9 +178,45 @@ where
         conflicts = summary.conflicts,
         refused = summary.refused,
         failed = summary.failed,
+        commit_retries = summary.commit_retries,
+        drained = summary.drained,
+        trace_headers = ?traces,
         "batch done"
     );
+    batch_metrics(&event.records, &summary, received_ms).emit();
     Ok(response)
+}
+
+/// One batch's metrics: what it did, and how long its oldest record had waited since it was
+/// sent when the batch began.
+pub fn batch_metrics(
+    records: &[SqsMessage],
+    summary: &BatchSummary,
+    now_ms: i64,
+) -> rockets::metrics::Metrics {
+    use rockets::metrics::{Metrics, names};
+    let oldest_sent = records
+        .iter()
+        .filter_map(|r| {
+            let attribute = |name: &str| r.attributes.get(name)?.parse::<i64>().ok();
+            attribute("SentTimestamp").or_else(|| attribute("ApproximateFirstReceiveTimestamp"))
+        })
+        .min();
+    let mut metrics = Metrics::new("apply");
+    metrics
+        .count(names::RECORDS, records.len())
+        .count(names::APPLIED, summary.applied)
+        .count(names::PARKED, summary.parked)
+        .count(names::DUPLICATES, summary.duplicates)
+        .count(names::CONFLICTS, summary.conflicts)
+        .count(names::DEAD_LETTERED, summary.refused)
+        .count(names::FAILED_RECORDS, summary.failed)
+        .count(names::COMMIT_RETRIES, summary.commit_retries)
+        .count(names::DRAINED_PARKED, summary.drained);
+    if let Some(sent) = oldest_sent {
+        metrics.millis(names::OLDEST_RECORD_AGE, (now_ms - sent) as f64);
+    }
+    metrics
 }
 
 /// [`handle`], also returning what the batch did.
@@ -375,7 +427,13 @@ async fn apply_channel<'r, S: ChannelStore, D: MessageQueue>(
     let mut drain_unfinished = false;
     if let Some(first) = messages.first() {
         let channel = first.channel.clone();
-        match apply_messages(store, settings, &channel, &messages).await {
+        // Every line logged while loading and committing carries the channel and the numbers.
+        let numbers: Vec<u64> = messages.iter().map(|m| m.number.get()).collect();
+        let span = tracing::info_span!("channel", channel = %channel, numbers = ?numbers);
+        let applied = apply_messages(store, settings, &channel, &messages)
+            .instrument(span)
+            .await;
+        match applied {
             Ok(Applied {
                 summary: done,
                 refused,
@@ -465,7 +523,8 @@ async fn apply_messages<S: ChannelStore>(
         };
         match outcome {
             CommitOutcome::Committed => {
-                let summary = summarise(store, channel, messages, &outcomes, &accepted).await;
+                let mut summary = summarise(store, channel, messages, &outcomes, &accepted).await;
+                summary.commit_retries = (attempt - 1) as usize;
                 let refused = (outcomes.iter().enumerate())
                     .filter(|(_, o)| **o == Received::OverParkLimit)
                     .map(|(i, _)| i)
@@ -501,10 +560,12 @@ async fn apply_messages<S: ChannelStore>(
         match store.commit(version, &change).await? {
             CommitOutcome::Committed => {
                 summary.applied += change.applied.len();
+                summary.drained += change.applied.len();
                 drain_more = change.drain_more;
                 attempt = 0;
             }
             CommitOutcome::Superseded(_) | CommitOutcome::VersionMismatch => {
+                summary.commit_retries += 1;
                 // What it would have drained was applied by whoever committed first, or is
                 // theirs to drain; look again.
                 tokio::time::sleep(backoff(attempt)).await;
@@ -556,7 +617,10 @@ async fn summarise<S: ChannelStore>(
             report_conflict(message);
         }
         match outcome {
-            Received::Applied { unparked } => summary.applied += 1 + unparked,
+            Received::Applied { unparked } => {
+                summary.applied += 1 + unparked;
+                summary.drained += unparked;
+            }
             Received::Parked => summary.parked += 1,
             Received::OverParkLimit => summary.refused += 1,
             Received::Duplicate => summary.duplicates += 1,
@@ -629,5 +693,32 @@ mod tests {
         // With the template's five receives: the outage a valid message outlasts in the queue.
         let survived: Duration = (1..5).map(|count| outage_backoff(minute, count)).sum();
         assert_eq!(survived, Duration::from_secs(85 * 60));
+    }
+
+    #[test]
+    fn a_batch_reports_what_it_did_and_how_long_its_oldest_record_waited() {
+        let record = |sent: &str| {
+            let mut record = SqsMessage::default();
+            record
+                .attributes
+                .insert("SentTimestamp".into(), sent.into());
+            record
+        };
+        let summary = BatchSummary {
+            applied: 5,
+            drained: 2,
+            conflicts: 1,
+            commit_retries: 3,
+            ..BatchSummary::default()
+        };
+        let metrics =
+            batch_metrics(&[record("9000"), record("4000")], &summary, 10_000).to_json(10_000);
+        assert_eq!(metrics["Records"], 2.0);
+        assert_eq!(metrics["Applied"], 5.0);
+        assert_eq!(metrics["DrainedParked"], 2.0);
+        assert_eq!(metrics["Conflicts"], 1.0);
+        assert_eq!(metrics["CommitRetries"], 3.0);
+        assert_eq!(metrics["OldestRecordAge"], 6000.0);
+        assert_eq!(metrics["function"], "apply");
     }
 }

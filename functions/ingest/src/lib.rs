@@ -7,6 +7,7 @@ use rockets::message::{Channel, MessageNumber};
 use rockets::message::{Envelope, MAX_BODY_BYTES};
 use rockets::ports::MessageQueue;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 /// The 202 body.
 #[derive(Serialize)]
@@ -28,7 +29,14 @@ pub async fn handle<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Bo
 
 /// [`handle`] for a request already routed to `POST /messages`.
 pub async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Body> {
+    // Every line logged from here on carries the message's channel and number, once known.
+    let span = tracing::info_span!(
+        "message",
+        channel = tracing::field::Empty,
+        number = tracing::field::Empty
+    );
     accept_message(queue, request)
+        .instrument(span)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
@@ -43,7 +51,12 @@ async fn accept_message<Q: MessageQueue>(
             limit: MAX_BODY_BYTES,
         });
     }
-    let message = Envelope::parse_new(body)?;
+    let message = Envelope::parse_new(body).inspect_err(|error| {
+        tracing::debug!(field = error.field(), %error, "message refused");
+    })?;
+    let span = tracing::Span::current();
+    span.record("channel", tracing::field::display(&message.channel));
+    span.record("number", message.number.get());
     queue.send(&message).await.map_err(|error| {
         error.about(format_args!(
             "channel {} message {}",

@@ -9,5 +9,8 @@ async fn run() -> Result<(), Error> {
     rockets::telemetry::init();
     let queue = SqsQueue::from_env(&sdk_config().await)?;
     let queue = &queue;
-    rockets::http::run(|request| ingest::handle(queue, request)).await
+    rockets::http::run(rockets::http::Function::Ingest, |request| {
+        ingest::handle(queue, request)
+    })
+    .await
 }
