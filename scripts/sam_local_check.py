@@ -143,12 +143,14 @@ def main():
     processes = []
     try:
         began = time.time()
+        # One after the other: each publishes its warm containers on ports it picks as free,
+        # and two pickers at once can pick the same one.
         processes.append(start(["sam", "local", "start-api", *common, "--port", str(api_port)],
                                "start-api.log", env))
-        processes.append(start(["sam", "local", "start-lambda", *common, "--port", str(lambda_port)],
-                               "start-lambda.log", env))
         api = f"http://127.0.0.1:{api_port}"
         wait_for(f"{api}/health", processes[0], "start-api")
+        processes.append(start(["sam", "local", "start-lambda", *common, "--port", str(lambda_port)],
+                               "start-lambda.log", env))
         wait_for(f"http://127.0.0.1:{lambda_port}/", processes[1], "start-lambda")
         processes.append(start(
             [os.path.join(ROOT, "target/debug/rockets-local"), "event-source",

@@ -9,6 +9,7 @@
 //! - [`event_source`]: what Lambda's SQS event source mapping does, in process.
 //! - [`activity`]: counters and the periodic one-line summary.
 //! - [`limits`]: the open-file limit.
+//! - [`operations`]: the embedded queue's depth, dead letters and redrive, under `/local/`.
 //! - [`launch`]: a load generator that behaves like the challenge's `rockets launch`.
 
 pub mod activity;
@@ -18,6 +19,7 @@ pub mod front;
 pub mod invoke;
 pub mod launch;
 pub mod limits;
+pub mod operations;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -362,25 +364,19 @@ where
         queue: queue.clone(),
         store,
     };
-    let probe: DepthProbe = {
-        let queue = queue.clone();
-        Box::new(move || queue.depth())
-    };
     let dead_letters = Arc::new(DeadLetters(queue.clone()));
-    let mut server = start(
+    start(
         config,
         backends.clone(),
         backends,
         dead_letters,
-        Some(probe),
+        Some(queue),
     )
     .await
     .map_err(|source| StartError::Listen {
         listen: config.listen,
         source,
-    })?;
-    server.embedded_queue = Some(queue);
-    Ok(server)
+    })
 }
 
 /// Starts the pipeline on the AWS backends (DynamoDB and SQS, or emulators of them); the event
@@ -437,13 +433,14 @@ where
 }
 
 /// Starts the HTTP server on `http` and the event source pollers on `events`, which send
-/// messages over the park limit to `dead_letters`.
+/// messages over the park limit to `dead_letters`. With `embedded`, the embedded queue behind
+/// them, its depth is reported and its operations served under `/local/`.
 pub async fn start<Q, R, E, S, D>(
     config: &LocalConfig,
     http: Backends<Q, R>,
     events: Backends<E, S>,
     dead_letters: Arc<D>,
-    depth: Option<DepthProbe>,
+    embedded: Option<Arc<EmbeddedQueue>>,
 ) -> std::io::Result<LocalServer>
 where
     Q: MessageQueue + 'static,
@@ -480,7 +477,11 @@ where
         activity: activity.clone(),
         body_read_timeout: config.front.body_read_timeout,
         cors: config.cors.clone(),
+        operations: embedded.clone(),
     });
+    let depth = embedded
+        .clone()
+        .map(|queue| -> DepthProbe { Box::new(move || queue.depth()) });
     let mut tasks = JoinSet::new();
     let front = Front::start(listeners, api, config.front, &mut tasks)?;
     tasks.spawn(activity::report(
@@ -498,7 +499,7 @@ where
     );
     Ok(LocalServer {
         front,
-        embedded_queue: None,
+        embedded_queue: embedded,
         activity,
         stop_pollers,
         pollers,
@@ -512,6 +513,7 @@ struct Api<Q, R> {
     activity: Arc<Activity>,
     body_read_timeout: Duration,
     cors: Cors,
+    operations: Option<Arc<EmbeddedQueue>>,
 }
 
 impl<Q: MessageQueue + 'static, R: RocketReader + 'static> Handler for Api<Q, R> {
@@ -541,8 +543,8 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
         // An answer given before the body is read leaves that body on the connection, where it
         // would be taken for the next request: such answers close the connection instead.
         let unread_body = !body.is_end_stream();
-        let early = |error: ApiError| {
-            let mut response = to_hyper(error.into_response());
+        let early = |answer: lambda_http::Response<lambda_http::Body>| {
+            let mut response = to_hyper(answer);
             if unread_body {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
@@ -551,6 +553,12 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
             }
             response
         };
+        if let Some(answer) =
+            operations::handle(self.operations.as_deref(), &parts.method, parts.uri.path())
+        {
+            return early(answer);
+        }
+        let early = |error: ApiError| early(error.into_response());
         let route = match Route::resolve(&parts.method, parts.uri.path()) {
             Ok(route) => route,
             Err(error) => return early(error),

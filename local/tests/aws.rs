@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use apply::apply_batch;
 use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use rockets::message::{Envelope, Event};
@@ -26,6 +27,7 @@ struct Aws {
     queues: Queues,
     queue: SqsQueue,
     store: DynamoStore,
+    table: String,
 }
 
 /// A fresh table and queue pair on moto, or `None` (skip) outside CI without it.
@@ -48,7 +50,8 @@ async fn aws(visibility_secs: u64, max_receive_count: u32) -> Option<Aws> {
         .expect("queues created");
     Some(Aws {
         queue: SqsQueue::new(sqs.clone(), queues.url.clone()),
-        store: DynamoStore::new(dynamodb, table),
+        store: DynamoStore::new(dynamodb, table.clone()),
+        table,
         sqs,
         queues,
     })
@@ -541,4 +544,46 @@ async fn records_the_store_could_not_take_are_hidden_for_the_back_off_on_sqs() {
         .unwrap();
     assert_eq!(again.len(), 1, "back once the back-off ends");
     assert!(Instant::now() >= hidden_until - Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn history_items_expire_after_the_retention_and_nothing_else_does() {
+    let Some(aws) = aws(30, 5).await else { return };
+    let config = emulator_config(&emulator("ROCKETS_TEST_MOTO").unwrap()).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let store = DynamoStore::new(dynamodb.clone(), aws.table.clone()).with_history_retention(14);
+    let c = channel(&unique_name("ttl"));
+    let m = flight(&c, 3, &mut Rng::new(5));
+    // 1 is applied (history); 3 waits for 2 (parked).
+    aws.send(&[&m[0], &m[2]]).await;
+    let records = aws.receive(2).await;
+    apply_batch(&store, &records).await.unwrap();
+    let items = dynamodb
+        .query()
+        .table_name(aws.table.clone())
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(c.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let mut seen = Vec::new();
+    for item in items.items() {
+        let sk = item["sk"].as_s().unwrap().clone();
+        let expires = item
+            .get("expiresAt")
+            .map(|v| v.as_n().unwrap().parse::<i64>().unwrap());
+        if sk.starts_with("event#") {
+            let expires = expires.expect("a history item expires");
+            assert!((expires - now - 14 * 86_400).abs() < 120, "{sk}: {expires}");
+        } else {
+            assert_eq!(expires, None, "{sk} must not expire");
+        }
+        seen.push(sk);
+    }
+    assert!(seen.iter().any(|sk| sk.starts_with("event#")), "{seen:?}");
+    assert!(
+        seen.iter().any(|sk| sk.starts_with("state#parked#")),
+        "{seen:?}"
+    );
 }

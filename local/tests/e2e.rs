@@ -172,3 +172,49 @@ async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
         "applied only once the store was back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_and_redrives_dead_letters_over_http_and_the_rocket_completes() {
+    let mut app = TestApp::new();
+    app.config.park_limit = 2;
+    let server = app.spawn().await;
+    let addr = server.addr();
+    let c = channel("operated");
+    let messages = flight(&c, 5, &mut Rng::new(11));
+    tokio::task::spawn_blocking(move || {
+        let mut client = HttpClient::new(addr);
+        let json = |client: &mut HttpClient, method, path: &str| {
+            let (status, body) = client.request(method, path, "").unwrap();
+            assert_eq!(status, 200, "{method} {path}: {body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        };
+        // Without message 1, two of 2..5 park and the other two pass the park limit.
+        post_all(addr, messages[1..].to_vec());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while json(&mut client, "GET", "/local/queue")["deadLetters"] != 2 {
+            assert!(Instant::now() < deadline, "no dead letters");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let letters = json(&mut client, "GET", "/local/dead-letters");
+        let numbers: Vec<u64> = letters["deadLetters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["metadata"]["messageNumber"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers.len(), 2);
+        // Fill the gap, then redrive: the rocket completes, each message applied once.
+        post_all(addr, messages[..1].to_vec());
+        assert_eq!(
+            json(&mut client, "POST", "/local/dead-letters/redrive")["moved"],
+            2
+        );
+        assert_converges(addr, &[messages]);
+        let queue = json(&mut client, "GET", "/local/queue");
+        assert_eq!(queue["deadLetters"], 0);
+        let events = json(&mut client, "GET", "/rockets/operated/events");
+        assert_eq!(events["events"].as_array().unwrap().len(), 5);
+    })
+    .await
+    .unwrap();
+}

@@ -431,6 +431,10 @@ fn every_environment_variable_a_function_reads_is_set() {
             ),
             ("DynamoStore::from_env", DynamoStore::ENV),
             ("Settings::from_env", apply::Settings::PARK_LIMIT_ENV),
+            (
+                "with_history_retention_from_env",
+                DynamoStore::HISTORY_RETENTION_ENV,
+            ),
         ];
         let mut read_any = false;
         for (call, variable) in reads {
@@ -636,4 +640,162 @@ fn provisioned_queues_are_configured_as_the_template_configures_them() {
             "provisioned but not in the template: {provisioned:?}"
         );
     }
+}
+
+/// A tagged value's tag (`!Ref`, `!Sub`, …), for checks that care which function it is.
+fn tag(value: &Value) -> Option<String> {
+    match value {
+        Value::Tagged(tagged) => Some(tagged.tag.to_string()),
+        _ => None,
+    }
+}
+
+fn alarm<'a>(template: &'a Value, name: &str) -> &'a Value {
+    let alarm = resource(template, name);
+    assert_eq!(alarm["Type"], "AWS::CloudWatch::Alarm", "{name}");
+    &alarm["Properties"]
+}
+
+#[test]
+fn operators_get_alarms_a_dashboard_and_safe_deploys() {
+    use rockets::metrics::names;
+    let template = template();
+
+    // Errors and throttles of every function, on that function.
+    for (function, _) in FUNCTIONS {
+        let short = function.trim_end_matches("Function");
+        for (suffix, metric) in [("ErrorsAlarm", "Errors"), ("ThrottlesAlarm", "Throttles")] {
+            let alarm = alarm(&template, &format!("{short}{suffix}"));
+            assert_eq!(alarm["Namespace"], "AWS/Lambda");
+            assert_eq!(alarm["MetricName"], metric);
+            assert_eq!(text(&alarm["Dimensions"][0]["Value"]), function);
+        }
+    }
+    // The API's error rates, over its own requests.
+    for (name, metric) in [("Api5xxAlarm", "5xx"), ("Api4xxAlarm", "4xx")] {
+        let metrics = &alarm(&template, name)["Metrics"];
+        assert_eq!(metrics[0]["MetricStat"]["Metric"]["MetricName"], metric);
+        assert_eq!(metrics[1]["MetricStat"]["Metric"]["MetricName"], "Count");
+        assert_eq!(
+            text(&metrics[0]["MetricStat"]["Metric"]["Dimensions"][0]["Value"]),
+            "HttpApi"
+        );
+    }
+    // DynamoDB throttles: the table, and every index of it.
+    let table = &alarm(&template, "TableThrottlesAlarm")["Metrics"];
+    assert_eq!(
+        text(&table[0]["MetricStat"]["Metric"]["Dimensions"][0]["Value"]),
+        "RocketTable"
+    );
+    for name in ["IndexWriteThrottlesAlarm", "IndexReadThrottlesAlarm"] {
+        let query = text(&alarm(&template, name)["Metrics"][0]["Expression"]).to_string();
+        assert!(
+            query.contains("GlobalSecondaryIndexName") && query.contains("${RocketTable}"),
+            "{name}: {query}"
+        );
+    }
+    // The custom metrics alarmed on exist, in the configured namespace.
+    let conflicts = alarm(&template, "ConflictsAlarm");
+    assert_eq!(text(&conflicts["Namespace"]), "MetricsNamespace");
+    assert_eq!(conflicts["MetricName"], names::CONFLICTS);
+    // Apply at its cap: the alarm's threshold is the event source's own cap.
+    let cap = alarm(&template, "ApplyConcurrencyAlarm");
+    let source = &resource(&template, "ApplyFunction")["Properties"]["Events"]["Messages"]["Properties"]
+        ["ScalingConfig"]["MaximumConcurrency"];
+    assert_eq!(text(&cap["Threshold"]), text(source));
+    assert_eq!(text(source), "ApplyMaxConcurrency");
+
+    // The dashboard is JSON once substituted, and names only metrics the code emits.
+    let body = &resource(&template, "Dashboard")["Properties"]["DashboardBody"];
+    let json = text(&untag(body)[0]);
+    let substituted = substitute_placeholders(json);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&substituted).expect("the dashboard body is JSON");
+    let mut custom = BTreeSet::new();
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        let mut namespace = String::new();
+        for metric in widget["properties"]["metrics"].as_array().unwrap() {
+            let metric = metric.as_array().unwrap();
+            match metric[0].as_str() {
+                Some(".") | Some("...") => {}
+                Some(n) => namespace = n.to_string(),
+                None => {}
+            }
+            if namespace == "NS" && metric.len() > 1 && metric[0] != "..." {
+                custom.insert(metric[1].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for name in &custom {
+        assert!(
+            names::ALL.contains(&name.as_str()),
+            "dashboard metric {name}"
+        );
+    }
+    assert!(custom.len() >= 8, "{custom:?}");
+
+    // Gradual deploys of the API functions, rolled back by their alarms.
+    assert_eq!(template["Globals"]["Function"]["AutoPublishAlias"], "live");
+    for function in ["IngestFunction", "QueryFunction"] {
+        let preference = &resource(&template, function)["Properties"]["DeploymentPreference"];
+        assert_eq!(text(&preference["Type"]), "DeploymentType");
+        let alarms = strings(&preference["Alarms"]);
+        let own = format!("{}ErrorsAlarm", function.trim_end_matches("Function"));
+        assert!(alarms.contains(&own) && alarms.contains(&"Api5xxAlarm".to_string()));
+    }
+    // Data that outlives the stack.
+    for name in ["RocketTable", "DeadLetterQueue"] {
+        let r = resource(&template, name);
+        assert_eq!(r["DeletionPolicy"], "Retain", "{name}");
+        assert_eq!(r["UpdateReplacePolicy"], "Retain", "{name}");
+    }
+    // History expires only after the dead-letter queue has let go of its messages.
+    let ttl = &resource(&template, "RocketTable")["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(ttl["AttributeName"], "expiresAt");
+    let dlq_days = resource(&template, "DeadLetterQueue")["Properties"]["MessageRetentionPeriod"]
+        .as_u64()
+        .unwrap()
+        / 86_400;
+    for days in strings(&template["Parameters"]["HistoryRetentionDays"]["AllowedValues"]) {
+        let days: u64 = days.parse().unwrap();
+        assert!(days == 0 || days >= dlq_days, "{days} days of history");
+    }
+    // JSON access logs.
+    let logs = &resource(&template, "HttpApi")["Properties"]["AccessLogSettings"];
+    assert_eq!(tag(&logs["DestinationArn"]).as_deref(), Some("!GetAtt"));
+    let format = text(&logs["Format"]).replace('\n', " ");
+    let format: serde_json::Value = serde_json::from_str(&format).expect("a JSON log format");
+    assert!(format["status"].is_string() && format["routeKey"].is_string());
+    // What an operator looks up.
+    for output in [
+        "DeadLetterQueueArn",
+        "IngestFunctionName",
+        "ApplyFunctionName",
+        "QueryFunctionName",
+        "IngestLogGroupName",
+        "ApplyLogGroupName",
+        "QueryLogGroupName",
+        "DashboardUrl",
+    ] {
+        assert!(!template["Outputs"][output].is_null(), "output {output}");
+    }
+}
+
+/// The dashboard body with every `${...}` replaced: the namespace by `NS`, the rest by `x`.
+fn substitute_placeholders(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("a closed ${") + start;
+        let name = &rest[start + 2..end];
+        out.push_str(if name == "MetricsNamespace" {
+            "NS"
+        } else {
+            "x"
+        });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }

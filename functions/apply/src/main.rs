@@ -9,7 +9,7 @@ fn main() -> Result<(), Error> {
 async fn run() -> Result<(), Error> {
     rockets::telemetry::init();
     let config = sdk_config().await;
-    let store = DynamoStore::from_env(&config)?;
+    let store = DynamoStore::from_env(&config)?.with_history_retention_from_env()?;
     // The queue the records come from, to back off records the store could not take.
     let queue = SqsQueue::from_env(&config)?;
     // Where a message over the park limit goes, for an operator to redrive.

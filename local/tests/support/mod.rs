@@ -99,10 +99,15 @@ impl TestApp {
             store,
         };
         let dead_letters = Arc::new(DeadLetters(queue.clone()));
-        let server =
-            rockets_local::start(&self.config, backends.clone(), backends, dead_letters, None)
-                .await
-                .expect("server starts");
+        let server = rockets_local::start(
+            &self.config,
+            backends.clone(),
+            backends,
+            dead_letters,
+            Some(queue.clone()),
+        )
+        .await
+        .expect("server starts");
         (server, queue)
     }
 

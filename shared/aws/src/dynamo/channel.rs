@@ -29,6 +29,11 @@ impl DynamoStore {
         let mut item = key(&message.channel, sort_key(prefix, message.number));
         let body = message.to_json();
         item.insert("body".into(), s(body.clone()));
+        if prefix == EVENT
+            && let Some(expiry) = self.history_expiry()
+        {
+            item.insert("expiresAt".into(), AttributeValue::N(expiry.to_string()));
+        }
         let result = self
             .client
             .put_item()

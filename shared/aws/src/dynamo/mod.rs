@@ -4,7 +4,7 @@
 //!
 //! | `sk` | item | attributes |
 //! |---|---|---|
-//! | `event#<n:020>` | applied message *n* (the history) | `body` |
+//! | `event#<n:020>` | applied message *n* (the history) | `body`, `expiresAt` (TTL, if set) |
 //! | `state` | the rocket | `rocket`, `version`, `st`, `by_<sortKey>` ×9 |
 //! | `state#parked#<n:020>` | message *n*, waiting for a gap to fill | `body` |
 //!
@@ -60,6 +60,8 @@ const BATCH_GET_LIMIT: usize = 100;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// How long history items live (DynamoDB TTL on `expiresAt`); `None` keeps them.
+    history_retention: Option<std::time::Duration>,
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -150,7 +152,31 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            history_retention: None,
         }
+    }
+
+    /// The environment variable that sets how many days history items live (0: for ever).
+    pub const HISTORY_RETENTION_ENV: &'static str = "HISTORY_RETENTION_DAYS";
+
+    /// This store, writing history items that expire after `days` (0: never).
+    pub fn with_history_retention(mut self, days: u64) -> Self {
+        self.history_retention =
+            (days > 0).then(|| std::time::Duration::from_secs(days.saturating_mul(86_400)));
+        self
+    }
+
+    /// [`DynamoStore::with_history_retention`] as `HISTORY_RETENTION_DAYS` says.
+    pub fn with_history_retention_from_env(self) -> Result<Self, rockets::config::ConfigError> {
+        let days = rockets::config::parsed(Self::HISTORY_RETENTION_ENV, 0u64)?;
+        Ok(self.with_history_retention(days))
+    }
+
+    /// The `expiresAt` of a history item written now, in epoch seconds, if history expires.
+    fn history_expiry(&self) -> Option<i64> {
+        self.history_retention.map(|keep| {
+            chrono::Utc::now().timestamp() + i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)
+        })
     }
 
     /// The environment variable that names the table.
