@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 
 /// The template's `AllowMethods`, `AllowHeaders`, `ExposeHeaders` and `MaxAge`.
 const ALLOW_METHODS: &str = "GET,POST,OPTIONS";
-const ALLOW_HEADERS: &str = "content-type";
+const ALLOW_HEADERS: &str = "content-type,authorization";
 const EXPOSE_HEADERS: &str = "retry-after";
 const MAX_AGE_SECS: &str = "600";
 
@@ -155,7 +155,7 @@ mod tests {
         cors.add_preflight_headers(&preflight, &mut answer);
         assert_eq!(answer["access-control-allow-origin"], "*");
         assert_eq!(answer["access-control-allow-methods"], ALLOW_METHODS);
-        assert_eq!(answer["access-control-allow-headers"], "content-type");
+        assert_eq!(answer["access-control-allow-headers"], ALLOW_HEADERS);
         assert_eq!(answer["access-control-max-age"], "600");
     }
 

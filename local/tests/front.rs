@@ -258,7 +258,7 @@ async fn a_page_on_another_origin_gets_the_cors_answers_the_template_configures(
     for line in [
         "access-control-allow-origin: *",
         "access-control-allow-methods: get,post,options",
-        "access-control-allow-headers: content-type",
+        "access-control-allow-headers: content-type,authorization",
         "access-control-max-age: 600",
     ] {
         assert!(preflight.contains(line), "{line} in {preflight}");

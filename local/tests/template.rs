@@ -799,3 +799,26 @@ fn substitute_placeholders(body: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[test]
+fn every_samconfig_parameter_override_names_a_template_parameter_and_an_allowed_value() {
+    let template = template();
+    let samconfig = include_str!("../../samconfig.toml");
+    let mut checked = 0;
+    for line in samconfig.lines() {
+        let Some(overrides) = line.strip_prefix("parameter_overrides = \"") else {
+            continue;
+        };
+        for pair in overrides.trim_end_matches('"').split_whitespace() {
+            let (name, value) = pair.split_once('=').expect("Name=Value");
+            let parameter = &template["Parameters"][name];
+            assert!(!parameter.is_null(), "{name} is not a template parameter");
+            if !parameter["AllowedValues"].is_null() {
+                let allowed = strings(&parameter["AllowedValues"]);
+                assert!(allowed.contains(&value.to_string()), "{name}={value}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "{checked} overrides");
+}

@@ -294,3 +294,54 @@ async fn only_a_transient_queue_failure_asks_the_sender_to_retry() {
         assert!(!body.to_string().contains("secret"), "{body}");
     }
 }
+
+/// Log lines written while the test runs, as Lambda's JSON log format writes them.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_line_logged_for_a_message_carries_its_channel_and_number() {
+    use lambda_http::tracing::subscriber;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let json_logs = subscriber::fmt()
+        .json()
+        .with_max_level(lambda_http::tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging =
+        lambda_http::tracing::subscriber::util::SubscriberInitExt::set_default(json_logs);
+    let queue = RecordingQueue::default();
+    let response = post(
+        &queue,
+        Method::POST,
+        "/messages",
+        launched().to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = logged
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    for line in &lines {
+        assert_eq!(line["span"]["name"], "message", "{line}");
+        assert_eq!(
+            line["span"]["channel"], "193270a9-c9cf-404a-8f83-838e71d9ae67",
+            "{line}"
+        );
+        assert_eq!(line["span"]["number"], 1, "{line}");
+    }
+}
