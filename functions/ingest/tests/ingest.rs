@@ -42,6 +42,17 @@ async fn post(queue: &RecordingQueue, method: Method, path: &str, body: Vec<u8>)
     ingest::handle(queue, request).await
 }
 
+/// `POST /messages` with a valid `RocketLaunched`.
+async fn post_launched(queue: &RecordingQueue) -> Response<Body> {
+    post(
+        queue,
+        Method::POST,
+        "/messages",
+        launched().to_string().into_bytes(),
+    )
+    .await
+}
+
 fn json_body(response: &Response<Body>) -> Value {
     assert_eq!(response.headers()["content-type"], "application/json");
     serde_json::from_slice(response.body().as_ref()).expect("JSON body")
@@ -50,13 +61,7 @@ fn json_body(response: &Response<Body>) -> Value {
 #[tokio::test]
 async fn a_valid_message_is_queued_in_its_channels_group_and_accepted() {
     let queue = RecordingQueue::default();
-    let response = post(
-        &queue,
-        Method::POST,
-        "/messages",
-        launched().to_string().into_bytes(),
-    )
-    .await;
+    let response = post_launched(&queue).await;
     assert_eq!(response.status(), 202);
     assert_eq!(
         json_body(&response),
@@ -160,13 +165,7 @@ async fn a_queue_that_refuses_gives_503_with_retry_after() {
         down: true,
         ..Default::default()
     };
-    let response = post(
-        &queue,
-        Method::POST,
-        "/messages",
-        launched().to_string().into_bytes(),
-    )
-    .await;
+    let response = post_launched(&queue).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let body = json_body(&response);
@@ -322,13 +321,7 @@ async fn every_line_logged_for_a_message_carries_its_channel_and_number() {
     let _logging =
         lambda_http::tracing::subscriber::util::SubscriberInitExt::set_default(json_logs);
     let queue = RecordingQueue::default();
-    let response = post(
-        &queue,
-        Method::POST,
-        "/messages",
-        launched().to_string().into_bytes(),
-    )
-    .await;
+    let response = post_launched(&queue).await;
     assert_eq!(response.status(), 202);
     let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<Value> = logged
