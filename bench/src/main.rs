@@ -210,12 +210,19 @@ fn listing(quick: bool) -> String {
 }
 
 fn pipeline(quick: bool) -> String {
+    use pipeline::Server;
     let mut out = String::from(
-        "| storage | concurrency | POSTs | accepted/s | p50 (µs) | p99 (µs) | max (µs) | convergence (ms) |\n|---|---|---|---|---|---|---|---|\n",
+        "| server | concurrency | POSTs | accepted/s | of the floor | p50 (µs) | p99 (µs) | max (µs) | convergence (ms) | load generator's CPU share |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let runs = if quick { 2 } else { 5 };
     let (mut at_64, mut durable_at_64) = (None, None);
-    for (durable, concurrency) in [1, 8, 64].into_iter().flat_map(|c| [(false, c), (true, c)]) {
+    let mut floors = std::collections::HashMap::new();
+    let servers = [
+        Server::Floor,
+        Server::Pipeline { durable: false },
+        Server::Pipeline { durable: true },
+    ];
+    for (server, concurrency) in [1, 8, 64].into_iter().flat_map(|c| servers.map(|s| (s, c))) {
         let (rockets, per_rocket) = match (quick, concurrency) {
             (true, _) => (50, 40),
             (false, 1) => (100, 50),
@@ -230,32 +237,49 @@ fn pipeline(quick: bool) -> String {
                     duplicate_percent: 10,
                     delay: Duration::ZERO,
                     seed,
-                    durable,
+                    server,
                 })
             })
             .collect();
         let pick = |f: fn(&pipeline::Run) -> f64| Summary::of(results.iter().map(f).collect());
-        let (rate, p50, p99, max, converge) = (
+        let (rate, p50, p99, max, converge, generator) = (
             pick(|r| r.accepted_per_second),
             pick(|r| r.latency_p50_us),
             pick(|r| r.latency_p99_us),
             pick(|r| r.latency_max_us),
             pick(|r| r.convergence_ms),
+            pick(|r| r.generator_cpu_share * 100.0),
         );
+        if server == Server::Floor {
+            floors.insert(concurrency, rate.median);
+        }
+        let of_floor = floors
+            .get(&concurrency)
+            .map_or(0.0, |floor| rate.median / floor * 100.0);
         let _ = writeln!(
             out,
-            "| {} | {concurrency} | {} | {} | {} | {} | {} | {} |",
-            if durable { "data directory" } else { "memory" },
+            "| {} | {concurrency} | {} | {} | {:.0}% | {} | {} | {} | {} | {}% |",
+            match server {
+                Server::Floor => "floor (HTTP front only)",
+                Server::Pipeline { durable: false } => "memory",
+                Server::Pipeline { durable: true } => "data directory",
+            },
             results[0].posts,
             rate.show(0),
+            of_floor,
             p50.show(0),
             p99.show(0),
             max.show(0),
-            converge.show(1)
+            if server == Server::Floor {
+                "–".to_string()
+            } else {
+                converge.show(1)
+            },
+            generator.show(0)
         );
-        match (durable, concurrency) {
-            (false, 64) => at_64 = Some((rate, p99, converge)),
-            (true, 64) => durable_at_64 = Some((rate, p99)),
+        match (server, concurrency) {
+            (Server::Pipeline { durable: false }, 64) => at_64 = Some((rate, p99, converge)),
+            (Server::Pipeline { durable: true }, 64) => durable_at_64 = Some((rate, p99)),
             _ => {}
         }
     }
@@ -266,6 +290,11 @@ fn pipeline(quick: bool) -> String {
         "\nEach run starts a fresh `rockets-local` in process, sends every message of its rockets in \
          a shuffled order with 10% sent twice, from that many threads over keep-alive connections, \
          and then pages through `GET /rockets` until every rocket equals its in-order fold. \
+         The floor is the same HTTP front serving a handler that reads each body and answers \
+         202, under the same load in the same run; \"of the floor\" is the median rate as a \
+         share of the floor's at that concurrency, and the load generator's CPU share is its \
+         senders' CPU time over the whole process's while sending (both share the machine's \
+         two cores). \
          Targets at concurrency 64: at least 20,000 messages/s ({}), p99 under 5 ms ({}), \
          convergence within 1 s ({}). In a data directory (the default), a 202 waits for the \
          message to be synced, and concurrent senders share each sync; targets at concurrency 64: \

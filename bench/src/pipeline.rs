@@ -1,16 +1,21 @@
 //! Pipeline throughput and latency: a load generator that behaves like the challenge's
 //! `rockets launch` (many rockets, concurrent senders, messages out of order and resent)
-//! against the local server on embedded backends, checked against the in-order fold.
+//! against the local server on embedded backends, checked against the in-order fold; and the
+//! same load against the floor, a server on the same HTTP front that reads each body and
+//! answers 202 without doing anything else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
+use http_body_util::{BodyExt, Full};
 use rockets::message::Envelope;
 use rockets::rocket::Rocket;
 use rockets::testing::{HttpClient, Rng, channel, flight};
+use rockets_local::front::{Front, FrontConfig, Handler};
 use rockets_local::{LocalConfig, Storage, start_embedded};
 
 use crate::stats::micros;
@@ -26,8 +31,16 @@ pub struct Load {
     /// Pause between one sender's requests, as `--message-delay` does.
     pub delay: Duration,
     pub seed: u64,
-    /// In memory, or in a fresh data directory.
-    pub durable: bool,
+    pub server: Server,
+}
+
+/// What the load is sent to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Server {
+    /// `rockets-local`, in memory or in a fresh data directory.
+    Pipeline { durable: bool },
+    /// The HTTP front alone: each body read, 202 answered, nothing else.
+    Floor,
 }
 
 /// What one load run measured.
@@ -38,8 +51,43 @@ pub struct Run {
     pub latency_p50_us: f64,
     pub latency_p99_us: f64,
     pub latency_max_us: f64,
-    /// From the last POST's answer until every rocket showed its final state.
+    /// From the last POST's answer until every rocket showed its final state (0 for the
+    /// floor, which keeps nothing).
     pub convergence_ms: f64,
+    /// The load generator's share of the CPU the whole process used while sending.
+    pub generator_cpu_share: f64,
+}
+
+/// The floor's whole behaviour.
+struct Floor;
+
+impl Handler for Floor {
+    async fn call(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let _ = request.into_body().collect().await;
+        let mut response = hyper::Response::new(Full::new(Bytes::from_static(
+            b"{\"channel\":\"floor\",\"messageNumber\":1}",
+        )));
+        *response.status_mut() = hyper::StatusCode::ACCEPTED;
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        response
+    }
+}
+
+/// CPU time used so far by the calling thread, or by the whole process.
+fn cpu_time(clock: libc::clockid_t) -> Duration {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid, writable timespec for the call's duration.
+    unsafe { libc::clock_gettime(clock, &mut time) };
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
 /// Starts a fresh local server, runs the load against it, and verifies every rocket.
@@ -55,18 +103,40 @@ pub fn run(load: Load) -> Run {
         load.seed
     ));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let config = LocalConfig {
-        storage: if load.durable {
-            Storage::Dir(data_dir.clone())
-        } else {
-            Storage::Memory
-        },
-        ..LocalConfig::ephemeral()
+    let mut floor_tasks = tokio::task::JoinSet::new();
+    let (server, floor, addr) = match load.server {
+        Server::Pipeline { durable } => {
+            let config = LocalConfig {
+                storage: if durable {
+                    Storage::Dir(data_dir.clone())
+                } else {
+                    Storage::Memory
+                },
+                ..LocalConfig::ephemeral()
+            };
+            let server = runtime
+                .block_on(start_embedded(&config))
+                .expect("server starts");
+            let addr = server.addr();
+            (Some(server), None, addr)
+        }
+        Server::Floor => {
+            let front = runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .expect("bind");
+                Front::start(
+                    vec![listener],
+                    Arc::new(Floor),
+                    FrontConfig::default(),
+                    &mut floor_tasks,
+                )
+                .expect("floor starts")
+            });
+            let addr = front.addrs()[0];
+            (None, Some(front), addr)
+        }
     };
-    let server = runtime
-        .block_on(start_embedded(&config))
-        .expect("server starts");
-    let addr = server.addr();
 
     let mut rng = Rng::new(load.seed);
     let flights: Vec<Vec<Envelope>> = (0..load.rockets)
@@ -89,6 +159,7 @@ pub fn run(load: Load) -> Run {
     let bodies = Arc::new(bodies);
 
     let next = Arc::new(AtomicUsize::new(0));
+    let process_cpu = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID);
     let started = Instant::now();
     let senders: Vec<_> = (0..load.concurrency)
         .map(|_| {
@@ -97,14 +168,24 @@ pub fn run(load: Load) -> Run {
         })
         .collect();
     let mut latencies: Vec<f64> = Vec::with_capacity(bodies.len());
+    let mut generator_cpu = Duration::ZERO;
     for sender in senders {
-        latencies.extend(sender.join().expect("sender"));
+        let (sent, cpu) = sender.join().expect("sender");
+        latencies.extend(sent);
+        generator_cpu += cpu;
     }
     let last_answer = Instant::now();
+    let process_cpu = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID) - process_cpu;
     let sending = last_answer - started;
-    wait_for_convergence(addr, &flights);
-    let convergence = last_answer.elapsed();
+    let convergence = if server.is_some() {
+        wait_for_convergence(addr, &flights);
+        last_answer.elapsed()
+    } else {
+        Duration::ZERO
+    };
     drop(server);
+    floor_tasks.abort_all();
+    drop(floor);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&data_dir);
 
@@ -116,17 +197,24 @@ pub fn run(load: Load) -> Run {
         latency_p99_us: crate::stats::quantile(&mut latencies, 0.99),
         latency_max_us: crate::stats::quantile(&mut latencies, 1.0),
         convergence_ms: convergence.as_secs_f64() * 1e3,
+        generator_cpu_share: generator_cpu.as_secs_f64() / process_cpu.as_secs_f64().max(1e-9),
     }
 }
 
-/// One sender: takes the next message, posts it until accepted, records how long that took.
-fn send(addr: SocketAddr, bodies: &[String], next: &AtomicUsize, delay: Duration) -> Vec<f64> {
+/// One sender: takes the next message, posts it until accepted, records how long that took;
+/// returns the latencies and the CPU time the sender used.
+fn send(
+    addr: SocketAddr,
+    bodies: &[String],
+    next: &AtomicUsize,
+    delay: Duration,
+) -> (Vec<f64>, Duration) {
     let mut client = HttpClient::new(addr);
     let mut latencies = Vec::new();
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(body) = bodies.get(i) else {
-            return latencies;
+            return (latencies, cpu_time(libc::CLOCK_THREAD_CPUTIME_ID));
         };
         let begun = Instant::now();
         for attempt in 0.. {
