@@ -583,6 +583,9 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
                 });
             }
         };
+        if route.function() == Function::Ingest {
+            return to_hyper(ingest::accept_body(&*self.backends.queue, &body).await);
+        }
         let request = match api_gateway_request(
             parts.method,
             parts.uri.path(),
@@ -593,11 +596,7 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
             Ok(request) => request,
             Err(error) => return to_hyper(error.into_response()),
         };
-        let response = match route.function() {
-            Function::Ingest => ingest::accept(&*self.backends.queue, request).await,
-            Function::Query => query::serve(&*self.backends.store, route, request).await,
-        };
-        to_hyper(response)
+        to_hyper(query::serve(&*self.backends.store, route, request).await)
     }
 }
 

@@ -29,13 +29,19 @@ pub async fn handle<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Bo
 
 /// [`handle`] for a request already routed to `POST /messages`.
 pub async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Body> {
+    accept_body(queue, request.body().as_ref()).await
+}
+
+/// The whole of `POST /messages` once routed: the body is all of the request it reads, so the
+/// local server hands it over as it arrived, without building the event Lambda would get.
+pub async fn accept_body<Q: MessageQueue>(queue: &Q, body: &[u8]) -> Response<Body> {
     // Every line logged from here on carries the message's channel and number, once known.
     let span = tracing::info_span!(
         "message",
         channel = tracing::field::Empty,
         number = tracing::field::Empty
     );
-    accept_message(queue, request)
+    accept_message(queue, body)
         .instrument(span)
         .await
         .unwrap_or_else(ApiError::into_response)
@@ -43,9 +49,8 @@ pub async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Bo
 
 async fn accept_message<Q: MessageQueue>(
     queue: &Q,
-    request: Request,
+    body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let body = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,

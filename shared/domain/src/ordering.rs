@@ -110,6 +110,59 @@ impl ParkedView {
             probed,
         }
     }
+
+    /// [`ParkedView::cut`], cut shorter where the parked set has a gap: a drain stops at the
+    /// first number missing, so the messages beyond it can only tell where that gap ends. A
+    /// store that can stop reading anywhere for free (one in memory, or on a local disk) reads
+    /// no more than that.
+    pub fn leading(
+        parked: &BTreeMap<MessageNumber, Envelope>,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Self {
+        Self::cut(parked, leading_len(parked.keys().copied(), window), probe)
+    }
+}
+
+/// How many of a channel's parked numbers, lowest first, a load needs (see [`Leading`]).
+pub fn leading_len(numbers: impl IntoIterator<Item = MessageNumber>, window: usize) -> usize {
+    let mut leading = Leading::new(window);
+    numbers.into_iter().take_while(|n| leading.take(*n)).count()
+}
+
+/// Which of a channel's parked messages a load needs, decided number by number, lowest first:
+/// the run of consecutive numbers from the first, and the first number after it, which shows
+/// that the numbers between them are not parked; at most `window`.
+#[derive(Clone, Copy, Debug)]
+pub struct Leading {
+    window: usize,
+    taken: usize,
+    previous: Option<u64>,
+    past_gap: bool,
+}
+
+impl Leading {
+    pub fn new(window: usize) -> Self {
+        Leading {
+            window,
+            taken: 0,
+            previous: None,
+            past_gap: false,
+        }
+    }
+
+    /// Whether the load needs `number`, the next parked number in order; once it says no, it
+    /// says no to every later one.
+    pub fn take(&mut self, number: MessageNumber) -> bool {
+        if self.taken == self.window || self.past_gap {
+            return false;
+        }
+        let number = number.get();
+        self.past_gap = self.previous.is_some_and(|p| p + 1 != number);
+        self.previous = Some(number);
+        self.taken += 1;
+        true
+    }
 }
 
 /// One channel's rocket and the parked messages in view, open for receiving.
@@ -340,12 +393,25 @@ mod tests {
         /// The channel as a store reads it: the first `window` parked messages, and those
         /// with the `probe` numbers.
         fn open_bounded(&self, window: usize, probe: &[MessageNumber]) -> Timeline {
+            self.open_view(ParkedView::cut(&self.parked, window, probe))
+        }
+
+        fn open_view(&self, view: ParkedView) -> Timeline {
             let rocket = self
                 .rocket
                 .clone()
                 .unwrap_or_else(|| Rocket::new(channel(), Utc::now()));
-            let view = ParkedView::cut(&self.parked, window, probe);
             Timeline::load(rocket, view, Utc::now())
+        }
+
+        /// [`Stored::open_bounded`], or the view cut at the parked set's first gap as the
+        /// embedded stores read it.
+        fn open_as(&self, leading: bool, window: usize, probe: &[MessageNumber]) -> Timeline {
+            if leading {
+                self.open_view(ParkedView::leading(&self.parked, window, probe))
+            } else {
+                self.open_bounded(window, probe)
+            }
         }
 
         /// Parked messages written ahead of a state write that never happened.
@@ -472,6 +538,42 @@ mod tests {
         let change = store.open_bounded(2, &[]).into_change().unwrap();
         assert_eq!((change.applied.len(), change.drain_more), (1, false));
         assert_eq!(change.rocket.pending_messages, 0);
+    }
+
+    #[test]
+    fn a_leading_view_reads_through_the_first_gap_and_no_further() {
+        let numbers = |list: &[u64]| -> Vec<MessageNumber> {
+            list.iter()
+                .map(|&n| MessageNumber::new(n).unwrap())
+                .collect()
+        };
+        assert_eq!(leading_len(numbers(&[5, 6, 9, 10]), 100), 3);
+        assert_eq!(leading_len(numbers(&[5, 6, 7]), 100), 3);
+        assert_eq!(leading_len(numbers(&[5, 6, 7]), 2), 2);
+        assert_eq!(leading_len(numbers(&[9]), 100), 1);
+        assert_eq!(leading_len(numbers(&[]), 100), 0);
+
+        let mut store = Stored::default();
+        let mut t = store.open();
+        for n in [2, 3, 7, 8, 9] {
+            assert_eq!(t.receive(message(n, 1)), Received::Parked);
+        }
+        store.commit(t.into_change().unwrap());
+        let view = ParkedView::leading(&store.parked, 100, &numbers(&[9, 4]));
+        let read: Vec<u64> = view.first.iter().map(|m| m.number.get()).collect();
+        assert_eq!((read, view.complete), (vec![2, 3, 7], false));
+        assert_eq!(
+            view.probed,
+            [message(9, 1)],
+            "a probe past the view still finds 9"
+        );
+        // The view shows that 4 to 6 are not parked: filling the gap drains 2 and 3, and the
+        // change knows that nothing more can follow without another round.
+        let mut t = store.open_view(view);
+        assert_eq!(t.receive(message(1, 0)), Received::Applied { unparked: 2 });
+        let change = t.into_change().unwrap();
+        assert!(!change.drain_more);
+        assert_eq!(change.rocket.pending_messages, 3);
     }
 
     #[test]
@@ -604,10 +706,11 @@ mod tests {
             prop_assert_eq!(store.history, messages);
         }
 
-        /// The same with a store that reads only a few parked messages at a time and a limit
-        /// on how many a channel may park: batches load a bounded view probed for their
-        /// numbers, drains run as many rounds as they need, messages over the limit are set
-        /// aside and sent again later (a redrive), and the count never passes the limit.
+        /// The same with a store that reads only a few parked messages at a time (the first
+        /// `window`, or fewer where the parked set has a gap) and a limit on how many a channel
+        /// may park: batches load a bounded view probed for their numbers, drains run as many
+        /// rounds as they need, messages over the limit are set aside and sent again later (a
+        /// redrive), and the count never passes the limit.
         #[test]
         fn bounded_views_and_a_park_limit_fold_to_the_in_order_state(
             len in 1u64..60,
@@ -615,6 +718,7 @@ mod tests {
             extra in prop::collection::vec(any::<prop::sample::Index>(), 0..30),
             order in any::<u64>(),
             window in 1usize..6,
+            leading in any::<bool>(),
             limit in 1u64..12,
             batch in 1usize..10,
         ) {
@@ -631,7 +735,7 @@ mod tests {
             while !pending.is_empty() {
                 let session: Vec<Envelope> = pending.drain(..batch.min(pending.len())).collect();
                 let numbers: Vec<MessageNumber> = session.iter().map(|m| m.number).collect();
-                let mut t = store.open_bounded(window, &numbers).with_park_limit(limit);
+                let mut t = store.open_as(leading, window, &numbers).with_park_limit(limit);
                 for m in session {
                     match t.receive(m.clone()) {
                         Received::OverParkLimit => refused.push(m),
@@ -648,7 +752,7 @@ mod tests {
                     prop_assert!(rocket.pending_messages <= limit);
                     prop_assert_eq!(rocket.pending_messages, store.parked.len() as u64);
                     change = if more {
-                        store.open_bounded(window, &[]).with_park_limit(limit).into_change()
+                        store.open_as(leading, window, &[]).with_park_limit(limit).into_change()
                     } else {
                         None
                     };

@@ -365,11 +365,28 @@ impl DataDir {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<Item>, DiskError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut taken = 0;
+        self.scan_while(space, prefix, from, |_| {
+            taken += 1;
+            taken <= limit
+        })
+        .map(|(items, _)| items)
+    }
+
+    /// The items whose keys start with `prefix` and are at least `from`, in key order, for as
+    /// long as `take` accepts their keys; and whether the range ran out before `take` refused.
+    pub(crate) fn scan_while(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        from: &[u8],
+        mut take: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(Vec<Item>, bool), DiskError> {
         let keyspace = self.shared.spaces.get(space);
         let mut items = Vec::new();
-        if limit == 0 {
-            return Ok(items);
-        }
         // Bounded above as well as below: an open range would walk every deleted key after the
         // prefix (each unparked message leaves one until compaction) before finding its end.
         let items_in = match prefix_end(prefix) {
@@ -381,12 +398,12 @@ impl DataDir {
             if !key.starts_with(prefix) {
                 break;
             }
-            items.push((key.to_vec(), value.to_vec()));
-            if items.len() == limit {
-                break;
+            if !take(&key) {
+                return Ok((items, false));
             }
+            items.push((key.to_vec(), value.to_vec()));
         }
-        Ok(items)
+        Ok((items, true))
     }
 
     /// Every item of `space`, in key order.

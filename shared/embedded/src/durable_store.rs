@@ -12,7 +12,7 @@ use std::sync::RwLock;
 
 use rockets::listing::{ListQuery, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
-use rockets::ordering::{ChannelChange, ParkedView};
+use rockets::ordering::{ChannelChange, Leading, ParkedView};
 use rockets::ports::{
     Cause, ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError,
 };
@@ -63,6 +63,12 @@ fn message(value: &[u8]) -> Result<Envelope, StoreError> {
     Envelope::parse(value).map_err(|e| {
         StoreError::Failed(Cause::from(format!("a stored message does not parse: {e}")))
     })
+}
+
+/// The message number at the end of a [`numbered_key`].
+fn number_of(key: &[u8]) -> Option<MessageNumber> {
+    let (_, number) = key.split_last_chunk::<8>()?;
+    MessageNumber::new(u64::from_be_bytes(*number))
 }
 
 fn failed(error: DiskError) -> StoreError {
@@ -153,15 +159,17 @@ impl ChannelStore for DurableStore {
         // whole history until compaction drops them.
         let prefix = channel_prefix(channel.as_str());
         let from = numbered_key(channel.as_str(), rocket.next_number());
-        let mut first = self
+        let mut leading = Leading::new(window);
+        let (items, complete) = self
             .dir
-            .scan(Space::Parked, &prefix, &from, window.saturating_add(1))
-            .map_err(failed)?
+            .scan_while(Space::Parked, &prefix, &from, |key| {
+                number_of(key).is_some_and(|number| leading.take(number))
+            })
+            .map_err(failed)?;
+        let first = items
             .iter()
             .map(|(_, value)| message(value))
             .collect::<Result<Vec<_>, _>>()?;
-        let complete = first.len() <= window;
-        first.truncate(window);
         let last = first.last().map(|m| m.number);
         let mut probed = Vec::new();
         for number in probe {
