@@ -12,7 +12,7 @@ use std::sync::RwLock;
 
 use rockets::listing::{ListQuery, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
-use rockets::ordering::{ChannelChange, Leading, ParkedView};
+use rockets::ordering::{ChannelChange, Leading, ParkedView, drains};
 use rockets::ports::{
     Cause, ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError,
 };
@@ -159,13 +159,19 @@ impl ChannelStore for DurableStore {
         // whole history until compaction drops them.
         let prefix = channel_prefix(channel.as_str());
         let from = numbered_key(channel.as_str(), rocket.next_number());
-        let mut leading = Leading::new(window);
-        let (items, complete) = self
-            .dir
-            .scan_while(Space::Parked, &prefix, &from, |key| {
-                number_of(key).is_some_and(|number| leading.take(number))
-            })
-            .map_err(failed)?;
+        // A batch that cannot start a drain needs only its own numbers looked up.
+        let next = rocket.next_number();
+        let next_parked = || Ok(self.parked(channel.as_str(), next)?.is_some());
+        let (items, complete) = if drains(next, probe, next_parked)? {
+            let mut leading = Leading::new(window);
+            self.dir
+                .scan_while(Space::Parked, &prefix, &from, |key| {
+                    number_of(key).is_some_and(|number| leading.take(number))
+                })
+                .map_err(failed)?
+        } else {
+            (Vec::new(), false)
+        };
         let first = items
             .iter()
             .map(|(_, value)| message(value))

@@ -84,7 +84,7 @@ impl ChannelStore for EmbeddedStore {
     ) -> Result<Option<ChannelSnapshot>, StoreError> {
         Ok(self.read().channels.get(channel).map(|s| ChannelSnapshot {
             rocket: s.rocket.clone(),
-            parked: ParkedView::leading(&s.parked, window, probe),
+            parked: ParkedView::leading(&s.parked, s.rocket.next_number(), window, probe),
             version: s.version,
         }))
     }
