@@ -564,14 +564,13 @@ impl Writer {
         );
         let failed = |e: fjall::Error| DiskError(e.to_string().into());
         batch.commit().map_err(failed)?;
-        // Handed to the operating system even without a sync, so that a killed process loses
-        // nothing written; only a power loss can take what the next sync would have kept.
-        let mode = if sync {
-            PersistMode::SyncData
-        } else {
-            PersistMode::Buffer
-        };
-        self.db.persist(mode).map_err(failed)?;
+        // A group nobody waits to see synced stays in the journal's buffer until the next sync
+        // (or the quarter-second timer) flushes it: a crash before then loses a suffix of the
+        // journal that acknowledged nothing, and what it undid (a store commit and the delete of
+        // its records, say) is lost together.
+        if sync {
+            self.db.persist(PersistMode::SyncData).map_err(failed)?;
+        }
         self.commit = commit;
         if sync {
             self.synced = commit;

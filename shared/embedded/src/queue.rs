@@ -115,8 +115,20 @@ struct State {
     seen_order: VecDeque<(Instant, String)>,
     dead: Vec<(Arc<str>, Message)>,
     next_sequence: u64,
+    /// Every sequence number up to this one may have been used, as the data directory says; a
+    /// restart carries on above it, so ids are never reused.
+    reserved_sequence: u64,
     next_lease: u64,
 }
+
+/// Sequence numbers reserved in the data directory at a time, so that a message's send writes
+/// no counter of its own.
+const SEQUENCE_BLOCK: u64 = 4096;
+
+/// Receive counts are written from this receive on: a message at the data directory's open is
+/// taken to have been received once already (its last process may have stopped while it was
+/// being applied), so only the counts above that need the disk.
+const FIRST_RECEIPT: u32 = 2;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -181,11 +193,22 @@ impl State {
         }
     }
 
-    fn push(&mut self, group_id: &str, deduplication_id: String, body: String) -> String {
+    /// The next message's sequence number; in a data directory, it reserves the next block when
+    /// this one is used up.
+    fn take_sequence(&mut self) -> u64 {
         self.next_sequence += 1;
+        if self.durable && self.next_sequence > self.reserved_sequence {
+            self.reserved_sequence = self.next_sequence + SEQUENCE_BLOCK;
+            self.journal.push(sequence_record(self.reserved_sequence));
+        }
+        self.next_sequence
+    }
+
+    fn push(&mut self, group_id: &str, deduplication_id: String, body: String) -> String {
+        let sequence = self.take_sequence();
         let message = Message {
-            id: format!("{:020}-local", self.next_sequence),
-            sequence: self.next_sequence,
+            id: format!("{sequence:020}-local"),
+            sequence,
             body,
             deduplication_id,
             receive_count: 0,
@@ -194,7 +217,6 @@ impl State {
         };
         if self.durable {
             self.journal.push(record(Space::Queue, group_id, &message));
-            self.journal.push(sequence_record(self.next_sequence));
         }
         self.enqueue(group_id, message)
     }
@@ -215,16 +237,18 @@ impl State {
         id
     }
 
-    fn forget(&mut self, sequence: u64) {
+    fn forget(&mut self, message: &Message) {
         if self.durable {
-            let key = sequence.to_be_bytes().to_vec();
-            self.journal.push(Op::Delete(Space::Receipts, key.clone()));
+            let key = message.sequence.to_be_bytes().to_vec();
+            if message.receive_count >= FIRST_RECEIPT {
+                self.journal.push(Op::Delete(Space::Receipts, key.clone()));
+            }
             self.journal.push(Op::Delete(Space::Queue, key));
         }
     }
 
     fn bury(&mut self, group_id: Arc<str>, message: Message) {
-        self.forget(message.sequence);
+        self.forget(&message);
         if self.durable {
             self.journal.push(record(Space::Dead, &group_id, &message));
         }
@@ -382,13 +406,19 @@ impl EmbeddedQueue {
             durable: true,
             ..State::default()
         };
-        let receipts: HashMap<u64, (u32, u64)> = read(Space::Receipts)?
-            .into_iter()
-            .filter_map(|(key, value)| {
-                let (count, first) = value.split_first_chunk::<4>()?;
+        let mut receipts: HashMap<u64, (u32, u64)> = HashMap::new();
+        for (key, value) in read(Space::Receipts)? {
+            let receipt = value.split_first_chunk::<4>().and_then(|(count, first)| {
                 Some((be_u64(&key)?, (u32::from_be_bytes(*count), be_u64(first)?)))
-            })
-            .collect();
+            });
+            match receipt {
+                // Only counts of FIRST_RECEIPT and above are kept, and deleted with their message.
+                Some((sequence, receipt)) if receipt.0 >= FIRST_RECEIPT => {
+                    receipts.insert(sequence, receipt);
+                }
+                _ => state.journal.push(Op::Delete(Space::Receipts, key)),
+            }
+        }
         let mut highest = dir
             .get(Space::Meta, SEQUENCE_KEY)
             .map_err(|e| damaged(e.to_string()))?
@@ -399,6 +429,7 @@ impl EmbeddedQueue {
             highest = highest.max(sequence);
             let group = stored.group.clone();
             let mut message = message(sequence, stored);
+            message.receive_count = FIRST_RECEIPT - 1;
             if let Some((count, first)) = receipts.get(&sequence) {
                 message.receive_count = *count;
                 message.first_receive_ms = (*first > 0).then_some(*first);
@@ -429,6 +460,7 @@ impl EmbeddedQueue {
             state.seen_order.push_back((expires, id));
         }
         state.next_sequence = highest;
+        state.reserved_sequence = highest;
         dir.submit_later(std::mem::take(&mut state.journal));
         Ok(EmbeddedQueue {
             state: Mutex::new(state),
@@ -463,8 +495,7 @@ impl EmbeddedQueue {
                 state
                     .seen_order
                     .push_back((expires, message.deduplication_id.clone()));
-                state.next_sequence += 1;
-                let sequence = state.next_sequence;
+                let sequence = state.take_sequence();
                 let pending = Message {
                     id: format!("{sequence:020}-local"),
                     sequence,
@@ -482,7 +513,6 @@ impl EmbeddedQueue {
                     message.deduplication_id.clone().into_bytes(),
                     until.to_be_bytes().to_vec(),
                 ));
-                ops.push(sequence_record(sequence));
                 Some((dir.submit(ops, Wait::Synced), sequence, pending.sent_ms))
             }
         };
@@ -566,7 +596,7 @@ impl EmbeddedQueue {
                 }
                 message.receive_count += 1;
                 let first = *message.first_receive_ms.get_or_insert_with(now_ms);
-                if durable {
+                if durable && message.receive_count >= FIRST_RECEIPT {
                     noted.push(receipt(message));
                 }
                 batch.push(ReceivedMessage {
@@ -646,10 +676,10 @@ impl EmbeddedQueue {
         else {
             return false;
         };
-        group.messages.remove(at);
+        let message = group.messages.remove(at).expect("in range");
         group.in_flight -= 1;
         let (in_flight, empty) = (group.in_flight, group.messages.is_empty());
-        state.forget(sequence);
+        state.forget(&message);
         if in_flight == 0 {
             if empty {
                 state.groups.remove(&group_id);
@@ -745,8 +775,7 @@ impl MessageQueue for DeadLetters {
             {
                 return Ok(());
             }
-            state.next_sequence += 1;
-            let sequence = state.next_sequence;
+            let sequence = state.take_sequence();
             let message = Message {
                 id: format!("{sequence:020}-local"),
                 sequence,
@@ -759,7 +788,6 @@ impl MessageQueue for DeadLetters {
             let written = self.0.dir.as_ref().map(|dir| {
                 let mut ops = std::mem::take(&mut state.journal);
                 ops.push(record(Space::Dead, &queued.group_id, &message));
-                ops.push(sequence_record(sequence));
                 // Ahead of the delete of the record that brought it, which is what needs it.
                 dir.submit(ops, Wait::Written)
             });
@@ -1015,6 +1043,42 @@ mod tests {
         let mut redriven: Vec<String> = q.try_receive(10).into_iter().map(|m| m.body).collect();
         redriven.sort();
         assert_eq!(redriven, ["a/3", "c/1", "e/1", &refused.to_json()]);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_message_left_in_a_durable_queue_counts_as_received_once_and_ids_go_on() {
+        let path = crate::disk::tests::scratch("counts");
+        let first_id = {
+            let (_dir, q) = durable(&path);
+            let id = q.accept(queued("a", 1)).await.unwrap().unwrap();
+            assert!(q.accept(queued("b", 1)).await.unwrap().is_some());
+            assert_eq!(
+                q.try_receive(1)[0].receive_count,
+                1,
+                "a/1 is in flight at the stop"
+            );
+            id
+        };
+        let (_dir, q) = durable(&path);
+        let again = q.try_receive(10);
+        assert_eq!(bodies(&again), ["a/1", "b/1"]);
+        assert!(
+            again.iter().all(|m| m.receive_count == 2),
+            "either may have been with a consumer when the process stopped"
+        );
+        let id = q.accept(queued("c", 1)).await.unwrap().unwrap();
+        assert!(id > first_id && again.iter().all(|m| m.message_id < id));
+        for m in &again {
+            assert!(q.delete(&m.receipt_handle));
+        }
+        drop((_dir, q));
+        let (_dir, q) = durable(&path);
+        assert_eq!(
+            bodies(&q.try_receive(10)),
+            ["c/1"],
+            "deleted messages stay deleted"
+        );
         std::fs::remove_dir_all(&path).unwrap();
     }
 
