@@ -34,6 +34,10 @@ struct Options {
     servers: Vec<String>,
 }
 
+/// The allocator `rockets-local` runs with, so that the in-process server is the one measured.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn options() -> Options {
     let mut options = Options {
         quick: false,
