@@ -248,17 +248,12 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
                 continue;
             }
             backlog = backlog.saturating_sub(records.len());
-            let channels: HashSet<_> = records
-                .iter()
-                .map(|r| r.attributes.get("MessageGroupId"))
-                .collect();
+            let channels: HashSet<_> = records.iter().map(|r| r.group_id.clone()).collect();
             bill.batch_channels += channels.len() as u64;
-            let handles: Vec<String> = records
-                .iter()
-                .filter_map(|r| r.receipt_handle.clone())
-                .collect();
+            let handles: Vec<String> = records.iter().map(|r| r.receipt_handle.clone()).collect();
+            // What Lambda would hand the function deployed: records shaped as SQS sends them.
             let mut event = SqsEvent::default();
-            event.records = records;
+            event.records = records.into_iter().map(|r| r.into_record()).collect();
             let begun = Instant::now();
             let response = apply::handle(&store, &batcher, &batcher, &settings, event)
                 .await

@@ -11,6 +11,7 @@ use std::time::Duration;
 use apply::BatchSummary;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use futures_util::FutureExt as _;
+use rockets::ports::QueueRecord;
 use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility};
 use tokio::sync::watch;
 
@@ -22,12 +23,12 @@ pub const LONG_POLL: Duration = Duration::from_secs(20);
 
 /// How the event source has a batch applied: by the apply handler in this process, or by the
 /// apply function behind a Lambda Invoke endpoint.
-pub trait Applier: Send + Sync {
+pub trait Applier<R>: Send + Sync {
     /// Each record's fate as `batchItemFailures`, and what the batch did when it is known; an
     /// error fails the whole batch, as a failed invocation does.
     fn apply(
         &self,
-        records: &[SqsMessage],
+        records: &[R],
     ) -> impl Future<Output = Result<(SqsBatchResponse, Option<BatchSummary>), String>> + Send;
 }
 
@@ -39,10 +40,16 @@ pub struct InProcess<V, S, D> {
     pub settings: apply::Settings,
 }
 
-impl<V: RecordVisibility, S: ChannelStore, D: MessageQueue> Applier for InProcess<V, S, D> {
+impl<V, S, D, R> Applier<R> for InProcess<V, S, D>
+where
+    V: RecordVisibility,
+    S: ChannelStore,
+    D: MessageQueue,
+    R: QueueRecord,
+{
     async fn apply(
         &self,
-        records: &[SqsMessage],
+        records: &[R],
     ) -> Result<(SqsBatchResponse, Option<BatchSummary>), String> {
         // A panicking handler fails its invocation, as in Lambda; the batch comes back.
         let outcome = AssertUnwindSafe(apply::apply_batch_backing_off(
@@ -63,7 +70,7 @@ impl<V: RecordVisibility, S: ChannelStore, D: MessageQueue> Applier for InProces
 }
 
 /// The apply function behind an invoke endpoint.
-impl Applier for Invoker {
+impl Applier<SqsMessage> for Invoker {
     async fn apply(
         &self,
         records: &[SqsMessage],
@@ -77,7 +84,7 @@ impl Applier for Invoker {
 
 /// Feeds batches from `source` to `applier` until `stop` turns true; a batch already received
 /// is applied and deleted first.
-pub async fn pump<C: QueueConsumer, A: Applier>(
+pub async fn pump<C: QueueConsumer, A: Applier<C::Record>>(
     source: Arc<C>,
     applier: Arc<A>,
     batch_size: usize,
@@ -100,10 +107,6 @@ pub async fn pump<C: QueueConsumer, A: Applier>(
         if records.is_empty() {
             continue;
         }
-        let handles: Vec<(String, String)> = records
-            .iter()
-            .filter_map(|r| Some((r.message_id.clone()?, r.receipt_handle.clone()?)))
-            .collect();
         let failed: HashSet<String> = match applier.apply(&records).await {
             Ok((response, summary)) => {
                 if summary.is_none() {
@@ -137,10 +140,10 @@ pub async fn pump<C: QueueConsumer, A: Applier>(
                 continue;
             }
         };
-        let done: Vec<String> = handles
-            .into_iter()
-            .filter(|(id, _)| !failed.contains(id))
-            .map(|(_, handle)| handle)
+        let done: Vec<String> = records
+            .iter()
+            .filter(|r| r.message_id().is_some_and(|id| !failed.contains(id)))
+            .filter_map(|r| r.receipt_handle().map(str::to_owned))
             .collect();
         if let Err(error) = source.delete(done).await {
             tracing::warn!(%error, "delete failed; those records will be delivered again");

@@ -410,7 +410,7 @@ pub async fn run_event_source<C, A>(
 ) -> Result<(), String>
 where
     C: QueueConsumer + 'static,
-    A: event_source::Applier + 'static,
+    A: event_source::Applier<C::Record> + 'static,
 {
     let (queue, applier) = (Arc::new(queue), Arc::new(applier));
     let activity = Arc::new(Activity::default());

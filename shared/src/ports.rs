@@ -167,14 +167,81 @@ pub trait MessageQueue: Send + Sync {
     fn send(&self, message: &Envelope) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
+/// What the apply side reads of a queue record: SQS's own record in Lambda, the embedded
+/// queue's in process.
+pub trait QueueRecord: Send + Sync {
+    /// The id a batch reports the record by when it fails.
+    fn message_id(&self) -> Option<&str>;
+    fn receipt_handle(&self) -> Option<&str>;
+    /// The message group, which is the channel; none outside a FIFO queue.
+    fn group_id(&self) -> Option<&str>;
+    /// How often the record has been received, this time included.
+    fn receive_count(&self) -> Option<u32>;
+    /// When the record was sent (or else first received), in milliseconds since the epoch.
+    fn sent_ms(&self) -> Option<i64>;
+    /// The X-Ray trace header of the request that sent it.
+    fn trace_header(&self) -> Option<&str>;
+    /// The id the queue deduplicates it by.
+    fn deduplication_id(&self) -> Option<&str>;
+    fn body(&self) -> Option<&str>;
+
+    /// The message the record carries: its body parsed, unless the queue kept it parsed.
+    fn message(&self) -> Result<std::borrow::Cow<'_, Envelope>, String> {
+        let body = self.body().ok_or("record has no body")?;
+        Envelope::parse(body.as_bytes())
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl QueueRecord for SqsMessage {
+    fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
+    }
+
+    fn receipt_handle(&self) -> Option<&str> {
+        self.receipt_handle.as_deref()
+    }
+
+    fn group_id(&self) -> Option<&str> {
+        self.attributes.get("MessageGroupId").map(String::as_str)
+    }
+
+    fn receive_count(&self) -> Option<u32> {
+        self.attributes.get("ApproximateReceiveCount")?.parse().ok()
+    }
+
+    fn sent_ms(&self) -> Option<i64> {
+        let attribute = |name: &str| self.attributes.get(name)?.parse::<i64>().ok();
+        attribute("SentTimestamp").or_else(|| attribute("ApproximateFirstReceiveTimestamp"))
+    }
+
+    fn trace_header(&self) -> Option<&str> {
+        self.attributes.get("AWSTraceHeader").map(String::as_str)
+    }
+
+    fn deduplication_id(&self) -> Option<&str> {
+        self.attributes
+            .get("MessageDeduplicationId")
+            .map(String::as_str)
+    }
+
+    fn body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+}
+
 /// The consuming side of the queue, for an event source that feeds the apply handler.
 pub trait QueueConsumer: Send + Sync {
-    /// Up to `max` records shaped as Lambda delivers them, waiting up to `wait` for the first.
+    /// The records it hands out.
+    type Record: QueueRecord + 'static;
+
+    /// Up to `max` records, waiting up to `wait` for the first.
     fn receive(
         &self,
         max: usize,
         wait: std::time::Duration,
-    ) -> impl Future<Output = Result<Vec<SqsMessage>, QueueError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Self::Record>, QueueError>> + Send;
 
     /// Deletes the records with these receipt handles.
     fn delete(

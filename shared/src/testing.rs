@@ -286,7 +286,8 @@ pub mod contract {
     use crate::message::{Envelope, Event, MessageNumber};
     use crate::ordering::{ChannelChange, ParkedView, Timeline};
     use crate::ports::{
-        ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, QueuedMessage, RocketReader,
+        ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, QueueRecord, QueuedMessage,
+        RocketReader,
     };
     use crate::rocket::Status;
 
@@ -623,19 +624,20 @@ pub mod contract {
         for _ in 0..20 {
             let batch = queue.receive(10, Duration::from_secs(1)).await.unwrap();
             for record in &batch {
-                let group = record
-                    .attributes
-                    .get("MessageGroupId")
-                    .expect("group attribute");
-                let message = Envelope::parse(record.body.as_deref().unwrap().as_bytes()).unwrap();
+                let group = record.group_id().expect("group attribute");
+                let message = Envelope::parse(record.body().unwrap().as_bytes()).unwrap();
+                assert_eq!(*record.message().unwrap(), message);
                 assert_eq!(group, message.channel.as_str());
                 assert_eq!(
-                    record.attributes.get("MessageDeduplicationId"),
-                    Some(&QueuedMessage::of(&message).deduplication_id)
+                    record.deduplication_id(),
+                    Some(QueuedMessage::of(&message).deduplication_id.as_str())
                 );
                 received.push(message);
             }
-            let handles = batch.into_iter().filter_map(|r| r.receipt_handle).collect();
+            let handles = batch
+                .iter()
+                .filter_map(|r| r.receipt_handle().map(str::to_owned))
+                .collect();
             queue.delete(handles).await.unwrap();
             if received.len() >= 4 {
                 break;

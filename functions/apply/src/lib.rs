@@ -15,15 +15,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tracing::Instrument as _;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::Utc;
 use futures_util::future::join_all;
 use rockets::config::ConfigError;
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{Received, Timeline, same_or_conflict};
 use rockets::ports::{
-    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueError, RecordVisibility,
-    StoreError,
+    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueError, QueueRecord,
+    RecordVisibility, StoreError,
 };
 
 /// How often a channel's commit is retried when another applier got there first.
@@ -168,7 +168,7 @@ where
     let traces: Vec<&str> = event
         .records
         .iter()
-        .filter_map(|r| r.attributes.get("AWSTraceHeader").map(String::as_str))
+        .filter_map(QueueRecord::trace_header)
         .collect();
     tracing::info!(
         records = event.records.len(),
@@ -189,19 +189,13 @@ where
 
 /// One batch's metrics: what it did, and how long its oldest record had waited since it was
 /// sent when the batch began.
-pub fn batch_metrics(
-    records: &[SqsMessage],
+pub fn batch_metrics<R: QueueRecord>(
+    records: &[R],
     summary: &BatchSummary,
     now_ms: i64,
 ) -> rockets::metrics::Metrics {
     use rockets::metrics::{Metrics, names};
-    let oldest_sent = records
-        .iter()
-        .filter_map(|r| {
-            let attribute = |name: &str| r.attributes.get(name)?.parse::<i64>().ok();
-            attribute("SentTimestamp").or_else(|| attribute("ApproximateFirstReceiveTimestamp"))
-        })
-        .min();
+    let oldest_sent = records.iter().filter_map(QueueRecord::sent_ms).min();
     let mut metrics = Metrics::new("apply");
     metrics
         .count(names::RECORDS, records.len())
@@ -220,17 +214,18 @@ pub fn batch_metrics(
 }
 
 /// [`handle`], also returning what the batch did.
-pub async fn apply_batch_backing_off<S, V, D>(
+pub async fn apply_batch_backing_off<S, V, D, R>(
     store: &S,
     visibility: &V,
     dead_letters: &D,
     settings: &Settings,
-    records: &[SqsMessage],
+    records: &[R],
 ) -> Result<(SqsBatchResponse, BatchSummary), ApplyError>
 where
     S: ChannelStore,
     V: RecordVisibility,
     D: MessageQueue,
+    R: QueueRecord,
 {
     let (response, summary, returns) =
         apply_records(store, dead_letters, settings, records).await?;
@@ -238,17 +233,13 @@ where
     let mut resume = Vec::new();
     let mut hidden = Vec::new();
     for (record, reason) in returns {
-        let Some(handle) = record.receipt_handle.clone() else {
+        let Some(handle) = record.receipt_handle().map(str::to_owned) else {
             continue;
         };
         match reason {
             Return::Resume => resume.push((handle, Duration::ZERO)),
             Return::Outage => {
-                let count = record
-                    .attributes
-                    .get("ApproximateReceiveCount")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
+                let count = record.receive_count().unwrap_or(1);
                 hidden.push((handle, outage_backoff(base, count)));
             }
         }
@@ -274,9 +265,9 @@ where
 
 /// Applies a batch without backing off and without a park limit: what each record came to,
 /// and what the batch did.
-pub async fn apply_batch<S: ChannelStore>(
+pub async fn apply_batch<S: ChannelStore, R: QueueRecord>(
     store: &S,
-    records: &[SqsMessage],
+    records: &[R],
 ) -> Result<(SqsBatchResponse, BatchSummary), ApplyError> {
     let settings = Settings {
         park_limit: u64::MAX,
@@ -306,22 +297,15 @@ enum Return {
 /// The batch's response and summary, and the failed records that should come back sooner or
 /// later than the visibility timeout.
 #[allow(clippy::type_complexity)]
-async fn apply_records<'r, S: ChannelStore, D: MessageQueue>(
+async fn apply_records<'r, S: ChannelStore, D: MessageQueue, R: QueueRecord>(
     store: &S,
     dead_letters: &D,
     settings: &Settings,
-    records: &'r [SqsMessage],
-) -> Result<
-    (
-        SqsBatchResponse,
-        BatchSummary,
-        Vec<(&'r SqsMessage, Return)>,
-    ),
-    ApplyError,
-> {
+    records: &'r [R],
+) -> Result<(SqsBatchResponse, BatchSummary, Vec<(&'r R, Return)>), ApplyError> {
     if let Some(index) = records
         .iter()
-        .position(|r| r.message_id.as_deref().is_none_or(str::is_empty))
+        .position(|r| r.message_id().is_none_or(str::is_empty))
     {
         return Err(ApplyError::MissingMessageId { index });
     }
@@ -345,7 +329,7 @@ async fn apply_records<'r, S: ChannelStore, D: MessageQueue>(
             .batch_item_failures
             .extend(outcome.failed.into_iter().filter_map(|record| {
                 let mut failure = BatchItemFailure::default();
-                failure.item_identifier = record.message_id.clone()?;
+                failure.item_identifier = record.message_id()?.to_owned();
                 Some(failure)
             }));
     }
@@ -353,8 +337,8 @@ async fn apply_records<'r, S: ChannelStore, D: MessageQueue>(
 }
 
 /// What became of one channel's records.
-struct ChannelOutcome<'r> {
-    failed: Vec<&'r SqsMessage>,
+struct ChannelOutcome<'r, R> {
+    failed: Vec<&'r R>,
     summary: BatchSummary,
     /// The records failed because the store could not be reached, not because of them.
     store_unavailable: bool,
@@ -364,56 +348,46 @@ struct ChannelOutcome<'r> {
 
 /// The records of each message group, in queue order. The group id is the channel; a record
 /// without one (never the case from a FIFO queue) stands alone.
-fn group_by_channel(records: &[SqsMessage]) -> Vec<(&str, Vec<&SqsMessage>)> {
-    let mut groups: Vec<(&str, Vec<&SqsMessage>)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+fn group_by_channel<R: QueueRecord>(records: &[R]) -> Vec<(&str, Vec<&R>)> {
+    // A batch holds at most ten records: a search beats hashing their groups.
+    let mut groups: Vec<(&str, Vec<&R>)> = Vec::new();
     for record in records {
         let key = record
-            .attributes
-            .get("MessageGroupId")
-            .map(String::as_str)
-            .or(record.message_id.as_deref())
+            .group_id()
+            .or(record.message_id())
             .unwrap_or_default();
-        match index.get(key) {
-            Some(&i) => groups[i].1.push(record),
-            None => {
-                index.insert(key, groups.len());
-                groups.push((key, vec![record]));
-            }
+        match groups.iter_mut().find(|(group, _)| *group == key) {
+            Some((_, members)) => members.push(record),
+            None => groups.push((key, vec![record])),
         }
     }
     groups
 }
 
 /// Applies one channel's records.
-async fn apply_channel<'r, S: ChannelStore, D: MessageQueue>(
+async fn apply_channel<'r, S: ChannelStore, D: MessageQueue, R: QueueRecord>(
     store: &S,
     dead_letters: &D,
     settings: &Settings,
     group: &str,
-    records: Vec<&'r SqsMessage>,
-) -> ChannelOutcome<'r> {
+    records: Vec<&'r R>,
+) -> ChannelOutcome<'r, R> {
     let mut messages = Vec::with_capacity(records.len());
     for record in &records {
-        let parsed = record
-            .body
-            .as_deref()
-            .ok_or_else(|| "record has no body".to_string())
-            .and_then(|body| Envelope::parse(body.as_bytes()).map_err(|e| e.to_string()))
-            .and_then(|message| {
-                let grouped = record.attributes.contains_key("MessageGroupId");
-                if grouped && message.channel.as_str() != group {
-                    Err(format!("channel {} sent in group {group}", message.channel))
-                } else {
-                    Ok(message)
-                }
-            });
+        let parsed = record.message().and_then(|message| {
+            let grouped = record.group_id().is_some();
+            if grouped && message.channel.as_str() != group {
+                Err(format!("channel {} sent in group {group}", message.channel))
+            } else {
+                Ok(message.into_owned())
+            }
+        });
         match parsed {
             Ok(message) => messages.push(message),
             Err(error) => {
                 tracing::warn!(
-                    message_id = record.message_id.as_deref(),
-                    receive_count = record.attributes.get("ApproximateReceiveCount").map(String::as_str),
+                    message_id = record.message_id(),
+                    receive_count = record.receive_count(),
                     %error,
                     "unreadable record blocks its channel until it reaches the dead-letter queue"
                 );
@@ -680,6 +654,7 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lambda_events::event::sqs::SqsMessage;
 
     #[test]
     fn an_outage_backs_off_four_times_longer_each_receive_up_to_two_hours() {

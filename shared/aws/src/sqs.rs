@@ -215,6 +215,8 @@ impl MessageQueue for SqsQueue {
 }
 
 impl QueueConsumer for SqsQueue {
+    type Record = SqsMessage;
+
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError> {
         let output = self
             .client

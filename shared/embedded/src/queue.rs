@@ -13,6 +13,7 @@
 //! written: the consumers holding them ran in the process that stopped, so at open every
 //! message is visible again.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 
 use rockets::message::Envelope;
 use rockets::ports::{
-    Cause, MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility,
+    Cause, MessageQueue, QueueConsumer, QueueError, QueueRecord, QueuedMessage, RecordVisibility,
 };
 
 use crate::disk::{DataDir, DataDirError, DiskError, Op, Space, Wait};
@@ -60,6 +61,9 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
     pub sent_timestamp_ms: u64,
     pub first_receive_timestamp_ms: u64,
+    /// The message the body holds, as it was sent in this process; a message read back from
+    /// a data directory has only its body.
+    pub message: Option<Envelope>,
 }
 
 /// What the queue holds right now.
@@ -81,6 +85,8 @@ struct Message {
     id: String,
     sequence: u64,
     body: String,
+    /// What `body` holds, when it was sent in this process.
+    envelope: Option<Envelope>,
     deduplication_id: String,
     receive_count: u32,
     sent_ms: u64,
@@ -178,6 +184,13 @@ impl State {
         (group.lease == lease && group.in_flight > 0).then(|| (group_id.clone(), sequence))
     }
 
+    /// Remembers a deduplication id until `expires`.
+    fn see(&mut self, deduplication_id: &str, expires: Instant) {
+        self.seen.insert(deduplication_id.to_owned(), expires);
+        self.seen_order
+            .push_back((expires, deduplication_id.to_owned()));
+    }
+
     fn forget_old_ids(&mut self, now: Instant) {
         while let Some((expires, _)) = self.seen_order.front() {
             if *expires > now {
@@ -204,12 +217,19 @@ impl State {
         self.next_sequence
     }
 
-    fn push(&mut self, group_id: &str, deduplication_id: String, body: String) -> String {
+    fn push(
+        &mut self,
+        group_id: &str,
+        deduplication_id: String,
+        body: String,
+        envelope: Option<Envelope>,
+    ) -> String {
         let sequence = self.take_sequence();
         let message = Message {
             id: format!("{sequence:020}-local"),
             sequence,
             body,
+            envelope,
             deduplication_id,
             receive_count: 0,
             sent_ms: now_ms(),
@@ -272,20 +292,25 @@ fn record(space: Space, group_id: &str, message: &Message) -> Op {
     Op::Put(
         space,
         message.sequence.to_be_bytes().to_vec(),
-        stored(group_id, message),
+        stored(
+            group_id,
+            message.sent_ms,
+            &message.deduplication_id,
+            &message.body,
+        ),
     )
 }
 
-fn stored(group_id: &str, message: &Message) -> Vec<u8> {
-    let (group, id) = (group_id.as_bytes(), message.deduplication_id.as_bytes());
-    let mut value = Vec::with_capacity(12 + group.len() + id.len() + message.body.len());
-    value.extend_from_slice(&message.sent_ms.to_be_bytes());
+fn stored(group_id: &str, sent_ms: u64, deduplication_id: &str, body: &str) -> Vec<u8> {
+    let (group, id) = (group_id.as_bytes(), deduplication_id.as_bytes());
+    let mut value = Vec::with_capacity(12 + group.len() + id.len() + body.len());
+    value.extend_from_slice(&sent_ms.to_be_bytes());
     for text in [group, id] {
         let len = u16::try_from(text.len()).expect("group and deduplication ids are short");
         value.extend_from_slice(&len.to_be_bytes());
         value.extend_from_slice(text);
     }
-    value.extend_from_slice(message.body.as_bytes());
+    value.extend_from_slice(body.as_bytes());
     value
 }
 
@@ -397,6 +422,7 @@ impl EmbeddedQueue {
             id: format!("{sequence:020}-local"),
             sequence,
             body: stored.body,
+            envelope: None,
             deduplication_id: stored.deduplication_id,
             receive_count: 0,
             sent_ms: stored.sent_ms,
@@ -480,8 +506,18 @@ impl EmbeddedQueue {
     /// Sends a message and returns once the queue has it (on disk, for a durable queue): its
     /// id, or `None` when its deduplication id was seen within the window.
     pub async fn accept(&self, message: QueuedMessage) -> Result<Option<String>, QueueError> {
+        self.offer(message, None).await
+    }
+
+    /// [`EmbeddedQueue::accept`], keeping `envelope`, which `message` was made from, for the
+    /// consumer in this process.
+    async fn offer(
+        &self,
+        message: QueuedMessage,
+        envelope: Option<Envelope>,
+    ) -> Result<Option<String>, QueueError> {
         let Some(dir) = &self.dir else {
-            return Ok(self.send_message(message));
+            return Ok(self.send_parsed(message, envelope));
         };
         let now = Instant::now();
         let submitted = {
@@ -491,29 +527,27 @@ impl EmbeddedQueue {
                 None
             } else {
                 let expires = now + self.config.deduplication_window;
-                state.seen.insert(message.deduplication_id.clone(), expires);
-                state
-                    .seen_order
-                    .push_back((expires, message.deduplication_id.clone()));
+                state.see(&message.deduplication_id, expires);
                 let sequence = state.take_sequence();
-                let pending = Message {
-                    id: format!("{sequence:020}-local"),
-                    sequence,
-                    body: message.body.clone(),
-                    deduplication_id: message.deduplication_id.clone(),
-                    receive_count: 0,
-                    sent_ms: now_ms(),
-                    first_receive_ms: None,
-                };
-                let until = pending.sent_ms + self.config.deduplication_window.as_millis() as u64;
+                let sent_ms = now_ms();
+                let until = sent_ms + self.config.deduplication_window.as_millis() as u64;
                 let mut ops = std::mem::take(&mut state.journal);
-                ops.push(record(Space::Queue, &message.group_id, &pending));
+                ops.push(Op::Put(
+                    Space::Queue,
+                    sequence.to_be_bytes().to_vec(),
+                    stored(
+                        &message.group_id,
+                        sent_ms,
+                        &message.deduplication_id,
+                        &message.body,
+                    ),
+                ));
                 ops.push(Op::Put(
                     Space::Seen,
                     message.deduplication_id.clone().into_bytes(),
                     until.to_be_bytes().to_vec(),
                 ));
-                Some((dir.submit(ops, Wait::Synced), sequence, pending.sent_ms))
+                Some((dir.submit(ops, Wait::Synced), sequence, sent_ms))
             }
         };
         let Some((written, sequence, sent_ms)) = submitted else {
@@ -539,6 +573,7 @@ impl EmbeddedQueue {
                 id: format!("{sequence:020}-local"),
                 sequence,
                 body: message.body,
+                envelope,
                 deduplication_id: message.deduplication_id,
                 receive_count: 0,
                 sent_ms,
@@ -553,6 +588,10 @@ impl EmbeddedQueue {
     /// Enqueues a message; returns its id, or `None` when its deduplication id was seen
     /// within the window (the send still succeeds, as with SQS).
     pub fn send_message(&self, message: QueuedMessage) -> Option<String> {
+        self.send_parsed(message, None)
+    }
+
+    fn send_parsed(&self, message: QueuedMessage, envelope: Option<Envelope>) -> Option<String> {
         let now = Instant::now();
         let id = {
             let mut state = self.lock();
@@ -560,12 +599,16 @@ impl EmbeddedQueue {
             if state.seen.contains_key(&message.deduplication_id) {
                 return None;
             }
-            let expires = now + self.config.deduplication_window;
-            state.seen.insert(message.deduplication_id.clone(), expires);
-            state
-                .seen_order
-                .push_back((expires, message.deduplication_id.clone()));
-            state.push(&message.group_id, message.deduplication_id, message.body)
+            state.see(
+                &message.deduplication_id,
+                now + self.config.deduplication_window,
+            );
+            state.push(
+                &message.group_id,
+                message.deduplication_id,
+                message.body,
+                envelope,
+            )
         };
         self.wake.notify_one();
         Some(id)
@@ -609,6 +652,7 @@ impl EmbeddedQueue {
                     receive_count: message.receive_count,
                     sent_timestamp_ms: message.sent_ms,
                     first_receive_timestamp_ms: first,
+                    message: message.envelope.clone(),
                 });
                 group.in_flight += 1;
             }
@@ -748,7 +792,7 @@ impl EmbeddedQueue {
                 }
                 let deduplication_id =
                     format!("{}/redrive-{}", message.deduplication_id, message.id);
-                state.push(&group_id, deduplication_id, message.body);
+                state.push(&group_id, deduplication_id, message.body, message.envelope);
             }
             moved
         };
@@ -780,6 +824,7 @@ impl MessageQueue for DeadLetters {
                 id: format!("{sequence:020}-local"),
                 sequence,
                 body: queued.body,
+                envelope: None,
                 deduplication_id: queued.deduplication_id,
                 receive_count: 0,
                 sent_ms: now_ms(),
@@ -803,17 +848,21 @@ impl MessageQueue for DeadLetters {
 
 impl MessageQueue for EmbeddedQueue {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
-        self.accept(QueuedMessage::of(message)).await.map(drop)
+        self.offer(QueuedMessage::of(message), Some(message.clone()))
+            .await
+            .map(drop)
     }
 }
 
 impl QueueConsumer for EmbeddedQueue {
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError> {
-        let batch = EmbeddedQueue::receive(self, max, wait).await;
-        Ok(batch
-            .into_iter()
-            .map(ReceivedMessage::into_record)
-            .collect())
+    type Record = ReceivedMessage;
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        Ok(EmbeddedQueue::receive(self, max, wait).await)
     }
 
     async fn delete(&self, receipt_handles: Vec<String>) -> Result<(), QueueError> {
@@ -837,6 +886,52 @@ impl RecordVisibility for EmbeddedQueue {
             }
         }
         Ok(())
+    }
+}
+
+/// The record the apply handler reads in process: what [`ReceivedMessage::into_record`] would
+/// tell it, without building the map of attributes, and the message itself when it was sent in
+/// this process.
+impl QueueRecord for ReceivedMessage {
+    fn message_id(&self) -> Option<&str> {
+        Some(&self.message_id)
+    }
+
+    fn receipt_handle(&self) -> Option<&str> {
+        Some(&self.receipt_handle)
+    }
+
+    fn group_id(&self) -> Option<&str> {
+        Some(&self.group_id)
+    }
+
+    fn receive_count(&self) -> Option<u32> {
+        Some(self.receive_count)
+    }
+
+    fn sent_ms(&self) -> Option<i64> {
+        i64::try_from(self.sent_timestamp_ms).ok()
+    }
+
+    fn trace_header(&self) -> Option<&str> {
+        None
+    }
+
+    fn deduplication_id(&self) -> Option<&str> {
+        Some(&self.deduplication_id)
+    }
+
+    fn body(&self) -> Option<&str> {
+        Some(&self.body)
+    }
+
+    fn message(&self) -> Result<Cow<'_, Envelope>, String> {
+        match &self.message {
+            Some(message) => Ok(Cow::Borrowed(message)),
+            None => Envelope::parse(self.body.as_bytes())
+                .map(Cow::Owned)
+                .map_err(|e| e.to_string()),
+        }
     }
 }
 

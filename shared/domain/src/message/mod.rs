@@ -169,7 +169,7 @@ impl Envelope {
 
     /// The canonical wire form: only the contract's fields, in a fixed order.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an envelope always serialises")
+        wire::canonical(self)
     }
 }
 

@@ -134,6 +134,81 @@ impl Serialize for Envelope {
     }
 }
 
+/// The canonical JSON of a message, byte for byte what its [`Serialize`] implementation gives
+/// through serde_json (stored copies are compared as text), written straight into one string:
+/// every message is written once on its way in, and again into the history.
+pub(crate) fn canonical(envelope: &Envelope) -> String {
+    let texts: usize = envelope.event.texts().iter().map(|(_, t)| t.len()).sum();
+    let mut out = String::with_capacity(160 + envelope.channel.as_str().len() + texts);
+    out.push_str(r#"{"metadata":{"channel":"#);
+    push_str(&mut out, envelope.channel.as_str());
+    out.push_str(r#","messageNumber":"#);
+    push_integer(&mut out, i128::from(envelope.number.get()));
+    out.push_str(r#","messageTime":"#);
+    push_str(&mut out, &format_time(&envelope.time));
+    out.push_str(r#","messageType":""#);
+    out.push_str(envelope.event.message_type().as_str());
+    out.push_str(r#""},"message":{"#);
+    match &envelope.event {
+        Event::Launched {
+            rocket_type,
+            launch_speed,
+            mission,
+        } => {
+            out.push_str(r#""type":"#);
+            push_str(&mut out, rocket_type);
+            out.push_str(r#","launchSpeed":"#);
+            push_integer(&mut out, i128::from(*launch_speed));
+            out.push_str(r#","mission":"#);
+            push_str(&mut out, mission);
+        }
+        Event::SpeedIncreased { by } | Event::SpeedDecreased { by } => {
+            out.push_str(r#""by":"#);
+            push_integer(&mut out, i128::from(*by));
+        }
+        Event::MissionChanged { new_mission } => {
+            out.push_str(r#""newMission":"#);
+            push_str(&mut out, new_mission);
+        }
+        Event::Exploded { reason } => {
+            out.push_str(r#""reason":"#);
+            push_str(&mut out, reason);
+        }
+    }
+    out.push_str("}}");
+    out
+}
+
+/// A JSON string as serde_json writes it: text with nothing to escape (the usual case) as it
+/// is, anything else through serde_json itself.
+fn push_str(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(text).expect("a string always serialises"));
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
+}
+
+fn push_integer(out: &mut String, value: i128) {
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
 /// RFC 3339 with the sender's own offset and only as many fraction digits as it needs.
 pub fn format_time(time: &DateTime<FixedOffset>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
@@ -374,7 +449,46 @@ fn timestamp(raw: Raw<'_>, field: &'static str) -> Result<DateTime<FixedOffset>,
 
 #[cfg(test)]
 mod tests {
-    use super::whole_number;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The canonical writer and serde_json agree byte for byte, whatever the text holds.
+        #[test]
+        fn the_canonical_json_is_serde_jsons(
+            channel in "[A-Za-z0-9._:-]{1,40}",
+            number in 1u64..=i64::MAX as u64,
+            seconds in 0i64..4_000_000_000,
+            nanos in 0u32..1_000_000_000,
+            offset in -86_399i32..86_400,
+            kind in 0u8..5,
+            amount in any::<i64>(),
+            first in any::<String>(),
+            second in "[\\x00-\\x7f\"\\\\/\u{80}-\u{10ffff}]{0,20}",
+        ) {
+            let time = DateTime::from_timestamp(seconds, nanos)
+                .unwrap()
+                .with_timezone(&FixedOffset::east_opt(offset).unwrap());
+            let event = match kind {
+                0 => Event::Launched {
+                    rocket_type: first.as_str().into(),
+                    launch_speed: amount,
+                    mission: second.as_str().into(),
+                },
+                1 => Event::SpeedIncreased { by: amount },
+                2 => Event::SpeedDecreased { by: amount },
+                3 => Event::MissionChanged { new_mission: first.as_str().into() },
+                _ => Event::Exploded { reason: second.as_str().into() },
+            };
+            let envelope = Envelope {
+                channel: Channel::parse(&channel).unwrap(),
+                number: MessageNumber::new(number).unwrap(),
+                time,
+                event,
+            };
+            prop_assert_eq!(canonical(&envelope), serde_json::to_string(&envelope).unwrap());
+        }
+    }
 
     #[test]
     fn whole_numbers_are_read_from_their_digits_in_any_notation() {
