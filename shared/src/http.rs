@@ -148,12 +148,16 @@ impl From<crate::ports::QueueError> for ApiError {
 }
 
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let body = serde_json::to_string(body).expect("response bodies serialise");
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::Text(body))
-        .expect("static response parts are valid")
+    let mut text = Vec::with_capacity(128);
+    serde_json::to_writer(&mut text, body).expect("response bodies serialise");
+    let text = String::from_utf8(text).expect("serde_json writes UTF-8");
+    let mut response = Response::new(Body::Text(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The event API Gateway's HTTP API (payload format 2.0, `$default` stage) hands a function for

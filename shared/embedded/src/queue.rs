@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 
-use rockets::message::Envelope;
+use rockets::message::{Envelope, push_decimal};
 use rockets::ports::{
     Cause, MessageQueue, QueueConsumer, QueueError, QueueRecord, QueuedMessage, RecordVisibility,
 };
@@ -136,6 +136,25 @@ const SEQUENCE_BLOCK: u64 = 4096;
 /// being applied), so only the counts above that need the disk.
 const FIRST_RECEIPT: u32 = 2;
 
+/// `00000000000000000042-local`: sequence numbers as fixed-width ids, so ids sort as numbers.
+fn message_id(sequence: u64) -> String {
+    let mut id = String::with_capacity(26);
+    push_decimal(&mut id, u128::from(sequence), 20);
+    id.push_str("-local");
+    id
+}
+
+/// `lease:sequence:group`, which [`State::leased`] reads back.
+fn receipt_handle(lease: u64, sequence: u64, group_id: &str) -> String {
+    let mut handle = String::with_capacity(42 + group_id.len());
+    push_decimal(&mut handle, u128::from(lease), 1);
+    handle.push(':');
+    push_decimal(&mut handle, u128::from(sequence), 1);
+    handle.push(':');
+    handle.push_str(group_id);
+    handle
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -226,7 +245,7 @@ impl State {
     ) -> String {
         let sequence = self.take_sequence();
         let message = Message {
-            id: format!("{sequence:020}-local"),
+            id: message_id(sequence),
             sequence,
             body,
             envelope,
@@ -419,7 +438,7 @@ impl EmbeddedQueue {
             Ok((sequence, stored))
         };
         let message = |sequence: u64, stored: Stored| Message {
-            id: format!("{sequence:020}-local"),
+            id: message_id(sequence),
             sequence,
             body: stored.body,
             envelope: None,
@@ -570,7 +589,7 @@ impl EmbeddedQueue {
         let id = state.enqueue(
             &message.group_id,
             Message {
-                id: format!("{sequence:020}-local"),
+                id: message_id(sequence),
                 sequence,
                 body: message.body,
                 envelope,
@@ -644,7 +663,7 @@ impl EmbeddedQueue {
                 }
                 batch.push(ReceivedMessage {
                     message_id: message.id.clone(),
-                    receipt_handle: format!("{lease}:{}:{group_id}", message.sequence),
+                    receipt_handle: receipt_handle(lease, message.sequence, &group_id),
                     body: message.body.clone(),
                     group_id: group_id.to_string(),
                     deduplication_id: message.deduplication_id.clone(),
@@ -821,7 +840,7 @@ impl MessageQueue for DeadLetters {
             }
             let sequence = state.take_sequence();
             let message = Message {
-                id: format!("{sequence:020}-local"),
+                id: message_id(sequence),
                 sequence,
                 body: queued.body,
                 envelope: None,
@@ -1007,6 +1026,14 @@ mod tests {
         assert!(q.try_receive(10).is_empty(), "a/2 is still in flight");
         assert!(q.delete(&first[1].receipt_handle));
         assert_eq!(bodies(&q.try_receive(10)), ["a/3"]);
+    }
+
+    #[test]
+    fn ids_and_receipt_handles_are_written_as_format_would() {
+        for n in [0, 1, 42, 99_999, u64::MAX] {
+            assert_eq!(message_id(n), format!("{n:020}-local"));
+            assert_eq!(receipt_handle(n, 7, "a:b"), format!("{n}:7:a:b"));
+        }
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use chrono::{DateTime, FixedOffset};
 
 pub use error::ValidationError;
 pub use ids::{Channel, MessageNumber};
-pub use wire::format_time;
+pub use wire::{format_time, push_decimal};
 
 /// Largest request body ingest accepts; anything larger is refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
