@@ -19,13 +19,22 @@ pub struct Run {
 /// Runs `rockets launch` with `args` against a fresh release server; `None` if the binaries
 /// are not built.
 pub fn run(bin_dir: &Path, args: &[String]) -> Option<Run> {
+    run_on(bin_dir, args, None)
+}
+
+/// [`run`], with the server keeping its data in a fresh `data_dir` instead of in memory.
+pub fn run_on(bin_dir: &Path, args: &[String], data_dir: Option<&Path>) -> Option<Run> {
     let (server_bin, client_bin) = (bin_dir.join("rockets-local"), bin_dir.join("rockets"));
     if !server_bin.exists() || !client_bin.exists() {
         return None;
     }
+    if let Some(dir) = data_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let storage = data_dir.map_or(":memory:".into(), |dir| dir.display().to_string());
     let mut server = Command::new(&server_bin)
         .env("ROCKETS_ADDR", "127.0.0.1:0")
-        .env("ROCKETS_DATA_DIR", ":memory:")
+        .env("ROCKETS_DATA_DIR", &storage)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -67,6 +76,9 @@ pub fn run(bin_dir: &Path, args: &[String]) -> Option<Run> {
     // SAFETY: kill only sends SIGTERM to our own child's PID.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = server.wait();
+    if let Some(dir) = data_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     let report = serde_json::from_str(text.lines().last().unwrap_or_default())
         .unwrap_or_else(|_| serde_json::json!({"error": text}));
