@@ -1,8 +1,9 @@
 //! The whole pipeline in one process: the ingest and query handlers behind an HTTP server, the
 //! apply handler behind an in-process event source, on embedded backends or AWS ones.
 //!
-//! Every HTTP request becomes the API Gateway HTTP API event Lambda would receive, converted by
-//! lambda_http itself, so the handler code that runs here is the code that runs in Lambda.
+//! Every read becomes the API Gateway HTTP API event Lambda would receive, converted by
+//! lambda_http itself, and a POST's body goes to the ingest handler's core, so the handler
+//! code that runs here is the code that runs in Lambda.
 //!
 //! - [`front`]: listeners, connection limits and timeouts, graceful shutdown.
 //! - [`cors`]: CORS answers as the template's HTTP API gives them.
