@@ -477,7 +477,9 @@ impl EmbeddedQueue {
             highest = highest.max(sequence);
             let group = stored.group.clone();
             let mut message = message(sequence, stored);
-            message.receive_count = FIRST_RECEIPT - 1;
+            // Never so many that a message is refused without one more delivery.
+            message.receive_count =
+                (FIRST_RECEIPT - 1).min(config.max_receive_count.saturating_sub(1));
             if let Some((count, first)) = receipts.get(&sequence) {
                 message.receive_count = *count;
                 message.first_receive_ms = (*first > 0).then_some(*first);
@@ -1221,6 +1223,25 @@ mod tests {
             ["c/1"],
             "deleted messages stay deleted"
         );
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_a_single_receive_allowed_a_reopened_queue_still_delivers_once() {
+        let path = crate::disk::tests::scratch("single");
+        let config = QueueConfig {
+            max_receive_count: 1,
+            ..QueueConfig::default()
+        };
+        {
+            let dir = DataDir::open(&path).unwrap();
+            let q = EmbeddedQueue::open(config, &dir).unwrap();
+            assert!(q.accept(queued("a", 1)).await.unwrap().is_some());
+        }
+        let dir = DataDir::open(&path).unwrap();
+        let q = EmbeddedQueue::open(config, &dir).unwrap();
+        assert_eq!(bodies(&q.try_receive(10)), ["a/1"]);
+        drop((q, dir));
         std::fs::remove_dir_all(&path).unwrap();
     }
 
