@@ -263,7 +263,7 @@ fn pipeline(options: &Options) -> String {
     use pipeline::Server;
     let quick = options.quick;
     let mut out = String::from(
-        "| server | concurrency | POSTs | accepted/s | of the floor | p50 (µs) | p99 (µs) | max (µs) | convergence (ms) | load generator's CPU share |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | concurrency | POSTs | accepted/s | of the floor | p50 (µs) | p99 (µs) | max (µs) | convergence (ms) | load generator's CPU share | server CPU per POST (µs) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let runs = if quick { 2 } else { 5 };
     let (mut at_64, mut durable_at_64) = (None, None);
@@ -315,13 +315,14 @@ fn pipeline(options: &Options) -> String {
             })
             .collect();
         let pick = |f: fn(&pipeline::Run) -> f64| Summary::of(results.iter().map(f).collect());
-        let (rate, p50, p99, max, converge, generator) = (
+        let (rate, p50, p99, max, converge, generator, server_cpu) = (
             pick(|r| r.accepted_per_second),
             pick(|r| r.latency_p50_us),
             pick(|r| r.latency_p99_us),
             pick(|r| r.latency_max_us),
             pick(|r| r.convergence_ms),
             pick(|r| r.generator_cpu_share * 100.0),
+            pick(|r| r.server_cpu_us),
         );
         if server == Server::Floor {
             floors.insert((concurrency, awake), rate.median);
@@ -331,7 +332,7 @@ fn pipeline(options: &Options) -> String {
             .map_or(0.0, |floor| rate.median / floor * 100.0);
         let _ = writeln!(
             out,
-            "| {}{} | {concurrency} | {} | {} | {:.0}% | {} | {} | {} | {} | {}% |",
+            "| {}{} | {concurrency} | {} | {} | {:.0}% | {} | {} | {} | {} | {}% | {} |",
             match server {
                 Server::Floor => "floor (HTTP front only)",
                 Server::Pipeline { durable: false } => "memory",
@@ -349,7 +350,8 @@ fn pipeline(options: &Options) -> String {
             } else {
                 converge.show(1)
             },
-            generator.show(0)
+            generator.show(0),
+            server_cpu.show(1)
         );
         match (server, concurrency) {
             (Server::Pipeline { durable: false }, 64) => at_64 = Some((rate, p99, converge)),
@@ -390,7 +392,7 @@ fn pipeline(options: &Options) -> String {
             let rate = r["acceptedPerSecond"].as_f64().unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "| {}, a new connection per message | {concurrency} | {} | {rate:.0} | {:.0}% | {} | {} | – | {} | – |",
+                "| {}, a new connection per message | {concurrency} | {} | {rate:.0} | {:.0}% | {} | {} | – | {} | – | – |",
                 if durable { "data directory" } else { "memory" },
                 r["accepted"],
                 floors

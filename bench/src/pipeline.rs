@@ -56,6 +56,9 @@ pub struct Run {
     pub convergence_ms: f64,
     /// The load generator's share of the CPU the whole process used while sending.
     pub generator_cpu_share: f64,
+    /// The CPU the server used per POST while sending (the whole process's less the load
+    /// generator's), in microseconds.
+    pub server_cpu_us: f64,
 }
 
 /// The floor's whole behaviour.
@@ -198,6 +201,7 @@ pub fn run(load: Load) -> Run {
         latency_max_us: crate::stats::quantile(&mut latencies, 1.0),
         convergence_ms: convergence.as_secs_f64() * 1e3,
         generator_cpu_share: generator_cpu.as_secs_f64() / process_cpu.as_secs_f64().max(1e-9),
+        server_cpu_us: micros(process_cpu.saturating_sub(generator_cpu)) / posts.max(1) as f64,
     }
 }
 
