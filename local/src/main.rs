@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rockets_aws::provision::{self, QueueSettings};
-use rockets_aws::{DynamoStore, RedriveTarget, SqsQueue, sdk_config};
+use rockets_aws::{DynamoStore, ListingShards, RedriveTarget, SqsQueue, sdk_config};
 use rockets_local::invoke::Invoker;
 use rockets_local::{LocalConfig, StartError, Storage, start_aws, start_embedded};
 
@@ -55,6 +55,8 @@ environment:
                                  to the dead-letter queue (default 10000)
   ROCKETS_CORS_ALLOW_ORIGIN      the origin browsers may call from, as the template's
                                  CorsAllowOrigin: *, one origin, or none (default *)
+  LISTING_SHARDS                 with --aws: partition keys per status in each listing index,
+                                 as the template's ListingShards (default 1)
   RUST_LOG                       log level (default info)";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -139,7 +141,8 @@ async fn run() -> Result<(), Error> {
             let (table, queues) = create_resources(&config).await?;
             (
                 SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queues.url),
-                DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
+                DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
+                    .with_listing_shards(ListingShards::from_env()?),
             )
         } else {
             (SqsQueue::from_env(&sdk)?, DynamoStore::from_env(&sdk)?)

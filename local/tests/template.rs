@@ -26,7 +26,7 @@ use rockets::ports::{
 use rockets::testing::{Rng, channel, emulator, flight, sqs_record, unique_name};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets_aws::{DynamoStore, SqsQueue, index_attribute, index_name};
+use rockets_aws::{DynamoStore, ListingShards, SqsQueue, index_attribute, index_name};
 use serde_norway::Value;
 
 const TEMPLATE: &str = include_str!("../../template.yaml");
@@ -430,6 +430,7 @@ fn every_environment_variable_a_function_reads_is_set() {
                 SqsQueue::DEAD_LETTERS_ENV,
             ),
             ("DynamoStore::from_env", DynamoStore::ENV),
+            ("DynamoStore::from_env", ListingShards::ENV),
             ("Settings::from_env", apply::Settings::PARK_LIMIT_ENV),
             (
                 "with_history_retention_from_env",
@@ -455,6 +456,24 @@ fn every_environment_variable_a_function_reads_is_set() {
             "{function} reads the environment directly"
         );
     }
+}
+
+#[test]
+fn apply_writes_the_listing_shards_query_reads() {
+    let template = template();
+    let shards = |function| {
+        let variables = &resource(&template, function)["Properties"]["Environment"]["Variables"];
+        text(&variables[ListingShards::ENV]).to_string()
+    };
+    assert_eq!(shards("ApplyFunction"), "ListingShards");
+    assert_eq!(shards("QueryFunction"), "ListingShards");
+    let parameter = &template["Parameters"]["ListingShards"];
+    assert_eq!(parameter["MinValue"].as_u64(), Some(1));
+    assert_eq!(
+        parameter["MaxValue"].as_u64(),
+        Some(u64::from(ListingShards::MAX))
+    );
+    assert_eq!(parameter["Default"].as_u64(), Some(1));
 }
 
 #[test]

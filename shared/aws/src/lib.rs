@@ -26,7 +26,10 @@ use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
-pub use dynamo::{DynamoStore, index_attribute, index_name};
+pub use dynamo::{
+    DynamoStore, KeyedWrite, ListingShards, Merged, PartitionRead, TableLayout, Target,
+    first_read_limit, index_attribute, index_name, index_value, merge,
+};
 pub use sqs::{RedriveTarget, SqsQueue};
 
 use rockets::ports::{Cause, StoreError};

@@ -5,13 +5,11 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::index::{index_attribute, index_value};
 use super::{
-    DynamoStore, EVENT, PARKED, PK, SK, STATE, STATUS, bounded_all, envelope, key, rocket, s,
-    sort_key, text, version,
+    DynamoStore, EVENT, PARKED, PK, SK, STATE, bounded_all, envelope, key, rocket, s, sort_key,
+    text, version,
 };
 use crate::store_error;
-use rockets::listing::SortKey;
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{ChannelChange, ParkedView};
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, StoreError};
@@ -26,14 +24,8 @@ enum PutOnce {
 impl DynamoStore {
     /// Writes a message item unless another message is already stored there.
     async fn put_once(&self, prefix: &str, message: &Envelope) -> Result<PutOnce, StoreError> {
-        let mut item = key(&message.channel, sort_key(prefix, message.number));
         let body = message.to_json();
-        item.insert("body".into(), s(body.clone()));
-        if prefix == EVENT
-            && let Some(expiry) = self.history_expiry()
-        {
-            item.insert("expiresAt".into(), AttributeValue::N(expiry.to_string()));
-        }
+        let item = self.layout.message_item(prefix, message, body.clone());
         let result = self
             .client
             .put_item()
@@ -75,18 +67,7 @@ impl DynamoStore {
 
     /// Replaces the state item if it is still at `expected_version`.
     async fn put_state(&self, expected_version: u64, rocket: &Rocket) -> Result<bool, StoreError> {
-        let mut item = key(&rocket.channel, STATE);
-        let json = serde_json::to_string(rocket).expect("rockets serialise");
-        item.insert("rocket".into(), s(json));
-        item.insert(
-            "version".into(),
-            AttributeValue::N((expected_version + 1).to_string()),
-        );
-        item.insert(STATUS.into(), s(rocket.status.as_str()));
-        for sort_key in SortKey::ALL {
-            let value = index_value(&sort_key.position(rocket));
-            item.insert(index_attribute(sort_key), s(value));
-        }
+        let item = self.layout.state_item(expected_version + 1, rocket);
         let request = self
             .client
             .put_item()

@@ -27,7 +27,7 @@ pub fn index_name(key: SortKey) -> String {
 /// An order-preserving string for a position: `0` for null, `1` and the value otherwise,
 /// then the channel. Integers are fixed-width offset hex, times fixed-width UTC, and text is
 /// escaped and terminated so that no value is a prefix of another.
-pub(crate) fn index_value(position: &Position) -> String {
+pub fn index_value(position: &Position) -> String {
     let mut out = String::with_capacity(64);
     match &position.value {
         SortValue::Null => out.push('0'),

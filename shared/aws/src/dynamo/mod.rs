@@ -17,20 +17,27 @@
 //! commit point; a history item written ahead of it fixes which content message *n* has
 //! (first writer wins), and leftovers of an interrupted commit are repaired by the next one.
 //!
-//! Listing uses nine sparse global secondary indexes, one per sort key, partitioned by status
-//! (`st`) and sorted by an order-preserving string encoding of (value, channel). They project
-//! keys only, so an index is written only when its own key changes.
+//! Listing uses nine global secondary indexes, one per sort key, partitioned by status and
+//! listing shard (`st`: `launched`, `launched#1`, ...) and sorted by an order-preserving string
+//! encoding of (value, channel). They project keys only, so an index is written only when its
+//! own key changes, and a page merges the pages of the shards it covers.
 //!
 //! - `channel.rs`: the apply side ([`ChannelStore`]): loading a channel, committing a change.
 //! - `reader.rs`: the query side ([`RocketReader`]): a rocket, a page of rockets, a history.
+//! - `items.rs`: the items the store writes, and each write's partition key and write units.
 //! - `index.rs`: the order-preserving index values, and pages cut from index entries.
+//! - `shards.rs`: which shard of its status a rocket's index entries go to.
+//! - `merge.rs`: a page of an index from the pages of its shards.
 //!
 //! [`ChannelStore`]: rockets::ports::ChannelStore
 //! [`RocketReader`]: rockets::ports::RocketReader
 
 mod channel;
 mod index;
+mod items;
+mod merge;
 mod reader;
+mod shards;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,7 +51,10 @@ use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ports::StoreError;
 use rockets::rocket::Rocket;
 
-pub use index::{index_attribute, index_name};
+pub use index::{index_attribute, index_name, index_value};
+pub use items::{KeyedWrite, TableLayout, Target};
+pub use merge::{Merged, PartitionRead, first_read_limit, merge};
+pub use shards::ListingShards;
 
 pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
@@ -60,8 +70,7 @@ const BATCH_GET_LIMIT: usize = 100;
 pub struct DynamoStore {
     client: Client,
     table: String,
-    /// How long history items live (DynamoDB TTL on `expiresAt`); `None` keeps them.
-    history_retention: Option<std::time::Duration>,
+    layout: TableLayout,
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -107,13 +116,22 @@ const BATCH_GET_ROUNDS: u32 = 6;
 /// connection pool and a slow endpoint take, with no round trip added to a batch of ten.
 const CONCURRENT_WRITES: usize = 16;
 
-/// Every future's output, in order, running at most [`CONCURRENT_WRITES`] at a time.
-async fn bounded_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+/// Index queries a page sends at once at most: a page of many shards is read in waves, within
+/// what one function's connections take.
+const LISTING_READS: usize = 64;
+
+/// Every future's output, in order, running at most `limit` at a time.
+async fn bounded<F: Future>(limit: usize, futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     use futures_util::StreamExt as _;
     futures_util::stream::iter(futures)
-        .buffered(CONCURRENT_WRITES)
+        .buffered(limit)
         .collect()
         .await
+}
+
+/// Every future's output, in order, running at most [`CONCURRENT_WRITES`] at a time.
+async fn bounded_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    bounded(CONCURRENT_WRITES, futures).await
 }
 
 /// Reads `keys` with `fetch`, which answers what it found and what it left unprocessed
@@ -152,8 +170,19 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
-            history_retention: None,
+            layout: TableLayout::default(),
         }
+    }
+
+    /// This store, spreading each status's listing entries over `shards` partition keys.
+    pub fn with_listing_shards(mut self, shards: ListingShards) -> Self {
+        self.layout.shards = shards;
+        self
+    }
+
+    /// How the store lays the table out.
+    pub fn layout(&self) -> TableLayout {
+        self.layout
     }
 
     /// The environment variable that sets how many days history items live (0: for ever).
@@ -161,7 +190,7 @@ impl DynamoStore {
 
     /// This store, writing history items that expire after `days` (0: never).
     pub fn with_history_retention(mut self, days: u64) -> Self {
-        self.history_retention =
+        self.layout.history_retention =
             (days > 0).then(|| std::time::Duration::from_secs(days.saturating_mul(86_400)));
         self
     }
@@ -172,22 +201,15 @@ impl DynamoStore {
         Ok(self.with_history_retention(days))
     }
 
-    /// The `expiresAt` of a history item written now, in epoch seconds, if history expires.
-    fn history_expiry(&self) -> Option<i64> {
-        self.history_retention.map(|keep| {
-            chrono::Utc::now().timestamp() + i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2)
-        })
-    }
-
     /// The environment variable that names the table.
     pub const ENV: &'static str = "TABLE_NAME";
 
-    /// The table named by `TABLE_NAME`.
+    /// The table named by `TABLE_NAME`, with the listing shards `LISTING_SHARDS` sets.
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, rockets::config::ConfigError> {
-        Ok(Self::new(
-            Client::new(config),
-            rockets::config::required(Self::ENV)?,
-        ))
+        Ok(
+            Self::new(Client::new(config), rockets::config::required(Self::ENV)?)
+                .with_listing_shards(ListingShards::from_env()?),
+        )
     }
 
     /// Fetches items by key, in as few BatchGetItem calls as DynamoDB allows.

@@ -1,18 +1,22 @@
 //! The query side of the table: a rocket by its state item, pages from the listing indexes,
 //! and the history.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
-use futures_util::future::join_all;
 
 use super::index::{index_attribute, index_name, index_value, page_from_entries};
-use super::{DynamoStore, EVENT, PK, SK, STATE, STATUS, envelope, key, rocket, s, sort_key, text};
+use super::merge::{Merged, PartitionRead, first_read_limit, merge};
+use super::{
+    DynamoStore, EVENT, LISTING_READS, PK, SK, STATE, STATUS, bounded, envelope, key, rocket, s,
+    sort_key, text,
+};
 use crate::store_error;
 use rockets::listing::{ListQuery, Order, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ports::{RocketReader, StoreError};
-use rockets::rocket::{Rocket, Status};
+use rockets::rocket::Rocket;
 
 impl DynamoStore {
     async fn get_state(
@@ -66,13 +70,15 @@ impl DynamoStore {
         }
     }
 
-    /// Up to `limit + 1` (index value, channel) pairs of one status, after the cursor.
-    async fn index_page(
+    /// Up to `limit` entries of one partition key of the query's index, in the query's order,
+    /// after `after` (an index value): what [`merge`] takes.
+    async fn read_partition(
         &self,
         query: &ListQuery,
-        status: Status,
+        partition: &str,
         after: Option<&str>,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+        limit: usize,
+    ) -> Result<PartitionRead<Entry>, StoreError> {
         let attribute = index_attribute(query.sort_by);
         let (operator, forward) = match query.order {
             Order::Asc => (">", true),
@@ -84,9 +90,9 @@ impl DynamoStore {
             .table_name(&self.table)
             .index_name(index_name(query.sort_by))
             .expression_attribute_names("#st", STATUS)
-            .expression_attribute_values(":st", s(status.as_str()))
+            .expression_attribute_values(":st", s(partition))
             .scan_index_forward(forward)
-            .limit(i32::try_from(query.limit + 1).unwrap_or(i32::MAX))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .select(Select::AllProjectedAttributes);
         // A key condition holds one range on the sort key: past the cursor, at or above the
         // query's floor, or between the two (BETWEEN includes the cursor, dropped below).
@@ -102,7 +108,7 @@ impl DynamoStore {
                 Some(("#by > :after".to_string(), None, Some(after)))
             }
             (Some(floor), Some(after), Order::Desc) if after <= floor.as_str() => {
-                return Ok(Vec::new());
+                return Ok(PartitionRead::default());
             }
             (Some(floor), Some(after), Order::Desc) => Some((
                 "#by BETWEEN :floor AND :after".to_string(),
@@ -112,7 +118,6 @@ impl DynamoStore {
         };
         let mut condition = "#st = :st".to_string();
         if let Some((range, floor, after)) = range {
-            let floor_and_after = floor.is_some() && after.is_some();
             condition.push_str(" AND ");
             condition.push_str(&range);
             request = request.expression_attribute_names("#by", &attribute);
@@ -122,30 +127,87 @@ impl DynamoStore {
             if let Some(after) = after {
                 request = request.expression_attribute_values(":after", s(after));
             }
-            if floor_and_after {
-                // The cursor's own entry comes back too: one more keeps the page full.
-                request = request.limit(i32::try_from(query.limit + 2).unwrap_or(i32::MAX));
-            }
         }
         let output = request
             .key_condition_expression(condition)
             .send()
             .await
             .map_err(|e| store_error("query index", e))?;
-        output
-            .items()
-            .iter()
-            .map(|item| {
-                Ok((
-                    text(item, &attribute)?.to_string(),
-                    text(item, PK)?.to_string(),
-                ))
-            })
-            .filter(
-                |entry| !matches!((entry, after), (Ok((value, _)), Some(after)) if value == after),
-            )
-            .collect()
+        let mut read = PartitionRead {
+            more: output.last_evaluated_key.is_some(),
+            ..PartitionRead::default()
+        };
+        for item in output.items() {
+            let entry = Entry {
+                value: text(item, &attribute)?.to_string(),
+                channel: text(item, PK)?.to_string(),
+            };
+            if Some(entry.value.as_str()) != after {
+                read.entries.push(entry.clone());
+            }
+            read.last = Some(entry);
+        }
+        Ok(read)
     }
+
+    /// The first `want` entries of the query's page in order, merged from every partition key
+    /// the query covers (each shard of each status asked for): one round of reads, or two.
+    async fn merged_entries<K: Ord + Clone>(
+        &self,
+        query: &ListQuery,
+        want: usize,
+        in_order: fn(Entry) -> K,
+        entry: fn(K) -> Entry,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let cursor = query.after.as_ref().map(index_value);
+        let partitions = self.layout.shards.partitions(query.status);
+        let first = first_read_limit(want, self.layout.shards);
+        // Collected first: a stream that holds the closures would not be `Send`.
+        let reads: Vec<_> = partitions
+            .iter()
+            .map(|p| self.read_partition(query, p, cursor.as_deref(), first))
+            .collect();
+        let reads = bounded(LISTING_READS, reads).await;
+        let mut reads: Vec<PartitionRead<K>> = reads
+            .into_iter()
+            .map(|read| read.map(|r| r.map(in_order)))
+            .collect::<Result<_, _>>()?;
+        for _round in 0..2 {
+            let on = match merge(&reads, want) {
+                Merged::Page(page) => return Ok(page.into_iter().map(entry).collect()),
+                Merged::ReadOn(on) => on,
+            };
+            let further: Vec<_> = on
+                .iter()
+                .map(|&i| {
+                    let from = reads[i].last.clone().map(entry).map(|e| e.value);
+                    let (partition, cursor) = (&partitions[i], &cursor);
+                    async move {
+                        let after = from.as_deref().or(cursor.as_deref());
+                        self.read_partition(query, partition, after, want).await
+                    }
+                })
+                .collect();
+            let further = bounded(LISTING_READS, further).await;
+            for (i, read) in on.into_iter().zip(further) {
+                let read = read?.map(in_order);
+                let merged = &mut reads[i];
+                merged.entries.extend(read.entries);
+                merged.last = read.last.or(merged.last.take());
+                merged.more = read.more;
+            }
+        }
+        Err(StoreError::Failed(
+            "listing shards did not merge in two rounds".into(),
+        ))
+    }
+}
+
+/// An index entry: its sort key (the index value) and the channel it lists.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Entry {
+    value: String,
+    channel: String,
 }
 
 impl RocketReader for DynamoStore {
@@ -158,31 +220,21 @@ impl RocketReader for DynamoStore {
     }
 
     async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
-        let after = query.after.as_ref().map(index_value);
-        let statuses: Vec<Status> = match query.status {
-            Some(status) => vec![status],
-            None => Status::ALL.to_vec(),
+        let want = query.limit + 1;
+        let mut entries = match query.order {
+            Order::Asc => self.merged_entries(query, want, |e| e, |e| e).await?,
+            Order::Desc => {
+                self.merged_entries(query, want, Reverse, |Reverse(e)| e)
+                    .await?
+            }
         };
-        let pages = join_all(
-            statuses
-                .iter()
-                .map(|status| self.index_page(query, *status, after.as_deref())),
-        )
-        .await;
-        let mut entries = Vec::new();
-        for page in pages {
-            entries.extend(page?);
-        }
-        entries.sort_unstable();
-        if query.order == Order::Desc {
-            entries.reverse();
-        }
         let more = entries.len() > query.limit;
         entries.truncate(query.limit);
         let keys = entries
             .iter()
-            .map(|(_, channel)| {
-                let channel = Channel::parse(channel).map_err(|e| StoreError::Failed(e.into()))?;
+            .map(|entry| {
+                let channel =
+                    Channel::parse(&entry.channel).map_err(|e| StoreError::Failed(e.into()))?;
                 Ok(key(&channel, STATE))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -191,6 +243,8 @@ impl RocketReader for DynamoStore {
             let rocket = rocket(&item)?;
             fetched.insert(rocket.channel.as_str().to_owned(), rocket);
         }
+        let entries: Vec<(String, String)> =
+            entries.into_iter().map(|e| (e.value, e.channel)).collect();
         page_from_entries(query, &entries, more, fetched)
     }
 
