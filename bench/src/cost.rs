@@ -18,7 +18,7 @@ use rockets::testing::{Rng, channel, flight, unique_name};
 use rockets_aws::capacity::{CapacityMeter, WriteUnits};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets_aws::{DynamoStore, SqsQueue};
+use rockets_aws::{DynamoStore, ListingShards, SqsQueue};
 use rockets_embedded::EmbeddedQueue;
 
 /// us-east-1 on-demand prices, as published on the date in the report.
@@ -91,6 +91,11 @@ impl Bill {
         ]
     }
 
+    /// Dollars per million messages, all services.
+    pub fn total_per_million(&self) -> f64 {
+        self.dollars_per_million().iter().map(|(_, d)| d).sum()
+    }
+
     /// Write units of the state item per message.
     pub fn state_writes_per_message(&self) -> f64 {
         self.per_message(self.write_units.state)
@@ -122,7 +127,7 @@ impl Bill {
             crate::stats::quantile(&mut v, 0.5)
         };
         let dollars = self.dollars_per_million();
-        let total: f64 = dollars.iter().map(|(_, d)| d).sum();
+        let total = self.total_per_million();
         format!(
             "| {} | {:.2} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} | {} | ${:.2} |",
             traffic.name,
@@ -146,8 +151,16 @@ impl Bill {
     }
 }
 
-/// Sends `rockets` flights of `length` messages through ingest and apply on the emulators.
-pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length: u64) -> Bill {
+/// Sends `rockets` flights of `length` messages through ingest and apply on the emulators, the
+/// table's listing entries spread over `shards` a status.
+pub fn run(
+    moto: &str,
+    dynamodb: &str,
+    traffic: Traffic,
+    rockets: usize,
+    length: u64,
+    shards: ListingShards,
+) -> Bill {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -174,7 +187,7 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
         let dynamodb = meter.client(&table_config);
         let table = unique_name("cost");
         ensure_table(&dynamodb, &table).await.expect("table");
-        let store = DynamoStore::new(dynamodb, table);
+        let store = DynamoStore::new(dynamodb, table).with_listing_shards(shards);
         let settings = apply::Settings::default();
 
         let mut rng = Rng::new(rockets as u64 + length);
