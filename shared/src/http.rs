@@ -151,6 +151,11 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
     let mut text = Vec::with_capacity(128);
     serde_json::to_writer(&mut text, body).expect("response bodies serialise");
     let text = String::from_utf8(text).expect("serde_json writes UTF-8");
+    json_text_response(status, text)
+}
+
+/// A response with `text`, already JSON, as its body.
+pub fn json_text_response(status: StatusCode, text: String) -> Response<Body> {
     let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -402,8 +402,8 @@ async fn apply_channel<'r, S: ChannelStore, D: MessageQueue, R: QueueRecord>(
     if let Some(first) = messages.first() {
         let channel = first.channel.clone();
         // Every line logged while loading and committing carries the channel and the numbers.
-        let numbers: Vec<u64> = messages.iter().map(|m| m.number.get()).collect();
-        let span = tracing::info_span!("channel", channel = %channel, numbers = ?numbers);
+        let span =
+            tracing::info_span!("channel", channel = %channel, numbers = ?Numbers(&messages));
         let applied = apply_messages(store, settings, &channel, &messages)
             .instrument(span)
             .await;
@@ -453,6 +453,17 @@ async fn apply_channel<'r, S: ChannelStore, D: MessageQueue, R: QueueRecord>(
         summary,
         store_unavailable,
         drain_unfinished: drain_unfinished && first_failed == records.len() - 1,
+    }
+}
+
+/// The messages' numbers, as a span shows them: written only if the span is.
+struct Numbers<'a>(&'a [Envelope]);
+
+impl std::fmt::Debug for Numbers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|m| m.number.get()))
+            .finish()
     }
 }
 

@@ -91,7 +91,7 @@ impl DurableStore {
             if cached.rocket.channel.as_str().as_bytes() != key.as_slice() {
                 return Err(damaged("a rocket is stored under another channel".into()));
             }
-            cache.index.replace(None, &cached.rocket);
+            cache.index.changed(&cached.rocket.channel, None);
             cache.rockets.insert(cached.rocket.channel.clone(), cached);
         }
         Ok(DurableStore {
@@ -254,7 +254,7 @@ impl ChannelStore for DurableStore {
         );
         cache
             .index
-            .replace(old.as_ref().map(|c| &c.rocket), &change.rocket);
+            .changed(channel, old.as_ref().map(|c| &c.rocket));
         Ok(CommitOutcome::Committed)
     }
 
@@ -280,10 +280,9 @@ impl RocketReader for DurableStore {
     }
 
     async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
-        let cache = self.read();
-        Ok(cache
-            .index
-            .list(query, |channel| cache.rockets[channel].rocket.clone()))
+        let mut cache = self.write();
+        let Cache { rockets, index, .. } = &mut *cache;
+        Ok(index.list(query, |channel| rockets[channel].rocket.clone()))
     }
 
     async fn history(

@@ -4,8 +4,13 @@
 //! page reads one set from the cursor on, an unfiltered page merges the heads of the three
 //! status sets, so a page costs O(limit · log n) however many rockets there are. A query that
 //! lists only part of its order (`stalled`) starts its range at the query's floor.
+//!
+//! A rocket changes with nearly every message and is listed far less often, so a commit only
+//! notes which rocket changed (and how it was listed before); the sets catch up when a page is
+//! next read, once per rocket however many messages it took meanwhile. A page always sees
+//! every commit made before it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey};
@@ -16,10 +21,29 @@ use rockets::rocket::{Rocket, Status};
 #[derive(Default)]
 pub(crate) struct SortedIndex {
     sets: [[BTreeSet<Position>; 3]; SortKey::ALL.len()],
+    /// Rockets changed since the sets were last brought up to date, each as the sets list it
+    /// (`None`: not listed yet).
+    stale: HashMap<Channel, Option<Rocket>>,
 }
 
 impl SortedIndex {
-    pub(crate) fn replace(&mut self, old: Option<&Rocket>, new: &Rocket) {
+    /// Notes that a rocket listed as `old` (`None`: not yet) has changed; the sets follow when a
+    /// page is next read.
+    pub(crate) fn changed(&mut self, channel: &Channel, old: Option<&Rocket>) {
+        if !self.stale.contains_key(channel) {
+            self.stale.insert(channel.clone(), old.cloned());
+        }
+    }
+
+    /// Brings the sets up to date with every changed rocket, as `rocket` now has it.
+    fn catch_up(&mut self, rocket: &impl Fn(&Channel) -> Rocket) {
+        let stale = std::mem::take(&mut self.stale);
+        for (channel, old) in stale {
+            self.replace(old.as_ref(), &rocket(&channel));
+        }
+    }
+
+    fn replace(&mut self, old: Option<&Rocket>, new: &Rocket) {
         for key in SortKey::ALL {
             if let Some(old) = old {
                 if old.status == new.status && key.same_value(old, new) {
@@ -85,10 +109,11 @@ impl SortedIndex {
 
     /// The page `query` asks for, each rocket looked up by its channel.
     pub(crate) fn list(
-        &self,
+        &mut self,
         query: &ListQuery,
         rocket: impl Fn(&Channel) -> Rocket,
     ) -> RocketPage {
+        self.catch_up(&rocket);
         let mut positions = self.page(query);
         let next = (positions.len() > query.limit).then(|| {
             positions.truncate(query.limit);
@@ -96,5 +121,81 @@ impl SortedIndex {
         });
         let rockets = positions.iter().map(|p| rocket(&p.channel)).collect();
         RocketPage { rockets, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rockets::testing::{Rng, channel, flight};
+
+    /// Every rocket's page walk, sorted from scratch.
+    fn sorted(rockets: &HashMap<Channel, Rocket>, key: SortKey, order: Order) -> Vec<Channel> {
+        let mut all: Vec<&Rocket> = rockets.values().collect();
+        all.sort_by_key(|r| key.position(r));
+        if order == Order::Desc {
+            all.reverse();
+        }
+        all.into_iter().map(|r| r.channel.clone()).collect()
+    }
+
+    fn walk(
+        index: &mut SortedIndex,
+        rockets: &HashMap<Channel, Rocket>,
+        key: SortKey,
+        order: Order,
+    ) -> Vec<Channel> {
+        let mut query = ListQuery {
+            sort_by: key,
+            order,
+            limit: 3,
+            ..ListQuery::default()
+        };
+        let mut walked = Vec::new();
+        loop {
+            let page = index.list(&query, |c| rockets[c].clone());
+            walked.extend(page.rockets.into_iter().map(|r| r.channel));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return walked,
+            }
+        }
+    }
+
+    #[test]
+    fn pages_read_between_changes_see_every_change_before_them() {
+        let mut rng = Rng::new(9);
+        let flights: Vec<Vec<rockets::message::Envelope>> = (0..12)
+            .map(|i| flight(&channel(&format!("r{i}")), 30, &mut rng))
+            .collect();
+        let mut applied = vec![0usize; flights.len()];
+        let mut rockets: HashMap<Channel, Rocket> = HashMap::new();
+        let mut index = SortedIndex::default();
+        for step in 0..400 {
+            let i = rng.below(flights.len() as u64) as usize;
+            let Some(message) = flights[i].get(applied[i]) else {
+                continue;
+            };
+            applied[i] += 1;
+            let channel = message.channel.clone();
+            let old = rockets.get(&channel).cloned();
+            let mut new = old
+                .clone()
+                .unwrap_or_else(|| Rocket::new(channel.clone(), chrono::Utc::now()));
+            new.apply(message);
+            index.changed(&channel, old.as_ref());
+            rockets.insert(channel, new);
+            if step % 37 == 0 {
+                for key in SortKey::ALL {
+                    for order in [Order::Asc, Order::Desc] {
+                        assert_eq!(
+                            walk(&mut index, &rockets, key, order),
+                            sorted(&rockets, key, order),
+                            "{key:?} {order:?} at step {step}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

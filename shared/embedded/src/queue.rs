@@ -12,11 +12,16 @@
 //! redrives, ids leaving the window) is written with the next group commit. Leases are not
 //! written: the consumers holding them ran in the process that stopped, so at open every
 //! message is visible again.
+//!
+//! Every message passes through here twice on its way to the store, so the queue copies
+//! little: a message sent in this process keeps the message itself, and a queue in memory
+//! writes its JSON only if something reads it (the apply handler in this process reads the
+//! message; an operator, a Lambda invocation or the disk read the JSON); ids are shared, not
+//! copied, between the queue and what it hands out.
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
@@ -27,6 +32,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use rockets::message::{Envelope, push_decimal};
 use rockets::ports::{
     Cause, MessageQueue, QueueConsumer, QueueError, QueueRecord, QueuedMessage, RecordVisibility,
+    deduplication_id,
 };
 
 use crate::disk::{DataDir, DataDirError, DiskError, Op, Space, Wait};
@@ -49,21 +55,59 @@ impl Default for QueueConfig {
     }
 }
 
+/// A message's body: its JSON, or the message itself when it was sent in this process (a
+/// durable queue keeps both, since the disk needs the JSON).
+#[derive(Clone, PartialEq, Debug)]
+struct Body {
+    json: Option<Arc<str>>,
+    message: Option<Envelope>,
+}
+
+impl Body {
+    fn of_json(json: impl Into<Arc<str>>) -> Self {
+        Body {
+            json: Some(json.into()),
+            message: None,
+        }
+    }
+
+    /// The JSON, written from the message if the queue has not needed it before.
+    fn json(&self) -> Arc<str> {
+        match (&self.json, &self.message) {
+            (Some(json), _) => json.clone(),
+            (None, Some(message)) => message.to_json().into(),
+            (None, None) => unreachable!("a body holds its JSON or its message"),
+        }
+    }
+}
+
 /// A message handed to a consumer, with the attributes SQS would report.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 pub struct ReceivedMessage {
-    pub message_id: String,
+    pub message_id: Arc<str>,
     pub receipt_handle: String,
-    pub body: String,
-    pub group_id: String,
-    pub deduplication_id: String,
+    pub group_id: Arc<str>,
+    pub deduplication_id: Arc<str>,
     pub sequence_number: u64,
     pub receive_count: u32,
     pub sent_timestamp_ms: u64,
     pub first_receive_timestamp_ms: u64,
-    /// The message the body holds, as it was sent in this process; a message read back from
-    /// a data directory has only its body.
-    pub message: Option<Envelope>,
+    body: Body,
+    /// The body's JSON, once something read it.
+    json: OnceLock<Arc<str>>,
+}
+
+impl ReceivedMessage {
+    /// The body, as SQS would deliver it.
+    pub fn body(&self) -> &str {
+        self.json.get_or_init(|| self.body.json())
+    }
+
+    /// The message the body holds, as it was sent in this process; a message read back from a
+    /// data directory, or sent as JSON, has only its body.
+    pub fn message(&self) -> Option<&Envelope> {
+        self.body.message.as_ref()
+    }
 }
 
 /// What the queue holds right now.
@@ -82,27 +126,43 @@ pub struct EmbeddedQueue {
 }
 
 struct Message {
-    id: String,
+    id: Arc<str>,
     sequence: u64,
-    body: String,
-    /// What `body` holds, when it was sent in this process.
-    envelope: Option<Envelope>,
-    deduplication_id: String,
+    body: Body,
+    deduplication_id: Arc<str>,
     receive_count: u32,
     sent_ms: u64,
     first_receive_ms: Option<u64>,
 }
 
-#[derive(Default)]
 struct Group {
+    id: Arc<str>,
     messages: VecDeque<Message>,
     /// The first `in_flight` messages are out with a consumer under `lease`.
     in_flight: usize,
     lease: u64,
-    /// When the lease ends; a lease may be extended, leaving earlier deadlines in the heap.
+    /// When the lease ends, as entered in `State::leases`.
     deadline: Option<Instant>,
     /// Whether the group is in `State::ready`.
     ready: bool,
+}
+
+impl Group {
+    fn new(id: Arc<str>) -> Self {
+        Group {
+            id,
+            messages: VecDeque::new(),
+            in_flight: 0,
+            lease: 0,
+            deadline: None,
+            ready: false,
+        }
+    }
+
+    /// Whether a consumer may take its next messages: it has some, and none are out.
+    fn deliverable(&self) -> bool {
+        !self.ready && self.in_flight == 0 && !self.messages.is_empty()
+    }
 }
 
 #[derive(Default)]
@@ -112,13 +172,14 @@ struct State {
     /// Changes for the data directory, made under the lock and submitted when it is released,
     /// so they reach the directory in order.
     journal: Vec<Op>,
+    /// Every group that has had a message, kept when empty: a channel sends again.
     groups: HashMap<Arc<str>, Group>,
     /// Groups with messages and nothing in flight, in the order they became so.
     ready: VecDeque<Arc<str>>,
-    /// When each lease's visibility timeout ends.
-    leases: BinaryHeap<Reverse<(Instant, u64, Arc<str>)>>,
-    seen: HashMap<String, Instant>,
-    seen_order: VecDeque<(Instant, String)>,
+    /// The leases out with consumers, by when they end: one entry per group in flight.
+    leases: BTreeSet<(Instant, u64, Arc<str>)>,
+    seen: HashMap<Arc<str>, Instant>,
+    seen_order: VecDeque<(Instant, Arc<str>)>,
     dead: Vec<(Arc<str>, Message)>,
     next_sequence: u64,
     /// Every sequence number up to this one may have been used, as the data directory says; a
@@ -140,11 +201,11 @@ const SEQUENCE_BLOCK: u64 = 4096;
 const FIRST_RECEIPT: u32 = 2;
 
 /// `00000000000000000042-local`: sequence numbers as fixed-width ids, so ids sort as numbers.
-fn message_id(sequence: u64) -> String {
+fn message_id(sequence: u64) -> Arc<str> {
     let mut id = String::with_capacity(26);
     push_decimal(&mut id, u128::from(sequence), 20);
     id.push_str("-local");
-    id
+    id.into()
 }
 
 /// `lease:sequence:group`, which [`State::leased`] reads back.
@@ -165,28 +226,25 @@ fn now_ms() -> u64 {
 }
 
 impl State {
-    fn mark_ready(&mut self, group_id: &Arc<str>) {
+    /// Puts a group in the ready line if a consumer may take from it.
+    fn mark_ready(&mut self, group_id: &str) {
         if let Some(group) = self.groups.get_mut(group_id)
-            && !group.ready
-            && group.in_flight == 0
-            && !group.messages.is_empty()
+            && group.deliverable()
         {
             group.ready = true;
-            self.ready.push_back(group_id.clone());
+            self.ready.push_back(group.id.clone());
         }
     }
 
     fn end_expired_leases(&mut self, now: Instant) {
-        while let Some(Reverse((deadline, lease, _))) = self.leases.peek() {
-            if *deadline > now {
+        while let Some(first) = self.leases.first() {
+            if first.0 > now {
                 break;
             }
-            let lease = *lease;
-            let Reverse((_, _, group_id)) = self.leases.pop().expect("peeked");
+            let (_, lease, group_id) = self.leases.pop_first().expect("looked at");
             if let Some(group) = self.groups.get_mut(&group_id)
                 && group.lease == lease
                 && group.in_flight > 0
-                && group.deadline.is_none_or(|at| at <= now)
             {
                 group.in_flight = 0;
                 group.deadline = None;
@@ -195,22 +253,17 @@ impl State {
         }
     }
 
-    /// The group and sequence number a receipt handle names, if its lease is still running.
-    fn leased(&mut self, receipt_handle: &str, now: Instant) -> Option<(Arc<str>, u64)> {
-        let mut parts = receipt_handle.splitn(3, ':');
-        let lease = parts.next()?.parse::<u64>().ok()?;
-        let sequence = parts.next()?.parse::<u64>().ok()?;
-        let group_id = parts.next()?;
-        self.end_expired_leases(now);
-        let (group_id, group) = self.groups.get_key_value(group_id)?;
-        (group.lease == lease && group.in_flight > 0).then(|| (group_id.clone(), sequence))
-    }
-
-    /// Remembers a deduplication id until `expires`.
-    fn see(&mut self, deduplication_id: &str, expires: Instant) {
-        self.seen.insert(deduplication_id.to_owned(), expires);
-        self.seen_order
-            .push_back((expires, deduplication_id.to_owned()));
+    /// Remembers a deduplication id until `expires`; false if it is already within its window.
+    fn see(&mut self, deduplication_id: &Arc<str>, expires: Instant) -> bool {
+        match self.seen.entry(deduplication_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(expires);
+                self.seen_order
+                    .push_back((expires, deduplication_id.clone()));
+                true
+            }
+        }
     }
 
     fn forget_old_ids(&mut self, now: Instant) {
@@ -222,7 +275,8 @@ impl State {
             if self.seen.get(&id) == Some(&expires) {
                 self.seen.remove(&id);
                 if self.durable {
-                    self.journal.push(Op::Delete(Space::Seen, id.into_bytes()));
+                    self.journal
+                        .push(Op::Delete(Space::Seen, id.as_bytes().to_vec()));
                 }
             }
         }
@@ -239,19 +293,13 @@ impl State {
         self.next_sequence
     }
 
-    fn push(
-        &mut self,
-        group_id: &str,
-        deduplication_id: String,
-        body: String,
-        envelope: Option<Envelope>,
-    ) -> String {
+    /// A new message under the next sequence number, appended to its group; its id.
+    fn push(&mut self, group_id: &str, deduplication_id: Arc<str>, body: Body) -> Arc<str> {
         let sequence = self.take_sequence();
         let message = Message {
             id: message_id(sequence),
             sequence,
             body,
-            envelope,
             deduplication_id,
             receive_count: 0,
             sent_ms: now_ms(),
@@ -264,18 +312,22 @@ impl State {
     }
 
     /// Appends `message` to its group; returns its id.
-    fn enqueue(&mut self, group_id: &str, message: Message) -> String {
+    fn enqueue(&mut self, group_id: &str, message: Message) -> Arc<str> {
         let id = message.id.clone();
-        let group_id: Arc<str> = match self.groups.get_key_value(group_id) {
-            Some((key, _)) => key.clone(),
-            None => group_id.into(),
+        let group = match self.groups.get_mut(group_id) {
+            Some(group) => group,
+            None => {
+                let key: Arc<str> = group_id.into();
+                self.groups
+                    .entry(key.clone())
+                    .or_insert_with(|| Group::new(key))
+            }
         };
-        self.groups
-            .entry(group_id.clone())
-            .or_default()
-            .messages
-            .push_back(message);
-        self.mark_ready(&group_id);
+        group.messages.push_back(message);
+        if group.deliverable() {
+            group.ready = true;
+            self.ready.push_back(group.id.clone());
+        }
         id
     }
 
@@ -298,6 +350,19 @@ impl State {
     }
 }
 
+/// The group and sequence number a receipt handle names, if its lease is still running (after
+/// [`State::end_expired_leases`]).
+fn leased<'g>(
+    groups: &'g mut HashMap<Arc<str>, Group>,
+    receipt_handle: &str,
+) -> Option<(&'g mut Group, u64)> {
+    let mut parts = receipt_handle.splitn(3, ':');
+    let lease = parts.next()?.parse::<u64>().ok()?;
+    let sequence = parts.next()?.parse::<u64>().ok()?;
+    let group = groups.get_mut(parts.next()?)?;
+    (group.lease == lease && group.in_flight > 0).then_some((group, sequence))
+}
+
 /// A message as the data directory keeps it in [`Space::Queue`] and [`Space::Dead`].
 struct Stored {
     group: String,
@@ -306,9 +371,6 @@ struct Stored {
     sent_ms: u64,
 }
 
-/// The time it was sent (8 bytes), its group and deduplication id (each a 2-byte length and
-/// the text), then its body: copied as they are, since a body is JSON that a JSON record would
-/// escape.
 /// `message` as kept under its sequence number in `space` ([`Space::Queue`] or [`Space::Dead`]).
 fn record(space: Space, group_id: &str, message: &Message) -> Op {
     Op::Put(
@@ -318,11 +380,14 @@ fn record(space: Space, group_id: &str, message: &Message) -> Op {
             group_id,
             message.sent_ms,
             &message.deduplication_id,
-            &message.body,
+            &message.body.json(),
         ),
     )
 }
 
+/// The time it was sent (8 bytes), its group and deduplication id (each a 2-byte length and
+/// the text), then its body: copied as they are, since a body is JSON that a JSON record would
+/// escape.
 fn stored(group_id: &str, sent_ms: u64, deduplication_id: &str, body: &str) -> Vec<u8> {
     let (group, id) = (group_id.as_bytes(), deduplication_id.as_bytes());
     let mut value = Vec::with_capacity(12 + group.len() + id.len() + body.len());
@@ -443,9 +508,8 @@ impl EmbeddedQueue {
         let message = |sequence: u64, stored: Stored| Message {
             id: message_id(sequence),
             sequence,
-            body: stored.body,
-            envelope: None,
-            deduplication_id: stored.deduplication_id,
+            body: Body::of_json(stored.body),
+            deduplication_id: stored.deduplication_id.into(),
             receive_count: 0,
             sent_ms: stored.sent_ms,
             first_receive_ms: None,
@@ -493,21 +557,20 @@ impl EmbeddedQueue {
             state.dead.push((group, message(sequence, stored)));
         }
         let (now, wall) = (Instant::now(), now_ms());
-        let mut seen: Vec<(Instant, String)> = Vec::new();
+        let mut seen: Vec<(Instant, Arc<str>)> = Vec::new();
         for (key, value) in read(Space::Seen)? {
             let id = String::from_utf8(key)
                 .map_err(|_| damaged("a deduplication id is not UTF-8".into()))?;
             match be_u64(&value) {
                 Some(until) if until > wall => {
-                    seen.push((now + Duration::from_millis(until - wall), id))
+                    seen.push((now + Duration::from_millis(until - wall), id.into()))
                 }
                 _ => state.journal.push(Op::Delete(Space::Seen, id.into_bytes())),
             }
         }
         seen.sort();
         for (expires, id) in seen {
-            state.seen.insert(id.clone(), expires);
-            state.seen_order.push_back((expires, id));
+            state.see(&id, expires);
         }
         state.next_sequence = highest;
         state.reserved_sequence = highest;
@@ -529,29 +592,30 @@ impl EmbeddedQueue {
 
     /// Sends a message and returns once the queue has it (on disk, for a durable queue): its
     /// id, or `None` when its deduplication id was seen within the window.
-    pub async fn accept(&self, message: QueuedMessage) -> Result<Option<String>, QueueError> {
-        self.offer(message, None).await
+    pub async fn accept(&self, message: QueuedMessage) -> Result<Option<Arc<str>>, QueueError> {
+        self.offer(
+            &message.group_id,
+            message.deduplication_id.into(),
+            Body::of_json(message.body),
+        )
+        .await
     }
 
-    /// [`EmbeddedQueue::accept`], keeping `envelope`, which `message` was made from, for the
-    /// consumer in this process.
+    /// [`EmbeddedQueue::accept`] for a message already made into a body.
     async fn offer(
         &self,
-        message: QueuedMessage,
-        envelope: Option<Envelope>,
-    ) -> Result<Option<String>, QueueError> {
+        group_id: &str,
+        deduplication_id: Arc<str>,
+        body: Body,
+    ) -> Result<Option<Arc<str>>, QueueError> {
         let Some(dir) = &self.dir else {
-            return Ok(self.send_parsed(message, envelope));
+            return Ok(self.send_body(group_id, deduplication_id, body));
         };
         let now = Instant::now();
         let submitted = {
             let mut state = self.lock();
             state.forget_old_ids(now);
-            if state.seen.contains_key(&message.deduplication_id) {
-                None
-            } else {
-                let expires = now + self.config.deduplication_window;
-                state.see(&message.deduplication_id, expires);
+            if state.see(&deduplication_id, now + self.config.deduplication_window) {
                 let sequence = state.take_sequence();
                 let sent_ms = now_ms();
                 let until = sent_ms + self.config.deduplication_window.as_millis() as u64;
@@ -559,19 +623,16 @@ impl EmbeddedQueue {
                 ops.push(Op::Put(
                     Space::Queue,
                     sequence.to_be_bytes().to_vec(),
-                    stored(
-                        &message.group_id,
-                        sent_ms,
-                        &message.deduplication_id,
-                        &message.body,
-                    ),
+                    stored(group_id, sent_ms, &deduplication_id, &body.json()),
                 ));
                 ops.push(Op::Put(
                     Space::Seen,
-                    message.deduplication_id.clone().into_bytes(),
+                    deduplication_id.as_bytes().to_vec(),
                     until.to_be_bytes().to_vec(),
                 ));
                 Some((dir.submit(ops, Wait::Synced), sequence, sent_ms))
+            } else {
+                None
             }
         };
         let Some((written, sequence, sent_ms)) = submitted else {
@@ -588,17 +649,16 @@ impl EmbeddedQueue {
         let synced = written.done().await;
         let mut state = self.lock();
         if let Err(error) = synced {
-            state.seen.remove(&message.deduplication_id);
+            state.seen.remove(&deduplication_id);
             return Err(unavailable(error));
         }
         let id = state.enqueue(
-            &message.group_id,
+            group_id,
             Message {
                 id: message_id(sequence),
                 sequence,
-                body: message.body,
-                envelope,
-                deduplication_id: message.deduplication_id,
+                body,
+                deduplication_id,
                 receive_count: 0,
                 sent_ms,
                 first_receive_ms: None,
@@ -611,28 +671,28 @@ impl EmbeddedQueue {
 
     /// Enqueues a message; returns its id, or `None` when its deduplication id was seen
     /// within the window (the send still succeeds, as with SQS).
-    pub fn send_message(&self, message: QueuedMessage) -> Option<String> {
-        self.send_parsed(message, None)
+    pub fn send_message(&self, message: QueuedMessage) -> Option<Arc<str>> {
+        self.send_body(
+            &message.group_id,
+            message.deduplication_id.into(),
+            Body::of_json(message.body),
+        )
     }
 
-    fn send_parsed(&self, message: QueuedMessage, envelope: Option<Envelope>) -> Option<String> {
+    fn send_body(
+        &self,
+        group_id: &str,
+        deduplication_id: Arc<str>,
+        body: Body,
+    ) -> Option<Arc<str>> {
         let now = Instant::now();
         let id = {
             let mut state = self.lock();
             state.forget_old_ids(now);
-            if state.seen.contains_key(&message.deduplication_id) {
+            if !state.see(&deduplication_id, now + self.config.deduplication_window) {
                 return None;
             }
-            state.see(
-                &message.deduplication_id,
-                now + self.config.deduplication_window,
-            );
-            state.push(
-                &message.group_id,
-                message.deduplication_id,
-                message.body,
-                envelope,
-            )
+            state.push(group_id, deduplication_id, body)
         };
         self.wake.notify_one();
         Some(id)
@@ -669,14 +729,14 @@ impl EmbeddedQueue {
                 batch.push(ReceivedMessage {
                     message_id: message.id.clone(),
                     receipt_handle: receipt_handle(lease, message.sequence, &group_id),
-                    body: message.body.clone(),
-                    group_id: group_id.to_string(),
+                    group_id: group_id.clone(),
                     deduplication_id: message.deduplication_id.clone(),
                     sequence_number: message.sequence,
                     receive_count: message.receive_count,
                     sent_timestamp_ms: message.sent_ms,
                     first_receive_timestamp_ms: first,
-                    message: message.envelope.clone(),
+                    body: message.body.clone(),
+                    json: OnceLock::new(),
                 });
                 group.in_flight += 1;
             }
@@ -684,11 +744,7 @@ impl EmbeddedQueue {
                 group.lease = lease;
                 let deadline = now + self.config.visibility_timeout;
                 group.deadline = Some(deadline);
-                state
-                    .leases
-                    .push(Reverse((deadline, lease, group_id.clone())));
-            } else if group.messages.is_empty() {
-                state.groups.remove(&group_id);
+                state.leases.insert((deadline, lease, group_id.clone()));
             }
             state.journal.append(&mut noted);
             for message in buried {
@@ -725,7 +781,7 @@ impl EmbeddedQueue {
             if now >= deadline {
                 return batch;
             }
-            let next_expiry = self.lock().leases.peek().map(|Reverse((at, _, _))| *at);
+            let next_expiry = self.lock().leases.first().map(|(at, _, _)| *at);
             let until = next_expiry.map_or(deadline, |at| at.min(deadline));
             tokio::select! {
                 _ = &mut notified => {}
@@ -748,11 +804,10 @@ impl EmbeddedQueue {
     pub fn delete(&self, receipt_handle: &str) -> bool {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let now = Instant::now();
-        let Some((group_id, sequence)) = state.leased(receipt_handle, now) else {
+        state.end_expired_leases(Instant::now());
+        let Some((group, sequence)) = leased(&mut state.groups, receipt_handle) else {
             return false;
         };
-        let group = state.groups.get_mut(&group_id).expect("leased");
         let Some(at) = group
             .messages
             .iter()
@@ -763,16 +818,22 @@ impl EmbeddedQueue {
         };
         let message = group.messages.remove(at).expect("in range");
         group.in_flight -= 1;
-        let (in_flight, empty) = (group.in_flight, group.messages.is_empty());
-        state.forget(&message);
-        if in_flight == 0 {
-            if empty {
-                state.groups.remove(&group_id);
-            } else {
-                state.mark_ready(&group_id);
-                drop(guard);
-                self.wake.notify_one();
+        let mut woken = false;
+        if group.in_flight == 0 {
+            let deadline = group.deadline.take().expect("a lease");
+            state
+                .leases
+                .remove(&(deadline, group.lease, group.id.clone()));
+            if group.deliverable() {
+                group.ready = true;
+                state.ready.push_back(group.id.clone());
+                woken = true;
             }
+        }
+        state.forget(&message);
+        drop(guard);
+        if woken {
+            self.wake.notify_one();
         }
         true
     }
@@ -784,18 +845,17 @@ impl EmbeddedQueue {
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = Instant::now();
-        let Some((group_id, _)) = state.leased(receipt_handle, now) else {
+        state.end_expired_leases(now);
+        let Some((group, _)) = leased(&mut state.groups, receipt_handle) else {
             return false;
         };
         // The group waits for its longest-hidden message, as a FIFO group in SQS does.
-        let group = state.groups.get_mut(&group_id).expect("leased");
-        let deadline = group
-            .deadline
-            .map_or(now + hidden, |at| at.max(now + hidden));
+        let before = group.deadline.expect("a lease");
+        let deadline = before.max(now + hidden);
         group.deadline = Some(deadline);
-        state
-            .leases
-            .push(Reverse((deadline, group.lease, group_id)));
+        let (lease, id) = (group.lease, group.id.clone());
+        state.leases.remove(&(before, lease, id.clone()));
+        state.leases.insert((deadline, lease, id));
         true
     }
 
@@ -815,7 +875,7 @@ impl EmbeddedQueue {
         self.lock()
             .dead
             .iter()
-            .map(|(_, m)| m.body.clone())
+            .map(|(_, m)| m.body.json().to_string())
             .collect()
     }
 
@@ -833,7 +893,7 @@ impl EmbeddedQueue {
                 }
                 let deduplication_id =
                     format!("{}/redrive-{}", message.deduplication_id, message.id);
-                state.push(&group_id, deduplication_id, message.body, message.envelope);
+                state.push(&group_id, deduplication_id.into(), message.body);
             }
             moved
         };
@@ -856,7 +916,7 @@ impl MessageQueue for DeadLetters {
             if state
                 .dead
                 .iter()
-                .any(|(_, m)| m.deduplication_id == queued.deduplication_id)
+                .any(|(_, m)| *m.deduplication_id == *queued.deduplication_id)
             {
                 return Ok(());
             }
@@ -864,9 +924,8 @@ impl MessageQueue for DeadLetters {
             let message = Message {
                 id: message_id(sequence),
                 sequence,
-                body: queued.body,
-                envelope: None,
-                deduplication_id: queued.deduplication_id,
+                body: Body::of_json(queued.body),
+                deduplication_id: queued.deduplication_id.into(),
                 receive_count: 0,
                 sent_ms: now_ms(),
                 first_receive_ms: None,
@@ -888,8 +947,15 @@ impl MessageQueue for DeadLetters {
 }
 
 impl MessageQueue for EmbeddedQueue {
+    /// In memory, the message is kept as it is, its JSON written only if something reads it;
+    /// a durable queue writes the JSON to disk.
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
-        self.offer(QueuedMessage::of(message), Some(message.clone()))
+        let body = Body {
+            json: self.dir.is_some().then(|| message.to_json().into()),
+            message: Some(message.clone()),
+        };
+        let deduplication_id = deduplication_id(&message.channel, message.number).into();
+        self.offer(message.channel.as_str(), deduplication_id, body)
             .await
             .map(drop)
     }
@@ -963,13 +1029,13 @@ impl QueueRecord for ReceivedMessage {
     }
 
     fn body(&self) -> Option<&str> {
-        Some(&self.body)
+        Some(ReceivedMessage::body(self))
     }
 
     fn message(&self) -> Result<Cow<'_, Envelope>, String> {
-        match &self.message {
+        match ReceivedMessage::message(self) {
             Some(message) => Ok(Cow::Borrowed(message)),
-            None => Envelope::parse(self.body.as_bytes())
+            None => Envelope::parse(self.body().as_bytes())
                 .map(Cow::Owned)
                 .map_err(|e| e.to_string()),
         }
@@ -980,6 +1046,7 @@ impl ReceivedMessage {
     /// The record as the SQS event source hands it to Lambda.
     pub fn into_record(self) -> SqsMessage {
         let mut record = SqsMessage::default();
+        record.body = Some(self.body().to_owned());
         record.attributes = [
             ("ApproximateReceiveCount", self.receive_count.to_string()),
             ("SentTimestamp", self.sent_timestamp_ms.to_string()),
@@ -989,15 +1056,14 @@ impl ReceivedMessage {
                 self.first_receive_timestamp_ms.to_string(),
             ),
             ("SequenceNumber", format!("{:020}", self.sequence_number)),
-            ("MessageGroupId", self.group_id),
-            ("MessageDeduplicationId", self.deduplication_id),
+            ("MessageGroupId", self.group_id.to_string()),
+            ("MessageDeduplicationId", self.deduplication_id.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        record.message_id = Some(self.message_id);
+        record.message_id = Some(self.message_id.to_string());
         record.receipt_handle = Some(self.receipt_handle);
-        record.body = Some(self.body);
         record.event_source = Some("aws:sqs".into());
         record.event_source_arn = Some("arn:aws:sqs:local:000000000000:rockets.fifo".into());
         record.aws_region = Some("local".into());
@@ -1026,7 +1092,7 @@ mod tests {
     }
 
     fn bodies(batch: &[ReceivedMessage]) -> Vec<&str> {
-        batch.iter().map(|m| m.body.as_str()).collect()
+        batch.iter().map(ReceivedMessage::body).collect()
     }
 
     #[tokio::test]
@@ -1053,7 +1119,7 @@ mod tests {
     #[test]
     fn ids_and_receipt_handles_are_written_as_format_would() {
         for n in [0, 1, 42, 99_999, u64::MAX] {
-            assert_eq!(message_id(n), format!("{n:020}-local"));
+            assert_eq!(*message_id(n), format!("{n:020}-local"));
             assert_eq!(receipt_handle(n, 7, "a:b"), format!("{n}:7:a:b"));
         }
     }
@@ -1184,7 +1250,11 @@ mod tests {
         drop((dir, q));
         let (_dir, q) = durable(&path);
         assert_eq!(q.depth().dead, 0, "the redrive is kept");
-        let mut redriven: Vec<String> = q.try_receive(10).into_iter().map(|m| m.body).collect();
+        let mut redriven: Vec<String> = q
+            .try_receive(10)
+            .iter()
+            .map(|m| m.body().to_owned())
+            .collect();
         redriven.sort();
         assert_eq!(redriven, ["a/3", "c/1", "e/1", &refused.to_json()]);
         std::fs::remove_dir_all(&path).unwrap();
@@ -1243,6 +1313,59 @@ mod tests {
         assert_eq!(bodies(&q.try_receive(10)), ["a/1"]);
         drop((q, dir));
         std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_message_sent_in_process_is_handed_out_as_it_was_sent_and_as_its_json() {
+        let q = queue(60_000, 5);
+        let sent = Envelope::parse(
+            br#"{"metadata":{"channel":"m","messageNumber":2,"messageTime":"2022-02-02T19:39:05.5+01:00","messageType":"RocketMissionChanged"},"message":{"newMission":"ARTEMIS"}}"#,
+        )
+        .unwrap();
+        MessageQueue::send(&q, &sent).await.unwrap();
+        MessageQueue::send(&q, &sent).await.unwrap();
+        let batch = q.try_receive(10);
+        assert_eq!(batch.len(), 1, "the resend was dropped");
+        assert_eq!(batch[0].message(), Some(&sent));
+        assert_eq!(batch[0].body(), sent.to_json());
+        assert_eq!(&*batch[0].group_id, "m");
+        assert_eq!(&*batch[0].deduplication_id, "2:m");
+        assert_eq!(
+            batch[0].clone().into_record().body.as_deref(),
+            Some(&*sent.to_json())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_kept_only_while_its_group_is_in_flight() {
+        let q = queue(1_000, 5);
+        for n in 1..=200 {
+            q.send_message(queued(&format!("g{}", n % 7), n));
+        }
+        let mut handled = 0;
+        while handled < 200 {
+            let batch = q.try_receive(10);
+            assert!(!batch.is_empty());
+            // One message of every batch is hidden a while longer first.
+            assert!(q.hide(&batch[0].receipt_handle, Duration::from_secs(5)));
+            for m in &batch {
+                assert!(q.delete(&m.receipt_handle));
+            }
+            handled += batch.len();
+        }
+        let state = q.lock();
+        assert!(
+            state.leases.is_empty(),
+            "{} leases left",
+            state.leases.len()
+        );
+        assert!(state.ready.is_empty());
+        assert!(
+            state
+                .groups
+                .values()
+                .all(|g| g.messages.is_empty() && g.in_flight == 0)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,7 @@
 //!
 //! Listing is a [`SortedIndex`].
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
@@ -50,18 +51,23 @@ impl EmbeddedStore {
         let mut inner = self.write();
         let Inner { channels, index } = &mut *inner;
         let channel = &change.rocket.channel;
-        let current = channels.get(channel).map_or(0, |s| s.version);
-        if current != expected_version {
-            return CommitOutcome::VersionMismatch;
-        }
-        let stored = channels.entry(channel.clone()).or_insert_with(|| Stored {
-            rocket: change.rocket.clone(),
-            parked: BTreeMap::new(),
-            history: Vec::new(),
-            version: 0,
-        });
-        let old = (stored.version > 0).then_some(&stored.rocket);
-        index.replace(old, &change.rocket);
+        let stored = match channels.entry(channel.clone()) {
+            Entry::Occupied(stored) if stored.get().version == expected_version => {
+                let stored = stored.into_mut();
+                index.changed(channel, Some(&stored.rocket));
+                stored
+            }
+            Entry::Vacant(new) if expected_version == 0 => {
+                index.changed(channel, None);
+                new.insert(Stored {
+                    rocket: change.rocket.clone(),
+                    parked: BTreeMap::new(),
+                    history: Vec::new(),
+                    version: 0,
+                })
+            }
+            _ => return CommitOutcome::VersionMismatch,
+        };
         for number in &change.unparked {
             stored.parked.remove(number);
         }
@@ -119,10 +125,9 @@ impl RocketReader for EmbeddedStore {
     }
 
     async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
-        let inner = self.read();
-        Ok(inner
-            .index
-            .list(query, |channel| inner.channels[channel].rocket.clone()))
+        let mut inner = self.write();
+        let Inner { channels, index } = &mut *inner;
+        Ok(index.list(query, |channel| channels[channel].rocket.clone()))
     }
 
     async fn history(
