@@ -874,6 +874,10 @@ fn cold_starts(options: &Options) -> String {
     let env = [
         ("TABLE_NAME", "rockets"),
         ("QUEUE_URL", "http://127.0.0.1:9/000000000000/rockets.fifo"),
+        (
+            "DEAD_LETTER_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/rockets-dlq.fifo",
+        ),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "bench"),
         ("AWS_SECRET_ACCESS_KEY", "bench"),

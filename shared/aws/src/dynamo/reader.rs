@@ -172,7 +172,10 @@ impl DynamoStore {
             .into_iter()
             .map(|read| read.map(|r| r.map(in_order)))
             .collect::<Result<_, _>>()?;
-        for _round in 0..2 {
+        // Two rounds always suffice (see `merge`) unless DynamoDB cut a query short of its
+        // limit, which its 1 MB page cap cannot do to a page's worth of index keys; a few more
+        // are allowed rather than failing the page.
+        for _round in 0..4 {
             let on = match merge(&reads, want) {
                 Merged::Page(page) => return Ok(page.into_iter().map(entry).collect()),
                 Merged::ReadOn(on) => on,
@@ -198,7 +201,7 @@ impl DynamoStore {
             }
         }
         Err(StoreError::Failed(
-            "listing shards did not merge in two rounds".into(),
+            "listing shards did not merge in four rounds".into(),
         ))
     }
 }
