@@ -2,8 +2,9 @@
 //! table, with parked messages and history on disk.
 //!
 //! Each rocket's state and version are cached in memory beside the listing's [`SortedIndex`]
-//! (both are rebuilt from the directory at open, in time proportional to the rockets, not the
-//! history); parked messages and history are read from disk, so memory does not grow with them.
+//! (the cache is read from the directory at open, in time proportional to the rockets, not the
+//! history; the index fills from it when a page is first read); parked messages and history are
+//! read from disk, so memory does not grow with them.
 //! A commit is written before the cache shows it, and while it is being written every other
 //! commit to that channel is refused as a version mismatch.
 
