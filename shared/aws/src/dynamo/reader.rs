@@ -118,6 +118,10 @@ impl DynamoStore {
         };
         let mut condition = "#st = :st".to_string();
         if let Some((range, floor, after)) = range {
+            if floor.is_some() && after.is_some() {
+                // The cursor's own entry comes back too: one more keeps the read whole.
+                request = request.limit(i32::try_from(limit + 1).unwrap_or(i32::MAX));
+            }
             condition.push_str(" AND ");
             condition.push_str(&range);
             request = request.expression_attribute_names("#by", &attribute);
