@@ -132,12 +132,6 @@ fn uuid(rng: &mut Rng) -> Channel {
     Channel::parse(&name).expect("a UUID is a channel")
 }
 
-/// Which listing partition key a write goes to with `shards`.
-fn sharded(write: &KeyedWrite, channel: &Channel, shards: ListingShards) -> Option<(Status, u16)> {
-    let status = ListingShards::status_of(&write.partition)?;
-    Some((status, shards.of(channel)))
-}
-
 /// Runs `rockets` rockets of `per_rocket` messages, `rate` arrivals a second, and measures the
 /// busiest keys at each of `shard_counts`.
 pub fn run(
@@ -230,6 +224,9 @@ pub fn run(
             let record = sqs_record(&slot.to_string(), &message);
             apply_batch(&store, &[record]).await.expect("applied");
             let writes = std::mem::take(&mut *store.writes.lock().unwrap());
+            // The channel's shard at each count; a write's status is its partition's (the
+            // layout accounts with one shard, where a partition is its status's name).
+            let shard_at: Vec<u16> = shards.iter().map(|s| s.of(&message.channel)).collect();
             for write in &writes {
                 let (slot, key) = match write.target {
                     Target::State => (0, None),
@@ -243,12 +240,11 @@ pub fn run(
                         *table_second.entry(message.channel.clone()).or_default() += write.units
                     }
                     Some(key) => {
-                        for (at, count) in shards.iter().enumerate() {
-                            if let Some((status, shard)) = sharded(write, &message.channel, *count)
-                            {
-                                *index_second.entry((at, key, status, shard)).or_default() +=
-                                    write.units;
-                            }
+                        let status = ListingShards::status_of(&write.partition)
+                            .expect("an index partition names its status");
+                        for (at, shard) in shard_at.iter().enumerate() {
+                            *index_second.entry((at, key, status, *shard)).or_default() +=
+                                write.units;
                         }
                     }
                 }

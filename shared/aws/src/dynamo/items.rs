@@ -131,14 +131,7 @@ impl TableLayout {
         for sort_key in SortKey::ALL {
             let was = old.as_ref().and_then(|item| index_entry(item, sort_key));
             let now = index_entry(&new, sort_key);
-            let moved =
-                |a: &IndexEntry, b: &IndexEntry| (a.partition, a.value) != (b.partition, b.value);
-            let changed = match (&was, &now) {
-                (Some(was), Some(now)) => moved(was, now),
-                (None, None) => false,
-                _ => true,
-            };
-            if !changed {
+            if was.as_ref().map(IndexEntry::key) == now.as_ref().map(IndexEntry::key) {
                 continue;
             }
             for entry in was.iter().chain(&now) {
@@ -154,7 +147,6 @@ impl TableLayout {
 }
 
 /// A state item's entry in a listing index.
-#[derive(PartialEq, Eq)]
 struct IndexEntry<'a> {
     /// Its partition key there, the shard's `st`.
     partition: &'a str,
@@ -163,6 +155,13 @@ struct IndexEntry<'a> {
     /// Its size as DynamoDB bills it: the table's key, the index's key and what DynamoDB adds
     /// (the indexes project nothing else).
     size: usize,
+}
+
+impl<'a> IndexEntry<'a> {
+    /// Where the entry stands: it moves when either part changes.
+    fn key(&self) -> (&'a str, &'a str) {
+        (self.partition, self.value)
+    }
 }
 
 fn index_entry(item: &Item, sort_key: SortKey) -> Option<IndexEntry<'_>> {
