@@ -30,8 +30,8 @@ struct Options {
     lambda_dir: PathBuf,
     /// The pipeline section at these concurrencies only (1, 8, 64 when empty).
     concurrency: Vec<usize>,
-    /// The pipeline section against these servers only (floor, memory, durable; all when
-    /// empty).
+    /// The pipeline section against these servers only (floor, handoff, memory, durable; all
+    /// when empty).
     servers: Vec<String>,
 }
 
@@ -96,7 +96,7 @@ fn options() -> Options {
             "--server" => options.servers.push(args.next().expect("--server NAME")),
             other => {
                 eprintln!(
-                    "usage: rockets-bench [--quick] [--only SECTION]... [--out FILE] [--lambda-dir DIR] [--concurrency N]... [--server floor|memory|durable]...\nunknown argument {other}"
+                    "usage: rockets-bench [--quick] [--only SECTION]... [--out FILE] [--lambda-dir DIR] [--concurrency N]... [--server floor|handoff|memory|durable]...\nunknown argument {other}"
                 );
                 std::process::exit(2);
             }
@@ -274,9 +274,10 @@ fn pipeline(options: &Options) -> String {
     let runs = if quick { 2 } else { 5 };
     let (mut at_64, mut durable_at_64) = (None, None);
     let mut floors = std::collections::HashMap::new();
-    let mut memory_share = Vec::new();
+    let (mut memory_share, mut hand_off_share) = (Vec::new(), Vec::new());
     let servers: Vec<Server> = [
         ("floor", Server::Floor),
+        ("handoff", Server::HandOff),
         ("memory", Server::Pipeline { durable: false }),
         ("durable", Server::Pipeline { durable: true }),
     ]
@@ -341,6 +342,7 @@ fn pipeline(options: &Options) -> String {
             "| {}{} | {concurrency} | {} | {} | {:.0}% | {} | {} | {} | {} | {}% | {} |",
             match server {
                 Server::Floor => "floor (HTTP front only)",
+                Server::HandOff => "floor, each body handed to another task",
                 Server::Pipeline { durable: false } => "memory",
                 Server::Pipeline { durable: true } => "data directory",
             },
@@ -351,7 +353,7 @@ fn pipeline(options: &Options) -> String {
             p50.show(0),
             p99.show(0),
             max.show(0),
-            if server == Server::Floor {
+            if matches!(server, Server::Floor | Server::HandOff) {
                 "–".to_string()
             } else {
                 converge.show(1)
@@ -364,8 +366,12 @@ fn pipeline(options: &Options) -> String {
             (Server::Pipeline { durable: true }, 64) => durable_at_64 = Some((rate, p99)),
             _ => {}
         }
-        if let Server::Pipeline { durable: false } = server {
-            memory_share.push((concurrency, awake, of_floor));
+        match server {
+            Server::Pipeline { durable: false } => {
+                memory_share.push((concurrency, awake, of_floor))
+            }
+            Server::HandOff => hand_off_share.push((concurrency, awake, of_floor)),
+            _ => {}
         }
     }
     // The challenge's program connects anew for every message and never closes: the release
@@ -374,7 +380,7 @@ fn pipeline(options: &Options) -> String {
     for &concurrency in &concurrencies {
         for server in &servers {
             let durable = match server {
-                Server::Floor => continue,
+                Server::Floor | Server::HandOff => continue,
                 Server::Pipeline { durable } => *durable,
             };
             let data_dir = std::env::temp_dir().join(format!(
@@ -443,8 +449,8 @@ fn pipeline(options: &Options) -> String {
          message to be synced, and concurrent senders share each sync; targets at concurrency 64: \
          at least 20,000 messages/s ({durable_rate}) with p99 under 10 ms ({durable_p99})."
     );
-    if !memory_share.is_empty() {
-        let shares: Vec<String> = memory_share
+    let shares = |shares: &[(usize, bool, f64)]| -> String {
+        shares
             .iter()
             .map(|(c, awake, share)| {
                 format!(
@@ -456,12 +462,24 @@ fn pipeline(options: &Options) -> String {
                     }
                 )
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !memory_share.is_empty() {
         let _ = writeln!(
             out,
             "\nTarget: the in-memory pipeline at 80% of the floor or more at every concurrency: {} ({}).",
             mark(memory_share.iter().all(|(_, _, share)| *share >= 80.0)),
-            shares.join(", ")
+            shares(&memory_share)
+        );
+    }
+    if !hand_off_share.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe floor with a bare hand-off, each body passed through a channel to one task on \
+             the same runtime that drops it, as ingest passes a message to apply through the queue \
+             with no work on either side: {}.",
+            shares(&hand_off_share)
         );
     }
     if launched {

@@ -2,7 +2,9 @@
 //! `rockets launch` (many rockets, concurrent senders, messages out of order and resent)
 //! against the local server on embedded backends, checked against the in-order fold; and the
 //! same load against the floor, a server on the same HTTP front that reads each body and
-//! answers 202 without doing anything else.
+//! answers 202 without doing anything else, and against the floor that also hands each body to
+//! another task, as ingest hands a message to apply through the queue, with no work on either
+//! side.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +43,9 @@ pub enum Server {
     Pipeline { durable: bool },
     /// The HTTP front alone: each body read, 202 answered, nothing else.
     Floor,
+    /// The floor, each body also handed to one task on the same runtime that drops it: the
+    /// bare cost of a hand-off between two handlers.
+    HandOff,
 }
 
 /// What one load run measured.
@@ -61,15 +66,20 @@ pub struct Run {
     pub server_cpu_us: f64,
 }
 
-/// The floor's whole behaviour.
-struct Floor;
+/// The floor's whole behaviour, handing each body to `hand_off` if there is one.
+struct Floor {
+    hand_off: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+}
 
 impl Handler for Floor {
     async fn call(
         &self,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> hyper::Response<Full<Bytes>> {
-        let _ = request.into_body().collect().await;
+        let body = request.into_body().collect().await;
+        if let (Some(hand_off), Ok(body)) = (&self.hand_off, body) {
+            let _ = hand_off.send(body.to_bytes());
+        }
         let mut response = hyper::Response::new(Full::new(Bytes::from_static(
             b"{\"channel\":\"floor\",\"messageNumber\":1}",
         )));
@@ -123,14 +133,26 @@ pub fn run(load: Load) -> Run {
             let addr = server.addr();
             (Some(server), None, addr)
         }
-        Server::Floor => {
+        Server::Floor | Server::HandOff => {
+            let hand_off = (load.server == Server::HandOff).then(|| {
+                let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+                floor_tasks.spawn_on(
+                    async move {
+                        while let Some(body) = receiver.recv().await {
+                            drop(std::hint::black_box(body));
+                        }
+                    },
+                    runtime.handle(),
+                );
+                sender
+            });
             let front = runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
                     .await
                     .expect("bind");
                 Front::start(
                     vec![listener],
-                    Arc::new(Floor),
+                    Arc::new(Floor { hand_off }),
                     FrontConfig::default(),
                     &mut floor_tasks,
                 )
