@@ -518,22 +518,19 @@ pub const ROUTES: [RouteSpec; 7] = [
 ];
 
 impl RouteSpec {
-    /// The `{channel}` segment (or `Some(None)` for a pattern without one) when `segments`
-    /// fit the pattern.
-    fn matches<'a>(&self, segments: &[&'a str]) -> Option<Option<&'a str>> {
-        let pattern: Vec<&str> = self.path[1..].split('/').collect();
-        if pattern.len() != segments.len() {
-            return None;
-        }
+    /// The `{channel}` segment (or `Some(None)` for a pattern without one) when `path`'s
+    /// segments (without its leading slash) fit the pattern.
+    fn matches<'a>(&self, path: &'a str) -> Option<Option<&'a str>> {
+        let (mut want, mut got) = (self.path[1..].split('/'), path.split('/'));
         let mut channel = None;
-        for (want, got) in pattern.iter().zip(segments) {
-            if *want == "{channel}" {
-                channel = Some(*got);
-            } else if want != got {
-                return None;
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return Some(channel),
+                (Some("{channel}"), Some(segment)) => channel = Some(segment),
+                (Some(w), Some(g)) if w == g => {}
+                _ => return None,
             }
         }
-        Some(channel)
     }
 }
 
@@ -582,14 +579,10 @@ impl Route {
             .strip_suffix('/')
             .filter(|p| !p.is_empty())
             .unwrap_or(path);
-        let segments: Vec<&str> = trimmed
-            .strip_prefix('/')
-            .unwrap_or(trimmed)
-            .split('/')
-            .collect();
+        let relative = trimmed.strip_prefix('/').unwrap_or(trimmed);
         let mut allowed = None;
         for spec in &ROUTES {
-            let Some(channel) = spec.matches(&segments) else {
+            let Some(channel) = spec.matches(relative) else {
                 continue;
             };
             let channel = channel.map(path_channel).transpose()?;
