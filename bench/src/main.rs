@@ -449,9 +449,8 @@ fn pipeline(options: &Options) -> String {
          message to be synced, and concurrent senders share each sync; targets at concurrency 64: \
          at least 20,000 messages/s ({durable_rate}) with p99 under 10 ms ({durable_p99})."
     );
-    let shares = |shares: &[(usize, bool, f64)]| -> String {
-        shares
-            .iter()
+    let shares = |rows: &[(usize, bool, f64)]| -> String {
+        rows.iter()
             .map(|(c, awake, share)| {
                 format!(
                     "{share:.0}% at concurrency {c}{}",
