@@ -10,7 +10,8 @@
 //! next read, once per rocket however many messages it took meanwhile. A page always sees
 //! every commit made before it.
 
-use std::collections::{BTreeSet, HashMap};
+use foldhash::HashMap;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey};
@@ -169,7 +170,7 @@ mod tests {
             .map(|i| flight(&channel(&format!("r{i}")), 30, &mut rng))
             .collect();
         let mut applied = vec![0usize; flights.len()];
-        let mut rockets: HashMap<Channel, Rocket> = HashMap::new();
+        let mut rockets: HashMap<Channel, Rocket> = HashMap::default();
         let mut index = SortedIndex::default();
         for step in 0..400 {
             let i = rng.below(flights.len() as u64) as usize;

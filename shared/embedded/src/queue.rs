@@ -19,8 +19,9 @@
 //! message; an operator, a Lambda invocation or the disk read the JSON); ids are shared, not
 //! copied, between the queue and what it hands out.
 
+use foldhash::HashMap;
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -518,7 +519,7 @@ impl EmbeddedQueue {
             durable: true,
             ..State::default()
         };
-        let mut receipts: HashMap<u64, (u32, u64)> = HashMap::new();
+        let mut receipts: HashMap<u64, (u32, u64)> = HashMap::default();
         for (key, value) in read(Space::Receipts)? {
             let receipt = value.split_first_chunk::<4>().and_then(|(count, first)| {
                 Some((be_u64(&key)?, (u32::from_be_bytes(*count), be_u64(first)?)))

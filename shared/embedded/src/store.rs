@@ -2,8 +2,9 @@
 //!
 //! Listing is a [`SortedIndex`].
 
+use foldhash::HashMap;
+use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use rockets::listing::{ListQuery, RocketPage};

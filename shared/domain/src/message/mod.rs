@@ -5,6 +5,7 @@
 //! - [`Event`], [`MessageType`], [`Envelope`] (here): what a message says, and the limits on
 //!   new messages.
 //! - `wire.rs`: the JSON reader and the canonical writer.
+//! - `scan.rs`: the reader's fast path, the usual shape of a body read without serde.
 //!
 //! Parsing walks the document field by field over borrowed raw JSON, so the first bad field is
 //! named exactly and nothing is allocated for fields that are never read. The same parser reads
@@ -13,6 +14,7 @@
 
 mod error;
 mod ids;
+mod scan;
 mod wire;
 
 use std::sync::Arc;

@@ -9,6 +9,8 @@ use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use super::scan;
+
 use super::{Channel, Envelope, Event, MessageNumber, MessageType, ValidationError};
 
 impl Envelope {
@@ -26,8 +28,13 @@ impl Envelope {
         // per string.
         let body = std::str::from_utf8(body)
             .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
-        let root: WireRoot = serde_json::from_str(body)
-            .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
+        // The usual shape is read by hand; anything else, and every malformed body, by
+        // serde_json, which also says what is wrong.
+        let root = match scan::fields(body) {
+            Some(root) => root,
+            None => serde_json::from_str(body)
+                .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?,
+        };
         let metadata = root.metadata.object("metadata")?;
         let channel = Channel::parse(&string(metadata.channel, "metadata.channel")?)
             .map_err(|reason| ValidationError::invalid("metadata.channel", reason))?;
@@ -232,20 +239,24 @@ pub fn format_time(time: &DateTime<FixedOffset>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-type Raw<'a> = Option<&'a RawValue>;
+/// A field's value as the JSON text it was sent as (without surrounding whitespace), `None`
+/// when the field is absent or `null`.
+pub(super) type Raw<'a> = Option<&'a str>;
 
-#[derive(Deserialize)]
-struct WireRoot<'a> {
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(PartialEq, Debug))]
+pub(super) struct WireRoot<'a> {
     #[serde(borrow, default)]
-    metadata: Nested<WireMetadata<'a>>,
+    pub(super) metadata: Nested<WireMetadata<'a>>,
     #[serde(borrow, default)]
-    message: Nested<WireBody<'a>>,
+    pub(super) message: Nested<WireBody<'a>>,
 }
 
 /// A field that should hold an object, read in the same pass as its parent: absent (or
 /// null), the object, or something else.
 #[derive(Default)]
-enum Nested<T> {
+#[cfg_attr(test, derive(PartialEq, Debug))]
+pub(super) enum Nested<T> {
     #[default]
     Absent,
     Object(T),
@@ -313,58 +324,57 @@ impl<T> Nested<T> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(PartialEq, Debug))]
 #[serde(rename_all = "camelCase")]
-struct WireMetadata<'a> {
+pub(super) struct WireMetadata<'a> {
     #[serde(borrow, default, deserialize_with = "raw")]
-    channel: Raw<'a>,
+    pub(super) channel: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    message_number: Raw<'a>,
+    pub(super) message_number: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    message_time: Raw<'a>,
+    pub(super) message_time: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    message_type: Raw<'a>,
+    pub(super) message_type: Raw<'a>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(PartialEq, Debug))]
 #[serde(rename_all = "camelCase")]
-struct WireBody<'a> {
+pub(super) struct WireBody<'a> {
     #[serde(borrow, default, rename = "type", deserialize_with = "raw")]
-    rocket_type: Raw<'a>,
+    pub(super) rocket_type: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    launch_speed: Raw<'a>,
+    pub(super) launch_speed: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    mission: Raw<'a>,
+    pub(super) mission: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    by: Raw<'a>,
+    pub(super) by: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    new_mission: Raw<'a>,
+    pub(super) new_mission: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "raw")]
-    reason: Raw<'a>,
+    pub(super) reason: Raw<'a>,
 }
 
 /// Keeps a field as borrowed raw JSON, treating an explicit `null` like an absent field.
 fn raw<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Raw<'de>, D::Error> {
-    let value = <&'de RawValue>::deserialize(deserializer)?;
-    Ok((value.get() != "null").then_some(value))
+    let value = <&'de RawValue>::deserialize(deserializer)?.get();
+    Ok((value != "null").then_some(value))
 }
 
-fn present<'a>(raw: Raw<'a>, field: &'static str) -> Result<&'a RawValue, ValidationError> {
+fn present<'a>(raw: Raw<'a>, field: &'static str) -> Result<&'a str, ValidationError> {
     raw.ok_or(ValidationError::Missing { field })
 }
 
 fn string<'a>(raw: Raw<'a>, field: &'static str) -> Result<Cow<'a, str>, ValidationError> {
     let raw = present(raw, field)?;
     // A raw value is valid JSON, so a quoted one without escapes is its own content.
-    if let Some(inner) = raw
-        .get()
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
+    if let Some(inner) = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"'))
         && !inner.contains('\\')
     {
         return Ok(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<Cow<'a, str>>(raw.get()).map_err(|_| ValidationError::WrongType {
+    serde_json::from_str::<Cow<'a, str>>(raw).map_err(|_| ValidationError::WrongType {
         field,
         expected: "a string",
     })
@@ -388,7 +398,7 @@ fn integer(raw: Raw<'_>, field: &'static str, min: u64) -> Result<u64, Validatio
     } else {
         "an integer of at least 1"
     };
-    match whole_number(raw.get()) {
+    match whole_number(raw) {
         None => Err(ValidationError::WrongType { field, expected }),
         Some(Some(n)) if n < i128::from(min) => Err(ValidationError::invalid(
             field,
@@ -519,7 +529,10 @@ mod tests {
                 time,
                 event,
             };
-            prop_assert_eq!(canonical(&envelope), serde_json::to_string(&envelope).unwrap());
+            let json = canonical(&envelope);
+            prop_assert_eq!(&json, &serde_json::to_string(&envelope).unwrap());
+            // Every canonical body without an escape takes the fast path.
+            prop_assert_eq!(super::scan::fields(&json).is_some(), !json.contains('\\'));
         }
     }
 
