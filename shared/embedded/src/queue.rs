@@ -203,10 +203,17 @@ const FIRST_RECEIPT: u32 = 2;
 
 /// `00000000000000000042-local`: sequence numbers as fixed-width ids, so ids sort as numbers.
 fn message_id(sequence: u64) -> Arc<str> {
-    let mut id = String::with_capacity(26);
-    push_decimal(&mut id, u128::from(sequence), 20);
-    id.push_str("-local");
-    id.into()
+    // Twenty digits hold any u64.
+    let mut id = *b"00000000000000000000-local";
+    let mut rest = sequence;
+    for digit in id[..20].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&id).expect("ASCII digits").into()
 }
 
 /// `lease:sequence:group`, which [`State::leased`] reads back.
@@ -357,11 +364,23 @@ fn leased<'g>(
     groups: &'g mut HashMap<Arc<str>, Group>,
     receipt_handle: &str,
 ) -> Option<(&'g mut Group, u64)> {
-    let mut parts = receipt_handle.splitn(3, ':');
-    let lease = parts.next()?.parse::<u64>().ok()?;
-    let sequence = parts.next()?.parse::<u64>().ok()?;
-    let group = groups.get_mut(parts.next()?)?;
+    let (lease, rest) = number_before_colon(receipt_handle)?;
+    let (sequence, group_id) = number_before_colon(rest)?;
+    let group = groups.get_mut(group_id)?;
     (group.lease == lease && group.in_flight > 0).then_some((group, sequence))
+}
+
+/// The decimal number that `text` starts with up to its first `:`, and what follows the `:`.
+fn number_before_colon(text: &str) -> Option<(u64, &str)> {
+    let (digits, rest) = text.split_at(text.bytes().position(|b| b == b':')?);
+    if digits.is_empty() {
+        return None;
+    }
+    let number = digits.bytes().try_fold(0u64, |n, b| {
+        let digit = u64::from(b.checked_sub(b'0').filter(|d| *d < 10)?);
+        n.checked_mul(10)?.checked_add(digit)
+    })?;
+    Some((number, &rest[1..]))
 }
 
 /// A message as the data directory keeps it in [`Space::Queue`] and [`Space::Dead`].
@@ -1122,6 +1141,21 @@ mod tests {
         for n in [0, 1, 42, 99_999, u64::MAX] {
             assert_eq!(*message_id(n), format!("{n:020}-local"));
             assert_eq!(receipt_handle(n, 7, "a:b"), format!("{n}:7:a:b"));
+            assert_eq!(
+                number_before_colon(&receipt_handle(n, 7, "a:b")),
+                Some((n, "7:a:b"))
+            );
+        }
+        for refused in [
+            "",
+            ":",
+            "x:1",
+            "1x:2",
+            "-1:2",
+            "18446744073709551616:1",
+            "12",
+        ] {
+            assert_eq!(number_before_colon(refused), None, "{refused}");
         }
     }
 
