@@ -22,6 +22,7 @@
 use foldhash::HashMap;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +123,9 @@ pub struct QueueDepth {
 pub struct EmbeddedQueue {
     state: Mutex<State>,
     wake: Notify,
+    /// Whether a receive is lingering, looking for the next message without sleeping: a send
+    /// then wakes no one, since that receive will find it.
+    lingering: AtomicBool,
     config: QueueConfig,
     dir: Option<DataDir>,
 }
@@ -191,6 +195,22 @@ struct State {
 
 /// How long a receive that finds nothing looks again before it sleeps until a send wakes it.
 const LINGER: Duration = Duration::from_micros(50);
+
+/// The one lingering receive's claim on [`EmbeddedQueue::lingering`], given up when dropped,
+/// also when the receive is cancelled, so that sends never stop waking receives.
+struct Lingering<'q>(&'q AtomicBool);
+
+impl<'q> Lingering<'q> {
+    fn take(flag: &'q AtomicBool) -> Option<Self> {
+        (!flag.swap(true, Ordering::SeqCst)).then_some(Lingering(flag))
+    }
+}
+
+impl Drop for Lingering<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
 
 /// Sequence numbers reserved in the data directory at a time, so that a message's send writes
 /// no counter of its own.
@@ -506,6 +526,7 @@ impl EmbeddedQueue {
         EmbeddedQueue {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            lingering: AtomicBool::new(false),
             config,
             dir: None,
         }
@@ -598,6 +619,7 @@ impl EmbeddedQueue {
         Ok(EmbeddedQueue {
             state: Mutex::new(state),
             wake: Notify::new(),
+            lingering: AtomicBool::new(false),
             config,
             dir: Some(dir.clone()),
         })
@@ -685,7 +707,7 @@ impl EmbeddedQueue {
             },
         );
         drop(state);
-        self.wake.notify_one();
+        self.wake_one();
         Ok(Some(id))
     }
 
@@ -714,7 +736,7 @@ impl EmbeddedQueue {
             }
             state.push(group_id, deduplication_id, body)
         };
-        self.wake.notify_one();
+        self.wake_one();
         Some(id)
     }
 
@@ -777,17 +799,16 @@ impl EmbeddedQueue {
     /// Receives up to `max` messages, waiting up to `wait` for the first one (long polling).
     pub async fn receive(&self, max: usize, wait: Duration) -> Vec<ReceivedMessage> {
         let deadline = Instant::now() + wait;
-        // Before sleeping on the queue, look again for a moment, as Go's scheduler spins before
-        // it parks: under load the next message is usually that close, and taking it without a
-        // wake-up saves the sender a thread hand-off (on a virtual machine, a vCPU's way out of
-        // idle, tens of microseconds).
-        let linger = std::time::Instant::now() + LINGER;
-        while std::time::Instant::now() < linger {
-            let batch = self.try_receive(max);
+        // Before sleeping on the queue, one receive at a time looks again for a moment, as
+        // Go's scheduler spins before it parks: under load the next message is usually that
+        // close, and taking it without a wake-up saves the sender a thread hand-off (on a
+        // virtual machine, a vCPU's way out of idle, tens of microseconds).
+        if let Some(lingering) = Lingering::take(&self.lingering) {
+            let batch = self.linger(max).await;
+            drop(lingering);
             if !batch.is_empty() {
                 return self.handed_out(batch);
             }
-            tokio::task::yield_now().await;
         }
         loop {
             let notified = self.wake.notified();
@@ -807,6 +828,25 @@ impl EmbeddedQueue {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(until) => {}
             }
+        }
+    }
+
+    /// Looks for messages for [`LINGER`] without sleeping; an empty batch if none came.
+    async fn linger(&self, max: usize) -> Vec<ReceivedMessage> {
+        let until = std::time::Instant::now() + LINGER;
+        loop {
+            let batch = self.try_receive(max);
+            if !batch.is_empty() || std::time::Instant::now() >= until {
+                return batch;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Wakes a sleeping receive, unless one is lingering and will find the news itself.
+    fn wake_one(&self) {
+        if !self.lingering.load(Ordering::SeqCst) {
+            self.wake.notify_one();
         }
     }
 
@@ -853,7 +893,7 @@ impl EmbeddedQueue {
         state.forget(&message);
         drop(guard);
         if woken {
-            self.wake.notify_one();
+            self.wake_one();
         }
         true
     }
@@ -1113,6 +1153,62 @@ mod tests {
 
     fn bodies(batch: &[ReceivedMessage]) -> Vec<&str> {
         batch.iter().map(ReceivedMessage::body).collect()
+    }
+
+    /// Sends skip the wake-up while a receive lingers; no message may be left waiting for a
+    /// receive's long poll to end by that, whatever the interleaving of senders, lingering and
+    /// sleeping receives and deletes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_message_reaches_a_receive_at_once_while_one_lingers_and_others_sleep() {
+        let q = Arc::new(queue(60_000, 5));
+        let (sender_count, per_sender) = (4u32, 60u32);
+        let started = std::time::Instant::now();
+        let receivers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let mut got = 0;
+                    loop {
+                        let batch = q.receive(1, Duration::from_secs(2)).await;
+                        if batch.is_empty() {
+                            return got;
+                        }
+                        for message in batch {
+                            assert!(q.delete(&message.receipt_handle));
+                            got += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let senders: Vec<_> = (0..sender_count)
+            .map(|s| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    for n in 1..=per_sender {
+                        // Now and then slower than the linger, so that receives fall asleep.
+                        let pause = if n % 3 == 0 { 400 } else { 20 };
+                        tokio::time::sleep(Duration::from_micros(pause)).await;
+                        q.send_message(queued(&format!("g{}", n % 5), s * 1000 + n));
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        let mut received = 0;
+        for receiver in receivers {
+            received += receiver.await.unwrap();
+        }
+        assert_eq!(received, (sender_count * per_sender) as usize);
+        // Every receive ends two seconds after the last message it took; a message that had to
+        // wait for a long poll to end would add two more.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
