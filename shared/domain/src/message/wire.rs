@@ -9,9 +9,7 @@ use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::scan;
-
-use super::{Channel, Envelope, Event, MessageNumber, MessageType, ValidationError};
+use super::{Channel, Envelope, Event, MessageNumber, MessageType, ValidationError, scan};
 
 impl Envelope {
     /// Parses and validates a wire message, failing on the first bad field.
