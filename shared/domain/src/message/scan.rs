@@ -295,20 +295,8 @@ mod tests {
     /// A body built from pieces the scanner takes and pieces it leaves to serde_json.
     fn body() -> impl Strategy<Value = String> {
         let space = prop::sample::select(vec!["", " ", "\n", "\t", "\r\n  ", "\u{c}"]);
-        let key = prop::sample::select(vec![
-            "channel",
-            "messageNumber",
-            "messageTime",
-            "messageType",
-            "type",
-            "launchSpeed",
-            "mission",
-            "by",
-            "newMission",
-            "reason",
-            "other",
-            "chan\\u006eel",
-        ]);
+        let keys = METADATA.iter().chain(&BODY).copied();
+        let key = prop::sample::select(keys.chain(["other", "chan\\u006eel"]).collect::<Vec<_>>());
         let value = prop_oneof![
             "\"[ -~é\u{1F680}\t\\\\]{0,6}\"",
             "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,4})?",
