@@ -223,17 +223,10 @@ const FIRST_RECEIPT: u32 = 2;
 
 /// `00000000000000000042-local`: sequence numbers as fixed-width ids, so ids sort as numbers.
 fn message_id(sequence: u64) -> Arc<str> {
-    // Twenty digits hold any u64.
-    let mut id = *b"00000000000000000000-local";
-    let mut rest = sequence;
-    for digit in id[..20].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&id).expect("ASCII digits").into()
+    let mut id = String::with_capacity(26);
+    push_decimal(&mut id, u128::from(sequence), 20);
+    id.push_str("-local");
+    id.into()
 }
 
 /// `lease:sequence:group`, which [`State::leased`] reads back.
@@ -392,15 +385,8 @@ fn leased<'g>(
 
 /// The decimal number that `text` starts with up to its first `:`, and what follows the `:`.
 fn number_before_colon(text: &str) -> Option<(u64, &str)> {
-    let (digits, rest) = text.split_at(text.bytes().position(|b| b == b':')?);
-    if digits.is_empty() {
-        return None;
-    }
-    let number = digits.bytes().try_fold(0u64, |n, b| {
-        let digit = u64::from(b.checked_sub(b'0').filter(|d| *d < 10)?);
-        n.checked_mul(10)?.checked_add(digit)
-    })?;
-    Some((number, &rest[1..]))
+    let (digits, rest) = text.split_once(':')?;
+    Some((digits.parse().ok()?, rest))
 }
 
 /// A message as the data directory keeps it in [`Space::Queue`] and [`Space::Dead`].

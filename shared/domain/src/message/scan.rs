@@ -34,35 +34,25 @@ pub(super) fn fields(body: &str) -> Option<WireRoot<'_>> {
         return None;
     }
     Some(WireRoot {
-        metadata: map(
-            metadata.unwrap_or_default(),
-            |[channel, number, time, kind]| WireMetadata {
+        metadata: metadata
+            .unwrap_or_default()
+            .map(|[channel, number, time, kind]| WireMetadata {
                 channel,
                 message_number: number,
                 message_time: time,
                 message_type: kind,
-            },
-        ),
-        message: map(
-            message.unwrap_or_default(),
-            |[kind, speed, mission, by, new, reason]| WireBody {
+            }),
+        message: message
+            .unwrap_or_default()
+            .map(|[kind, speed, mission, by, new, reason]| WireBody {
                 rocket_type: kind,
                 launch_speed: speed,
                 mission,
                 by,
                 new_mission: new,
                 reason,
-            },
-        ),
+            }),
     })
-}
-
-fn map<T, U>(nested: Nested<T>, f: impl FnOnce(T) -> U) -> Nested<U> {
-    match nested {
-        Nested::Absent => Nested::Absent,
-        Nested::Object(value) => Nested::Object(f(value)),
-        Nested::NotAnObject => Nested::NotAnObject,
-    }
 }
 
 struct Scanner<'a> {

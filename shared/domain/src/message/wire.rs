@@ -310,6 +310,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
 }
 
 impl<T> Nested<T> {
+    pub(super) fn map<U>(self, f: impl FnOnce(T) -> U) -> Nested<U> {
+        match self {
+            Nested::Absent => Nested::Absent,
+            Nested::Object(value) => Nested::Object(f(value)),
+            Nested::NotAnObject => Nested::NotAnObject,
+        }
+    }
+
     fn object(self, field: &'static str) -> Result<T, ValidationError> {
         match self {
             Nested::Object(value) => Ok(value),
