@@ -106,6 +106,9 @@ fn options() -> Options {
 }
 
 fn main() {
+    // The servers run in this process as `rockets-local` runs them, with its subscriber and
+    // level (`RUST_LOG`, INFO by default): what their spans and lines cost is measured too.
+    rockets::telemetry::init_with_writer(std::io::sink);
     let options = options();
     let mut report = String::new();
     let _ = writeln!(report, "# Benchmarks\n");

@@ -401,9 +401,11 @@ async fn apply_channel<'r, S: ChannelStore, D: MessageQueue, R: QueueRecord>(
     let mut drain_unfinished = false;
     if let Some(first) = messages.first() {
         let channel = first.channel.clone();
-        // Every line logged while loading and committing carries the channel and the numbers.
+        // At DEBUG, every line logged while loading and committing carries the channel and
+        // the numbers. Those above DEBUG name their channel themselves, so the span is not
+        // built for every channel of every batch at INFO.
         let span =
-            tracing::info_span!("channel", channel = %channel, numbers = ?Numbers(&messages));
+            tracing::debug_span!("channel", channel = %channel, numbers = ?Numbers(&messages));
         let applied = apply_messages(store, settings, &channel, &messages)
             .instrument(span)
             .await;

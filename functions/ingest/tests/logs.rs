@@ -36,19 +36,31 @@ impl std::io::Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn every_line_logged_for_a_message_carries_its_channel_and_number() {
+/// A queue that is down.
+struct UnavailableQueue;
+
+impl MessageQueue for UnavailableQueue {
+    async fn send(&self, _: &Envelope) -> Result<(), QueueError> {
+        Err(QueueError::Unavailable("SQS did not answer".into()))
+    }
+}
+
+/// Posts one launch of channel 193270a9-… number 1 to `queue`, with Lambda's JSON log format at
+/// `level`; the status and the lines logged.
+async fn post_logging_at<Q: MessageQueue>(
+    queue: &Q,
+    level: lambda_http::tracing::Level,
+) -> (u16, Vec<Value>) {
     use lambda_http::tracing::subscriber;
     let captured = Captured::default();
     let writer = captured.clone();
     let json_logs = subscriber::fmt()
         .json()
-        .with_max_level(lambda_http::tracing::Level::DEBUG)
+        .with_max_level(level)
         .with_writer(move || writer.clone())
         .finish();
     let _logging =
         lambda_http::tracing::subscriber::util::SubscriberInitExt::set_default(json_logs);
-    let queue = RecordingQueue::default();
     let body = json!({
         "metadata": {
             "channel": "193270a9-c9cf-404a-8f83-838e71d9ae67",
@@ -66,13 +78,42 @@ async fn every_line_logged_for_a_message_carries_its_channel_and_number() {
         body.to_string().into_bytes(),
     )
     .unwrap();
-    let response = ingest::handle(&queue, request).await;
-    assert_eq!(response.status(), 202);
+    let status = ingest::handle(queue, request).await.status().as_u16();
     let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = logged
+    let lines = logged
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
+    (status, lines)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn at_info_an_accepted_message_logs_nothing() {
+    let queue = RecordingQueue::default();
+    let (status, lines) = post_logging_at(&queue, lambda_http::tracing::Level::INFO).await;
+    assert_eq!(status, 202);
+    assert_eq!(lines, Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn at_info_a_message_the_queue_did_not_take_is_logged_with_its_channel_and_number() {
+    let (status, lines) =
+        post_logging_at(&UnavailableQueue, lambda_http::tracing::Level::INFO).await;
+    assert_eq!(status, 503);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["level"], "WARN");
+    let error = lines[0]["fields"]["error"].as_str().unwrap();
+    assert!(
+        error.ends_with("(channel 193270a9-c9cf-404a-8f83-838e71d9ae67 message 1)"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn at_debug_every_line_logged_for_a_message_carries_its_channel_and_number() {
+    let queue = RecordingQueue::default();
+    let (status, lines) = post_logging_at(&queue, lambda_http::tracing::Level::DEBUG).await;
+    assert_eq!(status, 202);
     assert!(!lines.is_empty(), "nothing logged");
     for line in &lines {
         assert_eq!(line["span"]["name"], "message", "{line}");
