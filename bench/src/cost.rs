@@ -274,7 +274,8 @@ pub fn run(
             bill.apply_ms.push(begun.elapsed().as_secs_f64() * 1e3);
             bill.apply_invocations += 1;
             assert!(response.batch_item_failures.is_empty(), "{response:?}");
-            QueueConsumer::delete(&batcher, handles)
+            let handles: Vec<&str> = handles.iter().map(String::as_str).collect();
+            QueueConsumer::delete(&batcher, &handles)
                 .await
                 .expect("delete");
             bill.sqs_deletes += 1;

@@ -140,12 +140,15 @@ pub async fn pump<C: QueueConsumer, A: Applier<C::Record>>(
                 continue;
             }
         };
-        let done: Vec<String> = records
+        let done: Vec<&str> = records
             .iter()
-            .filter(|r| r.message_id().is_some_and(|id| !failed.contains(id)))
-            .filter_map(|r| r.receipt_handle().map(str::to_owned))
+            .filter(|r| {
+                r.message_id()
+                    .is_some_and(|id| failed.is_empty() || !failed.contains(id))
+            })
+            .filter_map(QueueRecord::receipt_handle)
             .collect();
-        if let Err(error) = source.delete(done).await {
+        if let Err(error) = source.delete(&done).await {
             tracing::warn!(%error, "delete failed; those records will be delivered again");
         }
     }

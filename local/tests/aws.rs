@@ -90,11 +90,11 @@ impl Aws {
     }
 
     async fn delete(&self, records: &[SqsMessage]) {
-        let handles = records
+        let handles: Vec<&str> = records
             .iter()
-            .filter_map(|r| r.receipt_handle.clone())
+            .filter_map(|r| r.receipt_handle.as_deref())
             .collect();
-        self.queue.delete(handles).await.unwrap();
+        self.queue.delete(&handles).await.unwrap();
     }
 
     async fn depth(&self, url: &str) -> (u64, u64) {

@@ -250,7 +250,7 @@ pub trait QueueConsumer: Send + Sync {
     /// Deletes the records with these receipt handles.
     fn delete(
         &self,
-        receipt_handles: Vec<String>,
+        receipt_handles: &[&str],
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 

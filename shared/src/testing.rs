@@ -634,11 +634,8 @@ pub mod contract {
                 );
                 received.push(message);
             }
-            let handles = batch
-                .iter()
-                .filter_map(|r| r.receipt_handle().map(str::to_owned))
-                .collect();
-            queue.delete(handles).await.unwrap();
+            let handles: Vec<&str> = batch.iter().filter_map(|r| r.receipt_handle()).collect();
+            queue.delete(&handles).await.unwrap();
             if received.len() >= 4 {
                 break;
             }

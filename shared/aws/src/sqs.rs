@@ -260,7 +260,7 @@ impl QueueConsumer for SqsQueue {
             .collect())
     }
 
-    async fn delete(&self, receipt_handles: Vec<String>) -> Result<(), QueueError> {
+    async fn delete(&self, receipt_handles: &[&str]) -> Result<(), QueueError> {
         let calls = receipt_handles.chunks(DELETE_BATCH_LIMIT).map(|chunk| {
             let entries = chunk
                 .iter()
@@ -268,7 +268,7 @@ impl QueueConsumer for SqsQueue {
                 .map(|(i, handle)| {
                     DeleteMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .receipt_handle(handle)
+                        .receipt_handle(*handle)
                         .build()
                         .expect("id and handle are set")
                 })

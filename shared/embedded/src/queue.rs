@@ -1022,9 +1022,9 @@ impl QueueConsumer for EmbeddedQueue {
         Ok(EmbeddedQueue::receive(self, max, wait).await)
     }
 
-    async fn delete(&self, receipt_handles: Vec<String>) -> Result<(), QueueError> {
-        for handle in receipt_handles {
-            if !EmbeddedQueue::delete(self, &handle) {
+    async fn delete(&self, receipt_handles: &[&str]) -> Result<(), QueueError> {
+        for &handle in receipt_handles {
+            if !EmbeddedQueue::delete(self, handle) {
                 tracing::warn!(handle, "delete refused: the visibility timeout had ended");
             }
         }
