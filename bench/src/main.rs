@@ -439,8 +439,9 @@ fn pipeline(options: &Options) -> String {
     let (durable_rate, durable_p99) = verdict(durable_at_64, 10_000.0);
     let _ = writeln!(
         out,
-        "\nEach run starts a fresh `rockets-local` in process, sends every message of its rockets in \
-         a shuffled order with 10% sent twice, from that many threads over keep-alive connections, \
+        "\nEach run starts a fresh `rockets-local` in process, logging as the binary does (its \
+         subscriber at `RUST_LOG`, INFO by default, writing to nowhere), sends every message of \
+         its rockets in a shuffled order with 10% sent twice, from that many threads over keep-alive connections, \
          and then pages through `GET /rockets` until every rocket equals its in-order fold. \
          The floor is the same HTTP front serving a handler that reads each body and answers \
          202, under the same load in the same run; \"of the floor\" is the median rate as a \
