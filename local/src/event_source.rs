@@ -142,10 +142,7 @@ pub async fn pump<C: QueueConsumer, A: Applier<C::Record>>(
         };
         let done: Vec<&str> = records
             .iter()
-            .filter(|r| {
-                r.message_id()
-                    .is_some_and(|id| failed.is_empty() || !failed.contains(id))
-            })
+            .filter(|r| r.message_id().is_some_and(|id| !failed.contains(id)))
             .filter_map(QueueRecord::receipt_handle)
             .collect();
         if let Err(error) = source.delete(&done).await {
