@@ -442,7 +442,8 @@ fn pipeline(options: &Options) -> String {
         "\nEach run starts a fresh `rockets-local` in process, logging as the binary does (its \
          subscriber at `RUST_LOG`, INFO by default, writing to nowhere), sends every message of \
          its rockets in a shuffled order with 10% sent twice, from that many threads over \
-         keep-alive connections, and then pages through `GET /rockets` until every rocket equals its in-order fold. \
+         keep-alive connections, and then pages through `GET /rockets` until every rocket \
+         equals its in-order fold. \
          The floor is the same HTTP front serving a handler that reads each body and answers \
          202, under the same load in the same run; \"of the floor\" is the median rate as a \
          share of the floor's at that concurrency, and the load generator's CPU share is its \
