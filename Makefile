@@ -9,7 +9,7 @@ test:             ## every check, as CI runs it (installs the emulators and tool
 
 check:            ## the fast inner loop: formatting, lints, and the tests that need no emulator
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo test --workspace
 
 build:            ## the workspace, debug

@@ -52,7 +52,7 @@ where
         records: &[R],
     ) -> Result<(SqsBatchResponse, Option<BatchSummary>), String> {
         // A panicking handler fails its invocation, as in Lambda; the batch comes back.
-        let outcome = AssertUnwindSafe(apply::apply_batch_backing_off(
+        let outcome = AssertUnwindSafe(apply::apply_batch(
             &*self.store,
             &*self.visibility,
             &*self.dead_letters,

@@ -5,16 +5,16 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use tokio::io::AsyncWriteExt as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-
-use crate::launch::read_response;
 
 /// Why an invocation did not answer with a batch response; the whole batch comes back.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error("invoke endpoint unreachable: {0}")]
-    Unreachable(#[source] std::io::Error),
+    Unreachable(String),
     #[error("invoke answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("the function failed: {0}")]
@@ -51,22 +51,39 @@ impl Invoker {
         let mut event = SqsEvent::default();
         event.records = records.to_vec();
         let body = serde_json::to_vec(&event).expect("an SQS event serialises");
-        let head = format!(
-            "POST /2015-03-31/functions/{}/invocations HTTP/1.1\r\nHost: {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.function,
-            self.address,
-            body.len()
-        );
+        let request = hyper::Request::post(format!(
+            "/2015-03-31/functions/{}/invocations",
+            self.function
+        ))
+        .header(hyper::header::HOST, &self.address)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| InvokeError::Unreachable(e.to_string()))?;
         let exchange = async {
-            let mut stream = TcpStream::connect(&self.address).await?;
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(&body).await?;
-            read_response(&mut stream).await
+            let stream = TcpStream::connect(&self.address)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, body))
         };
         let (status, body) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| InvokeError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(|_| InvokeError::Unreachable("no answer in time".into()))?
             .map_err(InvokeError::Unreachable)?;
         let text = String::from_utf8_lossy(&body).into_owned();
         if status != 200 {
@@ -85,15 +102,25 @@ impl Invoker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
 
-    /// An invoke endpoint that answers every request with `status` and `body`, and keeps the
-    /// request lines it saw.
+    /// An invoke endpoint that answers one request with `status` and `body`, and keeps the
+    /// request line it saw.
     async fn endpoint(
         status: u16,
         body: &'static str,
     ) -> (String, tokio::task::JoinHandle<String>) {
+        let answer = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        answering(answer).await
+    }
+
+    /// An invoke endpoint that answers one request with `answer`, as it is, and then closes the
+    /// connection; it keeps the request line it saw.
+    async fn answering(answer: String) -> (String, tokio::task::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = tokio::spawn(async move {
@@ -104,11 +131,8 @@ mod tests {
                 let n = stream.read(&mut chunk).await.unwrap();
                 request.extend_from_slice(&chunk[..n]);
             }
-            let answer = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
             stream.write_all(answer.as_bytes()).await.unwrap();
+            drop(stream);
             String::from_utf8_lossy(&request)
                 .lines()
                 .next()
@@ -143,6 +167,26 @@ mod tests {
             matches!(error, InvokeError::Status { status: 404, .. }),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn chunked_and_close_delimited_answers_are_read_whole() {
+        let body = r#"{"batchItemFailures":[{"itemIdentifier":"c"}]}"#;
+        let (first, second) = body.split_at(15);
+        let chunked = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+            first.len(),
+            second.len()
+        );
+        let (url, _) = answering(chunked).await;
+        let response = invoker(&url).invoke(&[]).await.unwrap();
+        assert_eq!(response.batch_item_failures[0].item_identifier, "c");
+
+        let closed = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n\
+                      {\"batchItemFailures\":[{\"itemIdentifier\":\"d\"}]}";
+        let (url, _) = answering(closed.to_string()).await;
+        let response = invoker(&url).invoke(&[]).await.unwrap();
+        assert_eq!(response.batch_item_failures[0].item_identifier, "d");
     }
 
     #[test]

@@ -11,14 +11,12 @@
 //! - [`activity`]: counters and the periodic one-line summary.
 //! - [`limits`]: the open-file limit.
 //! - [`operations`]: the embedded queue's depth, dead letters and redrive, under `/local/`.
-//! - [`launch`]: a load generator that behaves like the challenge's `rockets launch`.
 
 pub mod activity;
 pub mod cors;
 pub mod event_source;
 pub mod front;
 pub mod invoke;
-pub mod launch;
 pub mod limits;
 pub mod operations;
 

@@ -78,8 +78,8 @@ pub fn handle(
 mod tests {
     use super::*;
     use rockets::ports::MessageQueue as _;
-    use rockets::testing::{Rng, channel, flight};
     use rockets_embedded::{DeadLetters, QueueConfig};
+    use rockets_testkit::{Rng, channel, flight};
 
     fn body(response: &Response<Body>) -> Value {
         serde_json::from_slice(response.body().as_ref()).unwrap()

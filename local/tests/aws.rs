@@ -6,7 +6,6 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apply::apply_batch;
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -16,10 +15,10 @@ use rockets::ordering::ParkedView;
 use rockets::ordering::Timeline;
 use rockets::ports::{ChannelStore, CommitOutcome, QueueConsumer, QueuedMessage, RocketReader};
 use rockets::rocket::Rocket;
-use rockets::testing::{Rng, channel, emulator, flight, unique_name};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, Queues, ensure_queues, ensure_table};
 use rockets_aws::{DynamoStore, SqsQueue};
+use rockets_testkit::{Rng, channel, emulator, flight, unique_name};
 use support::{TestApp, assert_converges, post_all, post_concurrently_and_converge, traffic};
 
 struct Aws {
@@ -32,7 +31,7 @@ struct Aws {
 
 /// A fresh table and queue pair on moto, or `None` (skip) outside CI without it.
 async fn aws(visibility_secs: u64, max_receive_count: u32) -> Option<Aws> {
-    rockets::testing::init_test_logs();
+    rockets_testkit::init_test_logs();
     let endpoint = emulator("ROCKETS_TEST_MOTO")?;
     let config = emulator_config(&endpoint).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
@@ -217,7 +216,7 @@ async fn two_appliers_on_one_channel_at_once_apply_each_message_exactly_once() {
             rng.shuffle(&mut mine);
             let records: Vec<SqsMessage> = mine
                 .iter()
-                .map(|e| rockets::testing::sqs_record(&format!("{applier}-{}", e.number), e))
+                .map(|e| rockets_testkit::sqs_record(&format!("{applier}-{}", e.number), e))
                 .collect();
             let store = store.clone();
             // A record that fails (moto is slow under the other tests' load, and a request can
@@ -246,7 +245,7 @@ async fn two_appliers_on_one_channel_at_once_apply_each_message_exactly_once() {
         }
         let all: Vec<SqsMessage> = m
             .iter()
-            .map(|e| rockets::testing::sqs_record(&format!("all-{}", e.number), e))
+            .map(|e| rockets_testkit::sqs_record(&format!("all-{}", e.number), e))
             .collect();
         apply_batch(&*store, &all).await.unwrap();
         assert!(aws.rocket(&c).await.same_state(&fold(&m)), "round {round}");
@@ -261,7 +260,7 @@ async fn a_parked_message_is_applied_when_another_batch_fills_its_gap() {
     let Some(aws) = aws(30, 5).await else { return };
     let c = channel(&unique_name("gap"));
     let m = flight(&c, 3, &mut Rng::new(9));
-    let record = |e: &Envelope| rockets::testing::sqs_record(&format!("gap-{}", e.number), e);
+    let record = |e: &Envelope| rockets_testkit::sqs_record(&format!("gap-{}", e.number), e);
 
     let (_, summary) = apply_batch(&aws.store, &[record(&m[2]), record(&m[1])])
         .await
@@ -333,7 +332,7 @@ async fn the_first_message_recorded_under_a_number_wins_even_if_its_commit_faile
     // A different message 2 arrives: it is kept out, and the recorded one is applied.
     let records: Vec<SqsMessage> = [&m[0], &rival]
         .iter()
-        .map(|e| rockets::testing::sqs_record(&format!("orphan-{}", e.number), e))
+        .map(|e| rockets_testkit::sqs_record(&format!("orphan-{}", e.number), e))
         .collect();
     let (response, summary) = apply_batch(&aws.store, &records).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
@@ -518,7 +517,7 @@ async fn records_the_store_could_not_take_are_hidden_for_the_back_off_on_sqs() {
     let records = aws.queue.receive(10, Duration::from_secs(2)).await.unwrap();
     assert_eq!(records.len(), 1);
     // The store is down; the record backs off 6 s, three times the queue's visibility timeout.
-    let (response, _) = apply::apply_batch_backing_off(
+    let (response, _) = apply::apply_batch(
         &DownStore,
         &aws.queue,
         &aws.queue,
@@ -586,4 +585,27 @@ async fn history_items_expire_after_the_retention_and_nothing_else_does() {
         seen.iter().any(|sk| sk.starts_with("state#parked#")),
         "{seen:?}"
     );
+}
+
+/// Applies a batch as Lambda's handler does, with the default settings, a dead-letter queue and
+/// record visibility that only record what they are asked.
+async fn apply_batch<S: rockets::ports::ChannelStore, R: rockets::ports::QueueRecord>(
+    store: &S,
+    records: &[R],
+) -> Result<
+    (
+        aws_lambda_events::event::sqs::SqsBatchResponse,
+        apply::BatchSummary,
+    ),
+    apply::ApplyError,
+> {
+    let stand_in = rockets_testkit::RecordingQueue::default();
+    apply::apply_batch(
+        store,
+        &stand_in,
+        &stand_in,
+        &apply::Settings::default(),
+        records,
+    )
+    .await
 }

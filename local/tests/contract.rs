@@ -6,11 +6,11 @@ mod support;
 
 use rockets::listing::{ListQuery, SortKey};
 use rockets::ports::RocketReader;
-use rockets::testing::{contract, emulator, unique_name};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues};
 use rockets_aws::{DynamoStore, ListingShards, SqsQueue};
 use rockets_embedded::{DataDir, DurableStore, EmbeddedQueue, EmbeddedStore, QueueConfig};
+use rockets_testkit::{contract, emulator, unique_name};
 use support::Scratch;
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rockets::message::Envelope;
-use rockets::testing::{HttpClient, Rng};
+use rockets_testkit::{HttpClient, Rng};
 
 use process::ServerProcess;
 use support::{Scratch, assert_converges, traffic};
@@ -63,7 +63,16 @@ fn killed_at_random_moments_it_loses_nothing_it_acknowledged_and_applies_nothing
     let mut kills = 0;
     let mut at_kill = Vec::new();
     while kills < 12 || acknowledged.load(Ordering::Relaxed) < total {
-        std::thread::sleep(Duration::from_millis(30 + rng.below(250)));
+        // Kills land between a random number of acknowledgements, not after a random time, so
+        // that they fall mid-stream however fast this machine serves.
+        let until = acknowledged.load(Ordering::Relaxed) + 100 + rng.below(300);
+        let waited = Instant::now();
+        while acknowledged.load(Ordering::Relaxed) < until.min(total)
+            && waited.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(20)));
         at_kill.push(acknowledged.load(Ordering::Relaxed));
         server.signal(libc::SIGKILL);
         assert_eq!(

@@ -10,9 +10,10 @@ use rockets::message::{Channel, Envelope, Event};
 use rockets::ordering::{ChannelChange, Timeline};
 use rockets::ports::{ChannelStore, CommitOutcome, RocketReader};
 use rockets::rocket::{Rocket, Status};
-use rockets::testing::{Rng, channel, emulator, flight, message, unique_name};
-use rockets_aws::capacity::CapacityMeter;
-use rockets_aws::{DynamoStore, ListingShards, Target, emulator_config};
+use rockets_aws::{DynamoStore, ListingShards, emulator_config};
+use rockets_testkit::{Rng, channel, emulator, flight, message, unique_name};
+use rockets_tools::billing::{Target, commit_writes};
+use rockets_tools::capacity::CapacityMeter;
 
 /// Receives `messages` into the channel's timeline and commits the change; the state before,
 /// the version it was loaded at and the change, for accounting.
@@ -74,7 +75,7 @@ async fn walk(store: &DynamoStore, mut query: ListQuery, ours: &[Channel]) -> Ve
 /// Rockets spread unevenly over four shards (most in one, so that a page often needs a second
 /// round of reads), some written while the table had one shard; then every order walked.
 async fn sharded_listing(endpoint: &str) {
-    rockets::testing::init_test_logs();
+    rockets_testkit::init_test_logs();
     let one = support::dynamodb(endpoint, "shards").await;
     let shards = ListingShards::new(4).unwrap();
     let four = one.clone().with_listing_shards(shards);
@@ -209,7 +210,7 @@ async fn the_store_accounts_for_its_writes_as_dynamodb_bills_them() {
     let mut accounted = [0u64; 4];
     for batch in &batches {
         let (before, version, change) = commit(&store, batch).await;
-        for write in layout.commit_writes(before.as_ref(), version, &change) {
+        for write in commit_writes(&layout, before.as_ref(), version, &change) {
             let slot = match write.target {
                 Target::State => 0,
                 Target::History => 1,

@@ -15,9 +15,9 @@ use rockets::ports::{
     ChannelSnapshot, ChannelStore, CommitOutcome, QueuedMessage, RocketReader, StoreError,
 };
 use rockets::rocket::Rocket;
-use rockets::testing::{HttpClient, Rng, channel, flight};
 use rockets_embedded::{EmbeddedStore, QueueDepth};
 use rockets_local::LocalServer;
+use rockets_testkit::{HttpClient, Rng, channel, flight};
 use support::{TestApp, assert_converges, post_all, post_concurrently_and_converge, traffic};
 
 async fn start(visibility: Duration, max_receive_count: u32) -> LocalServer {

@@ -16,8 +16,8 @@ use chrono::Utc;
 use rockets::message::Envelope;
 use rockets::ports::{ChannelStore, MessageQueue, QueueError, RecordVisibility, RocketReader};
 use rockets::rocket::Rocket;
-use rockets::testing::{CountingStore, Rng, channel, emulator, flight, sqs_record, unique_name};
 use rockets_embedded::EmbeddedStore;
+use rockets_testkit::{CountingStore, Rng, channel, emulator, flight, sqs_record, unique_name};
 
 /// A dead-letter queue that keeps what it is sent.
 #[derive(Default)]
@@ -49,7 +49,7 @@ fn records(messages: &[Envelope]) -> Vec<SqsMessage> {
 }
 
 async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
-    rockets::testing::init_test_logs();
+    rockets_testkit::init_test_logs();
     let store = CountingStore::new(store);
     let (dead_letters, visibility) = (DeadLetters::default(), Visibility::default());
     let settings = apply::Settings {
@@ -60,7 +60,7 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     let c = channel(&unique_name("flood"));
     let m = flight(&c, 41, &mut Rng::new(3));
     let apply = async |batch: &[Envelope], settings: &apply::Settings| {
-        apply::apply_batch_backing_off(
+        apply::apply_batch(
             &store,
             &visibility,
             &dead_letters,

@@ -7,10 +7,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rockets::testing::{Rng, channel, flight};
 use rockets_local::front::FrontConfig;
-use rockets_local::launch::read_response;
 use rockets_local::{Listen, LocalServer};
+use rockets_testkit::{Rng, channel, flight};
+use rockets_tools::launch::read_response;
 use support::TestApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

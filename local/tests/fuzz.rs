@@ -14,7 +14,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use process::ServerProcess;
-use rockets::testing::{Rng, channel, flight};
+use rockets_testkit::{Rng, channel, flight};
 
 const METHODS: [&str; 12] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "get", "POSTX", "G\u{1}T",

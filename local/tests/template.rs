@@ -23,10 +23,10 @@ use rockets::ordering::ChannelChange;
 use rockets::ports::{
     ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, StoreError,
 };
-use rockets::testing::{Rng, channel, emulator, flight, sqs_record, unique_name};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
 use rockets_aws::{DynamoStore, ListingShards, SqsQueue, index_attribute, index_name};
+use rockets_testkit::{Rng, channel, emulator, flight, sqs_record, unique_name};
 use serde_norway::Value;
 
 const TEMPLATE: &str = include_str!("../../template.yaml");

@@ -12,7 +12,6 @@
 //! - [`config`], [`telemetry`]: environment configuration and logging setup.
 //! - [`metrics`]: CloudWatch Embedded Metric Format documents.
 //! - [`backoff`]: jittered exponential waits between retries.
-//! - `testing` (feature `testing`): fixtures for tests and benchmarks.
 
 pub use rockets_domain::{listing, message, ordering, rocket};
 
@@ -22,5 +21,3 @@ pub mod http;
 pub mod metrics;
 pub mod ports;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;

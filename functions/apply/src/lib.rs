@@ -22,8 +22,8 @@ use rockets::config::ConfigError;
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{Received, Timeline, same_or_conflict};
 use rockets::ports::{
-    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueError, QueueRecord,
-    RecordVisibility, StoreError,
+    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueueRecord, RecordVisibility,
+    StoreError,
 };
 
 /// How often a channel's commit is retried when another applier got there first.
@@ -162,7 +162,7 @@ where
 {
     let received_ms = chrono::Utc::now().timestamp_millis();
     let (response, summary) =
-        apply_batch_backing_off(store, visibility, dead_letters, settings, &event.records).await?;
+        apply_batch(store, visibility, dead_letters, settings, &event.records).await?;
     // X-Ray's trace headers of the ingest requests that sent these records, to follow a
     // message from its POST to here.
     let traces: Vec<&str> = event
@@ -214,7 +214,7 @@ pub fn batch_metrics<R: QueueRecord>(
 }
 
 /// [`handle`], also returning what the batch did.
-pub async fn apply_batch_backing_off<S, V, D, R>(
+pub async fn apply_batch<S, V, D, R>(
     store: &S,
     visibility: &V,
     dead_letters: &D,
@@ -261,29 +261,6 @@ where
         }
     }
     Ok((response, summary))
-}
-
-/// Applies a batch without backing off and without a park limit: what each record came to,
-/// and what the batch did.
-pub async fn apply_batch<S: ChannelStore, R: QueueRecord>(
-    store: &S,
-    records: &[R],
-) -> Result<(SqsBatchResponse, BatchSummary), ApplyError> {
-    let settings = Settings {
-        park_limit: u64::MAX,
-        ..Settings::default()
-    };
-    let (response, summary, _) = apply_records(store, &Nowhere, &settings, records).await?;
-    Ok((response, summary))
-}
-
-/// The dead-letter queue of a caller without a park limit, which never needs one.
-struct Nowhere;
-
-impl MessageQueue for Nowhere {
-    async fn send(&self, _: &Envelope) -> Result<(), QueueError> {
-        Err(QueueError::Failed("no dead-letter queue".into()))
-    }
 }
 
 /// Why a failed record should come back sooner or later than the visibility timeout.

@@ -1,7 +1,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use apply::{BatchSummary, apply_batch};
+use apply::BatchSummary;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use proptest::prelude::*;
@@ -9,8 +9,8 @@ use rockets::message::{Channel, Envelope, Event, MessageNumber};
 use rockets::ordering::ChannelChange;
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
 use rockets::rocket::Rocket;
-use rockets::testing::{Rng, channel, flight, message, sqs_record};
 use rockets_embedded::EmbeddedStore;
+use rockets_testkit::{Rng, channel, flight, message, sqs_record};
 
 /// Wraps the embedded store and fails on purpose: before reading, before writing, or after
 /// writing (a crash between the state write and the SQS delete). It can also pause between
@@ -344,4 +344,27 @@ proptest! {
             prop_assert_eq!(&history, flight);
         }
     }
+}
+
+/// Applies a batch as Lambda's handler does, with the default settings, a dead-letter queue and
+/// record visibility that only record what they are asked.
+async fn apply_batch<S: rockets::ports::ChannelStore, R: rockets::ports::QueueRecord>(
+    store: &S,
+    records: &[R],
+) -> Result<
+    (
+        aws_lambda_events::event::sqs::SqsBatchResponse,
+        apply::BatchSummary,
+    ),
+    apply::ApplyError,
+> {
+    let stand_in = rockets_testkit::RecordingQueue::default();
+    apply::apply_batch(
+        store,
+        &stand_in,
+        &stand_in,
+        &apply::Settings::default(),
+        records,
+    )
+    .await
 }

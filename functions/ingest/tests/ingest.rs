@@ -199,7 +199,7 @@ async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field_and_queue
     let queue = RecordingQueue::default();
     let handler = |request| ingest::handle(&queue, request);
     let body = launched().to_string();
-    for (event, field) in rockets::testing::unconvertible_gateway_events("POST", "/messages", &body)
+    for (event, field) in rockets_testkit::unconvertible_gateway_events("POST", "/messages", &body)
     {
         let response = rockets::http::serve_event(&handler, event).await;
         assert_eq!(response.status_code, 400, "{field}");

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderMap, Method};
 use rockets::ordering::Timeline;
 use rockets::ports::ChannelStore;
-use rockets::testing::{Rng, channel, flight};
 use rockets_embedded::EmbeddedStore;
+use rockets_testkit::{Rng, channel, flight};
 use serde_json::{Value, json};
 
 const SORT_KEYS: [&str; 8] = [
@@ -287,7 +287,7 @@ async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field() {
     let store = fleet(3, 1).await;
     let handler = |request| query::handle(&store, request);
     for path in ["/rockets", "/rockets/x", "/health"] {
-        for (event, field) in rockets::testing::unconvertible_gateway_events("GET", path, "") {
+        for (event, field) in rockets_testkit::unconvertible_gateway_events("GET", path, "") {
             let response = rockets::http::serve_event(&handler, event).await;
             assert_eq!(response.status_code, 400, "{path} {field}");
             let Some(lambda_http::Body::Text(text)) = &response.body else {
@@ -307,7 +307,7 @@ fn huge(n: u64) -> std::sync::Arc<str> {
 #[tokio::test]
 async fn pages_stay_within_the_response_limit_whatever_was_stored() {
     use rockets::message::Event;
-    use rockets::testing::message;
+    use rockets_testkit::message;
     let store = EmbeddedStore::new();
     for i in 0..100 {
         let c = channel(&format!("huge-{i:03}"));

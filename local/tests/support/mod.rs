@@ -11,17 +11,17 @@ use chrono::Utc;
 use rockets::message::Envelope;
 use rockets::ports::{ChannelStore, MessageQueue, RocketReader};
 use rockets::rocket::Rocket;
-use rockets::testing::{HttpClient, Rng, channel, flight};
 use rockets_aws::{DynamoStore, SqsQueue};
 use rockets_embedded::{DeadLetters, EmbeddedQueue, QueueConfig};
 use rockets_local::front::FrontConfig;
 use rockets_local::{Backends, Listen, LocalConfig, LocalServer};
+use rockets_testkit::{HttpClient, Rng, channel, flight};
 
 /// A fresh table, named after `prefix`, on the DynamoDB at `endpoint` (an emulator).
 pub async fn dynamodb(endpoint: &str, prefix: &str) -> DynamoStore {
     let config = rockets_aws::emulator_config(endpoint).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = rockets::testing::unique_name(prefix);
+    let table = rockets_testkit::unique_name(prefix);
     rockets_aws::provision::ensure_table(&client, &table)
         .await
         .expect("table created");
@@ -34,7 +34,7 @@ pub struct Scratch(pub std::path::PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(rockets::testing::unique_name(name));
+        let path = std::env::temp_dir().join(rockets_testkit::unique_name(name));
         let _ = std::fs::remove_dir_all(&path);
         Scratch(path)
     }
@@ -54,7 +54,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn new() -> Self {
-        rockets::testing::init_test_logs();
+        rockets_testkit::init_test_logs();
         TestApp {
             config: LocalConfig::ephemeral(),
         }

@@ -9,9 +9,7 @@
 //! - `dynamo`: [`DynamoStore`], the table behind both store ports.
 //! - `sqs`: [`SqsQueue`], the FIFO queue, and its dead-letter queue as a [`RedriveTarget`].
 //! - [`provision`]: creating the table and queues as the template does, for local endpoints.
-//! - [`capacity`]: a client interceptor that adds up the capacity DynamoDB reports.
 
-pub mod capacity;
 mod dynamo;
 pub mod provision;
 mod sqs;
@@ -27,8 +25,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
 pub use dynamo::{
-    DynamoStore, KeyedWrite, ListingShards, Merged, PartitionRead, TableLayout, Target,
-    first_read_limit, index_attribute, index_name, index_value, merge,
+    DynamoStore, Item, ListingShards, MessageItem, TableLayout, index_attribute, index_name,
 };
 pub use sqs::{RedriveTarget, SqsQueue};
 

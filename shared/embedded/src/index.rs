@@ -128,7 +128,7 @@ impl SortedIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rockets::testing::{Rng, channel, flight};
+    use rockets_testkit::{Rng, channel, flight};
 
     /// Every rocket's page walk, sorted from scratch.
     fn sorted(rockets: &HashMap<Channel, Rocket>, key: SortKey, order: Order) -> Vec<Channel> {

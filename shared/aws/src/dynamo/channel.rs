@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
+use super::items::MessageItem;
 use super::{
     DynamoStore, EVENT, PARKED, PK, SK, STATE, bounded_all, envelope, key, rocket, s, sort_key,
     text, version,
@@ -23,9 +24,9 @@ enum PutOnce {
 
 impl DynamoStore {
     /// Writes a message item unless another message is already stored there.
-    async fn put_once(&self, prefix: &str, message: &Envelope) -> Result<PutOnce, StoreError> {
+    async fn put_once(&self, kind: MessageItem, message: &Envelope) -> Result<PutOnce, StoreError> {
         let body = message.to_json();
-        let item = self.layout.message_item(prefix, message, body.clone());
+        let item = self.layout.message_item(kind, message, body.clone());
         let result = self
             .client
             .put_item()
@@ -194,10 +195,10 @@ impl ChannelStore for DynamoStore {
         change: &ChannelChange,
     ) -> Result<CommitOutcome, StoreError> {
         let history: Vec<_> = (change.applied.iter())
-            .map(|m| self.put_once(EVENT, m))
+            .map(|m| self.put_once(MessageItem::History, m))
             .collect();
         let parked: Vec<_> = (change.parked.iter())
-            .map(|m| self.put_once(PARKED, m))
+            .map(|m| self.put_once(MessageItem::Parked, m))
             .collect();
         let (history, parked) = futures_util::join!(bounded_all(history), bounded_all(parked));
         let mut superseded = Vec::new();

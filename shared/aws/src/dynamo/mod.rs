@@ -24,10 +24,9 @@
 //!
 //! - `channel.rs`: the apply side ([`ChannelStore`]): loading a channel, committing a change.
 //! - `reader.rs`: the query side ([`RocketReader`]): a rocket, a page of rockets, a history.
-//! - `items.rs`: the items the store writes, and each write's partition key and write units.
+//! - `items.rs`: the items the store writes.
 //! - `index.rs`: the order-preserving index values, and pages cut from index entries.
 //! - `shards.rs`: which shard of its status a rocket's index entries go to.
-//! - `merge.rs`: a page of an index from the pages of its shards.
 //!
 //! [`ChannelStore`]: rockets::ports::ChannelStore
 //! [`RocketReader`]: rockets::ports::RocketReader
@@ -35,7 +34,6 @@
 mod channel;
 mod index;
 mod items;
-mod merge;
 mod reader;
 mod shards;
 
@@ -51,9 +49,8 @@ use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ports::StoreError;
 use rockets::rocket::Rocket;
 
-pub use index::{index_attribute, index_name, index_value};
-pub use items::{KeyedWrite, TableLayout, Target};
-pub use merge::{Merged, PartitionRead, first_read_limit, merge};
+pub use index::{index_attribute, index_name};
+pub use items::{Item, MessageItem, TableLayout};
 pub use shards::ListingShards;
 
 pub(crate) const PK: &str = "pk";

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 
 use super::index::{index_attribute, index_name, index_value, page_from_entries};
-use super::merge::{Merged, PartitionRead, first_read_limit, merge};
 use super::{
     DynamoStore, EVENT, LISTING_READS, PK, SK, STATE, STATUS, bounded, envelope, key, rocket, s,
     sort_key, text,
 };
 use crate::store_error;
+use rockets::listing::merge::{Merged, PartitionRead, first_read_limit, merge};
 use rockets::listing::{ListQuery, Order, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ports::{RocketReader, StoreError};
@@ -165,7 +165,7 @@ impl DynamoStore {
     ) -> Result<Vec<Entry>, StoreError> {
         let cursor = query.after.as_ref().map(index_value);
         let partitions = self.layout.shards.partitions(query.status);
-        let first = first_read_limit(want, self.layout.shards);
+        let first = first_read_limit(want, usize::from(self.layout.shards.count()));
         // Collected first: a stream that holds the closures would not be `Send`.
         let reads: Vec<_> = partitions
             .iter()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rockets::message::Envelope;
 use rockets::ordering::Timeline;
-use rockets::testing::{Rng, channel, flight};
+use rockets_testkit::{Rng, channel, flight};
 use stats::Summary;
 
 struct Options {

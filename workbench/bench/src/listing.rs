@@ -8,8 +8,8 @@ use rockets::listing::{ListQuery, Order, SortKey};
 use rockets::message::Event;
 use rockets::ordering::Timeline;
 use rockets::ports::{ChannelStore, RocketReader};
-use rockets::testing::{Rng, channel, message};
 use rockets_embedded::EmbeddedStore;
+use rockets_testkit::{Rng, channel, message};
 
 use crate::stats::{Summary, micros};
 

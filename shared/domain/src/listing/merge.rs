@@ -1,5 +1,5 @@
-//! A page of a listing index from the pages of its partition keys (every shard of every status
-//! asked for), exact however the entries are spread, in at most two rounds of reads.
+//! A page of a listing from the pages of its partitions (in DynamoDB, every shard of every
+//! status asked for), exact however the entries are spread, in at most two rounds of reads.
 //!
 //! The first round reads a few entries from every partition: as many as the page would take
 //! from each if the entries were spread evenly, and some over. Everything up to the first place
@@ -7,8 +7,6 @@
 //! the page is done. Otherwise the second round reads on, a whole page's worth, only the
 //! partitions that stopped before the page's last candidate: afterwards each of them has either
 //! run out or holds a page's worth before where it stopped, so the page is known.
-
-use super::shards::ListingShards;
 
 /// What the reads of one partition key gave.
 #[derive(Clone, Debug)]
@@ -55,9 +53,8 @@ pub enum Merged<K> {
 /// How many entries the first round reads from each partition for a page of `want`: all of
 /// them with one shard a status, since a status can hold the whole page; with more, twice an
 /// even share and two over, so that a second round is seldom needed.
-pub fn first_read_limit(want: usize, shards: ListingShards) -> usize {
-    let shards = usize::from(shards.count());
-    if shards == 1 {
+pub fn first_read_limit(want: usize, shards: usize) -> usize {
+    if shards <= 1 {
         want
     } else {
         (2 * want).div_ceil(shards).saturating_add(2).min(want)
@@ -182,8 +179,7 @@ mod tests {
         let partitions: Vec<Vec<u32>> = (0..64u32)
             .map(|p| (0..50u32).map(|i| i * 64 + p).collect())
             .collect();
-        let shards = ListingShards::new(64).unwrap();
-        let first = first_read_limit(101, shards);
+        let first = first_read_limit(101, 64);
         assert_eq!(first, 6);
         let (page_, rounds) = page(&partitions, None, 101, first);
         assert_eq!(page_, (0..101).collect::<Vec<_>>());
@@ -192,8 +188,8 @@ mod tests {
 
     #[test]
     fn one_shard_reads_the_whole_page_from_each_status() {
-        assert_eq!(first_read_limit(101, ListingShards::ONE), 101);
-        assert_eq!(first_read_limit(3, ListingShards::new(4096).unwrap()), 3);
+        assert_eq!(first_read_limit(101, 1), 101);
+        assert_eq!(first_read_limit(3, 4096), 3);
     }
 
     #[test]

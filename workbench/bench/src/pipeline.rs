@@ -16,9 +16,9 @@ use chrono::Utc;
 use http_body_util::{BodyExt, Full};
 use rockets::message::Envelope;
 use rockets::rocket::Rocket;
-use rockets::testing::{HttpClient, Rng, channel, flight};
 use rockets_local::front::{Front, FrontConfig, Handler};
 use rockets_local::{LocalConfig, Storage, start_embedded};
+use rockets_testkit::{HttpClient, Rng, channel, flight};
 
 use crate::stats::micros;
 

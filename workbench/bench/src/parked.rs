@@ -2,18 +2,18 @@
 //! behind a gap receives more, on each backend, while another channel's batches are timed
 //! beside it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::Utc;
 use rockets::message::{Channel, Envelope};
 use rockets::ordering::{ParkedView, Timeline};
-use rockets::ports::{ChannelStore, CommitOutcome, MessageQueue, QueueError, RecordVisibility};
-use rockets::testing::{CountingStore, Rng, channel, flight, sqs_record, unique_name};
-use rockets_aws::capacity::CapacityMeter;
+use rockets::ports::{ChannelStore, CommitOutcome};
 use rockets_aws::provision::ensure_table;
 use rockets_aws::{DynamoStore, emulator_config};
 use rockets_embedded::EmbeddedStore;
+use rockets_testkit::{CountingStore, Rng, channel, flight, sqs_record, unique_name};
+use rockets_tools::capacity::CapacityMeter;
 
 use crate::stats::{Summary, millis};
 
@@ -31,20 +31,6 @@ pub struct Row {
     pub other_batch_ms: Summary,
     /// Filling the parked set took this long (not part of any batch).
     pub fill_seconds: f64,
-}
-
-struct Nowhere;
-
-impl MessageQueue for Nowhere {
-    async fn send(&self, _: &Envelope) -> Result<(), QueueError> {
-        Ok(())
-    }
-}
-
-impl RecordVisibility for Nowhere {
-    async fn hide(&self, _: Vec<(String, Duration)>) -> Result<(), QueueError> {
-        Ok(())
-    }
 }
 
 /// Parks messages 2..=parked+1 of `channel`, committing in chunks as the apply side would.
@@ -89,6 +75,7 @@ async fn measure<S: ChannelStore>(
     batches: usize,
     read_units: impl Fn() -> Option<f64>,
 ) -> Row {
+    let stand_in = rockets_testkit::RecordingQueue::default();
     let settings = apply::Settings {
         park_limit: u64::MAX,
         ..apply::Settings::default()
@@ -107,7 +94,7 @@ async fn measure<S: ChannelStore>(
     for (i, batch) in more[parked + 1..].chunks(10).take(batches).enumerate() {
         let began = Instant::now();
         let (response, _) =
-            apply::apply_batch_backing_off(store, &Nowhere, &Nowhere, &settings, &records(batch))
+            apply::apply_batch(store, &stand_in, &stand_in, &settings, &records(batch))
                 .await
                 .expect("apply");
         assert!(response.batch_item_failures.is_empty());
@@ -116,7 +103,7 @@ async fn measure<S: ChannelStore>(
 
         let other = flight(&channel(&format!("{flooded}-other-{i}")), 10, &mut rng);
         let began = Instant::now();
-        apply::apply_batch_backing_off(store, &Nowhere, &Nowhere, &settings, &records(&other))
+        apply::apply_batch(store, &stand_in, &stand_in, &settings, &records(&other))
             .await
             .expect("apply");
         other_ms.push(millis(began.elapsed()));

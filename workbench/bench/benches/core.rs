@@ -4,7 +4,7 @@ use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockets::message::Envelope;
 use rockets::ordering::Timeline;
-use rockets::testing::{Rng, channel, flight};
+use rockets_testkit::{Rng, channel, flight};
 
 fn validate_and_fold(c: &mut Criterion) {
     let messages = flight(&channel("core"), 10, &mut Rng::new(1));

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rockets::ordering::{ParkedView, Timeline};
 use rockets::ports::{ChannelStore, CommitOutcome};
-use rockets::testing::{Rng, channel, flight};
 use rockets_embedded::{DataDir, DurableStore};
+use rockets_testkit::{Rng, channel, flight};
 
 use crate::stats::{Summary, millis};
 

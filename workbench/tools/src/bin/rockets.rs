@@ -1,10 +1,10 @@
 //! `rockets launch URL`: sends a seeded stream of rocket messages the way the challenge's test
-//! program does (see `rockets_local::launch`), then optionally checks every rocket.
+//! program does (see `rockets_tools::launch`), then optionally checks every rocket.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rockets_local::launch::{LaunchOptions, Plan, Target, launch, parse_duration, verify};
+use rockets_tools::launch::{LaunchOptions, Plan, Target, launch, parse_duration, verify};
 
 const USAGE: &str = "\
 usage: rockets launch URL [flags]
@@ -92,7 +92,7 @@ fn parse(args: Vec<String>) -> Result<Option<(LaunchOptions, Flags)>, String> {
 }
 
 fn run(options: LaunchOptions, flags: Flags) -> ExitCode {
-    rockets_local::limits::raise_open_files();
+    raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,5 +148,22 @@ fn run(options: LaunchOptions, flags: Flags) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Lifts the soft open-file limit to the hard one: like the challenge's program, this client
+/// holds a connection for every message until the server closes it.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into, and setrlimit reads, one valid rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! [`CapacityMeter`] is an SDK interceptor: on a client, it asks each table request for its
 //! `ConsumedCapacity` and adds up what comes back, writes split by what they were for (a
 //! rocket's state item, a history item, a parked item, and the listing indexes). The benchmarks
-//! meter their clients; the store itself neither asks nor counts.
+//! and tests meter their clients; the store itself neither asks nor counts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +22,11 @@ use aws_sdk_dynamodb::operation::query::{QueryInput, QueryOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
-use crate::dynamo::{PARKED, SK, STATE};
+/// The table's sort key, and how it names a rocket's state item and its parked items (the
+/// store's layout; a test on DynamoDB Local holds the two to agree).
+const SK: &str = "sk";
+const STATE: &str = "state";
+const PARKED: &str = "state#parked#";
 
 /// What the table's items cost to write, as DynamoDB reports it per item kind and for the
 /// listing indexes together.

@@ -9,6 +9,8 @@
 //! continues, with a MAC: a changed or forged cursor is a `400`, never a place in some other
 //! order.
 
+pub mod merge;
+
 use std::sync::Arc;
 
 use base64::Engine as _;

@@ -4,8 +4,8 @@
 //!
 //! Every rocket's messages go through the real apply handler, one record a batch (a rocket
 //! sending about once a second leaves Lambda nothing to batch), against the in-memory store.
-//! Each commit is priced by `TableLayout::commit_writes`, which builds the items the DynamoDB
-//! store writes and bills them as DynamoDB does (a test holds it to DynamoDB Local's reported
+//! Each commit is priced by `rockets_tools::billing`, from the very items the DynamoDB store
+//! builds (`TableLayout`), and bills them as DynamoDB does (a test holds it to DynamoDB Local's reported
 //! capacity). The arrivals of all rockets are interleaved at random, each rocket's in its own
 //! order, and every `rate` arrivals make a second; the busiest second of each partition key is
 //! the figure. A rocket's shard depends only on its channel, so one pass serves every shard
@@ -14,18 +14,16 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use apply::apply_batch;
+use rockets::listing::merge::{Merged, PartitionRead, first_read_limit, merge};
 use rockets::listing::{Order, SortKey};
 use rockets::message::{Channel, Envelope};
 use rockets::ordering::ChannelChange;
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
 use rockets::rocket::{Rocket, Status};
-use rockets::testing::{Rng, flight, sqs_record};
-use rockets_aws::{
-    KeyedWrite, ListingShards, Merged, PartitionRead, TableLayout, Target, first_read_limit,
-    index_value, merge,
-};
+use rockets_aws::{ListingShards, TableLayout, index_attribute};
 use rockets_embedded::EmbeddedStore;
+use rockets_testkit::{Rng, flight, sqs_record};
+use rockets_tools::billing::{KeyedWrite, Target, commit_writes};
 
 /// A write unit's limit on one partition key, a second.
 pub const KEY_WRITE_LIMIT: f64 = 1000.0;
@@ -97,9 +95,7 @@ impl ChannelStore for Accounted {
         let before = self.inner.rocket(&change.rocket.channel).await?;
         let outcome = self.inner.commit(expected_version, change).await?;
         if outcome == CommitOutcome::Committed {
-            let writes = self
-                .layout
-                .commit_writes(before.as_ref(), expected_version, change);
+            let writes = commit_writes(&self.layout, before.as_ref(), expected_version, change);
             self.writes.lock().unwrap().extend(writes);
         }
         Ok(outcome)
@@ -332,7 +328,13 @@ fn entry_bytes(channel: &Channel, partition: &str, value: &str) -> usize {
 /// it: each shard of every status, merged.
 pub fn page_cost(rockets: &[Rocket], shards: ListingShards, limit: usize) -> PageCost {
     let want = limit + 1;
-    let first = first_read_limit(want, shards);
+    let first = first_read_limit(want, usize::from(shards.count()));
+    let layout = TableLayout {
+        shards,
+        ..TableLayout::default()
+    };
+    // Each rocket's index values, as the store writes them into its state item.
+    let items: Vec<_> = rockets.iter().map(|r| layout.state_item(1, r)).collect();
     let partitions = shards.partitions(None);
     let at: HashMap<&str, usize> = partitions
         .iter()
@@ -342,9 +344,13 @@ pub fn page_cost(rockets: &[Rocket], shards: ListingShards, limit: usize) -> Pag
     let (mut most_rounds, mut second_rounds, mut pages, mut units) = (0, 0, 0, 0.0);
     for key in SortKey::ALL {
         let mut entries: Vec<Vec<(String, usize)>> = vec![Vec::new(); partitions.len()];
-        for rocket in rockets {
+        let attribute = index_attribute(key);
+        for (rocket, item) in rockets.iter().zip(&items) {
             let partition = shards.partition_of(rocket.status, &rocket.channel);
-            let value = index_value(&key.position(rocket));
+            let value = item[&attribute]
+                .as_s()
+                .expect("index values are text")
+                .clone();
             let bytes = entry_bytes(&rocket.channel, &partition, &value);
             entries[at[partition.as_str()]].push((value, bytes));
         }
@@ -414,4 +420,27 @@ fn read_page<K: Ord + Clone>(
         }
     }
     panic!("a page took more than two rounds");
+}
+
+/// Applies a batch as Lambda's handler does, with the default settings, a dead-letter queue and
+/// record visibility that only record what they are asked.
+async fn apply_batch<S: rockets::ports::ChannelStore, R: rockets::ports::QueueRecord>(
+    store: &S,
+    records: &[R],
+) -> Result<
+    (
+        aws_lambda_events::event::sqs::SqsBatchResponse,
+        apply::BatchSummary,
+    ),
+    apply::ApplyError,
+> {
+    let stand_in = rockets_testkit::RecordingQueue::default();
+    apply::apply_batch(
+        store,
+        &stand_in,
+        &stand_in,
+        &apply::Settings::default(),
+        records,
+    )
+    .await
 }

@@ -14,12 +14,12 @@ use lambda_http::http::Method;
 use rockets::http::api_gateway_request;
 use rockets::message::Envelope;
 use rockets::ports::{MessageQueue, QueueConsumer, QueueError};
-use rockets::testing::{Rng, channel, flight, unique_name};
-use rockets_aws::capacity::{CapacityMeter, WriteUnits};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
 use rockets_aws::{DynamoStore, ListingShards, SqsQueue};
 use rockets_embedded::EmbeddedQueue;
+use rockets_testkit::{Rng, channel, flight, unique_name};
+use rockets_tools::capacity::{CapacityMeter, WriteUnits};
 
 /// us-east-1 on-demand prices, as published on the date in the report.
 pub const PRICES_DATE: &str = "2026-11-22";

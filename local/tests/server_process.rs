@@ -4,66 +4,55 @@
 
 mod process;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use process::ServerProcess;
 
-use rockets_local::launch::{Plan, Target, verify};
-
-fn launch(url: &str, args: &[&str], within: Duration) -> serde_json::Value {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rockets"))
-        .arg("launch")
-        .arg(format!("{url}/messages"))
-        .args(args)
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("rockets launch starts");
-    let deadline = Instant::now() + within;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rockets launch did not finish within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "rockets launch failed");
-    let text = String::from_utf8(output.stdout).unwrap();
-    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap()
-}
+use rockets_tools::launch::{LaunchOptions, Plan, Target, launch, read_response, verify};
 
 #[test]
 fn the_challenge_program_way_of_connecting_is_served_to_the_end_with_1024_open_files() {
     let mut server = ServerProcess::start(1024, &[("ROCKETS_REPORT_MS", "1000")]);
     let (messages, rockets, seed) = (20_000, 20, 444);
-    let report = launch(
-        &server.url,
-        &[
-            "--concurrency-level=3",
-            &format!("--max-messages={messages}"),
-            &format!("--rockets={rockets}"),
-            &format!("--seed={seed}"),
-        ],
-        Duration::from_secs(300),
+    // The client holds thousands of connections open, as the challenge's program does.
+    raise_open_files();
+    let target = Target::parse(&format!("{}/messages", server.url)).unwrap();
+    let options = LaunchOptions {
+        url: target.clone(),
+        concurrency: 3,
+        max_messages: messages,
+        rockets,
+        seed,
+        ..LaunchOptions::default()
+    };
+    let plan = Plan::generate(seed, messages, rockets, options.duplicate_percent);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(300), launch(options, &plan)).await
+        })
+        .expect("the launch finishes within five minutes")
+        .expect("the launch runs");
+    eprintln!(
+        "rockets launch: {} sends, {} accepted",
+        report.sends,
+        report.accepted_count()
     );
-    eprintln!("rockets launch: {report}");
-    assert_eq!(report["sends"], messages, "{report}");
+    assert_eq!(report.sends, messages, "{} retries", report.retries());
     assert_eq!(
-        report["accepted"], messages,
-        "every message answered 2xx: {report}"
+        report.accepted_count(),
+        messages,
+        "every message answered 2xx"
     );
-    assert_eq!(report["dropped"], 0, "{report}");
+    assert_eq!(report.dropped, 0, "{} retries", report.retries());
     assert!(
-        report["peakHeldConnections"].as_u64().unwrap() > 500,
-        "the client held its connections open: {report}"
+        report.peak_held > 500,
+        "the client held its connections open: {}",
+        report.peak_held
     );
 
-    let plan = Plan::generate(seed, messages, rockets, 10);
     let expected = plan.expected(&vec![true; plan.sends.len()]);
-    let target = Target::parse(&server.url).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
         .block_on(verify(&target, &expected, Duration::from_secs(60)))
         .unwrap_or_else(|e| panic!("{e}\n{}", server.output()));
@@ -137,10 +126,7 @@ fn empty_endpoint_variables_mean_unset_as_sam_local_passes_them() {
         )
         .await
         .unwrap();
-        rockets_local::launch::read_response(&mut stream)
-            .await
-            .unwrap()
-            .0
+        read_response(&mut stream).await.unwrap().0
     });
     assert_eq!(status, 503, "the store is unreachable, and says so");
     // The event source's receives fail too, once the SDK has spent its retries.
@@ -157,7 +143,7 @@ fn empty_endpoint_variables_mean_unset_as_sam_local_passes_them() {
 
 #[test]
 fn the_readme_commands_for_aws_mode_work_against_an_emulator() {
-    let Some(moto) = rockets::testing::emulator("ROCKETS_TEST_MOTO") else {
+    let Some(moto) = rockets_testkit::emulator("ROCKETS_TEST_MOTO") else {
         return;
     };
     // Exactly the README's environment: the default names, `rockets` and `rockets.fifo`.
@@ -203,9 +189,7 @@ fn the_readme_commands_for_aws_mode_work_against_an_emulator() {
         tokio::io::AsyncWriteExt::write_all(&mut stream, post.as_bytes())
             .await
             .unwrap();
-        let (status, body) = rockets_local::launch::read_response(&mut stream)
-            .await
-            .unwrap();
+        let (status, body) = read_response(&mut stream).await.unwrap();
         assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
     });
     let mut accepted = vec![false; plan.sends.len()];
@@ -226,4 +210,19 @@ fn the_readme_commands_for_aws_mode_work_against_an_emulator() {
         "{}",
         server.output()
     );
+}
+
+/// Lifts this process's soft open-file limit to its hard one.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into, and setrlimit reads, one valid rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

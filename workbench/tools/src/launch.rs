@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rockets::message::Envelope;
 use rockets::rocket::Rocket;
-use rockets::testing::{Rng, channel, flight};
+use rockets_testkit::{Rng, channel, flight};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
