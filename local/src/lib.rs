@@ -24,7 +24,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -563,14 +562,8 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
             Ok(route) => route,
             Err(error) => return early(error),
         };
-        let mut limited = std::pin::pin!(Limited::new(body, GATEWAY_BODY_LIMIT).collect());
-        // A body that came with its headers, as nearly every one does, is read without arming
-        // the timer: that costs more than the rest of reading it.
-        let first = std::future::poll_fn(|cx| Poll::Ready(limited.as_mut().poll(cx))).await;
-        let read = match first {
-            Poll::Ready(read) => Ok(read),
-            Poll::Pending => tokio::time::timeout(self.body_read_timeout, limited).await,
-        };
+        let limited = Limited::new(body, GATEWAY_BODY_LIMIT).collect();
+        let read = tokio::time::timeout(self.body_read_timeout, limited).await;
         let body = match read {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(error)) if error.is::<LengthLimitError>() => {

@@ -148,11 +148,7 @@ pub fn deduplication_id(channel: &Channel, number: MessageNumber) -> String {
 }
 
 fn id(channel: &Channel, number: MessageNumber, limit: usize) -> String {
-    // Every message's way in: written by hand, as `format!` costs more than the rest of it.
-    let mut plain = String::with_capacity(21 + channel.as_str().len());
-    crate::message::push_decimal(&mut plain, u128::from(number.get()), 1);
-    plain.push(':');
-    plain.push_str(channel.as_str());
+    let plain = format!("{number}:{channel}");
     if plain.len() <= limit {
         return plain;
     }
@@ -189,12 +185,10 @@ pub trait QueueRecord: Send + Sync {
     fn deduplication_id(&self) -> Option<&str>;
     fn body(&self) -> Option<&str>;
 
-    /// The message the record carries: its body parsed, unless the queue kept it parsed.
-    fn message(&self) -> Result<std::borrow::Cow<'_, Envelope>, String> {
+    /// The message the record carries: its body parsed.
+    fn message(&self) -> Result<Envelope, String> {
         let body = self.body().ok_or("record has no body")?;
-        Envelope::parse(body.as_bytes())
-            .map(std::borrow::Cow::Owned)
-            .map_err(|e| e.to_string())
+        Envelope::parse(body.as_bytes()).map_err(|e| e.to_string())
     }
 }
 

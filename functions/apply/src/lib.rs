@@ -356,7 +356,7 @@ async fn apply_channel<'r, S: ChannelStore, D: MessageQueue, R: QueueRecord>(
             if grouped && message.channel.as_str() != group {
                 Err(format!("channel {} sent in group {group}", message.channel))
             } else {
-                Ok(message.into_owned())
+                Ok(message)
             }
         });
         match parsed {

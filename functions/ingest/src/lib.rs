@@ -2,22 +2,18 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use rockets::http::{ApiError, Route, api_path, json_text_response};
-use rockets::message::{Envelope, MAX_BODY_BYTES, push_decimal};
+use rockets::http::{ApiError, Route, api_path, json_response};
+use rockets::message::{Envelope, MAX_BODY_BYTES};
 use rockets::ports::MessageQueue;
+use serde::Serialize;
 use tracing::Instrument as _;
 
-/// The 202 body, `{"channel":"…","messageNumber":…}`, written by hand: a channel holds no
-/// character that JSON escapes, and every accepted message is answered with one.
-fn accepted(message: &Envelope) -> String {
-    let channel = message.channel.as_str();
-    let mut body = String::with_capacity(48 + channel.len());
-    body.push_str(r#"{"channel":""#);
-    body.push_str(channel);
-    body.push_str(r#"","messageNumber":"#);
-    push_decimal(&mut body, u128::from(message.number.get()), 1);
-    body.push('}');
-    body
+/// The 202 body: which message was queued.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted<'a> {
+    channel: &'a str,
+    message_number: u64,
 }
 
 /// Answers 202 only once the queue has the message; a refusal from the queue is a 503 with
@@ -74,21 +70,9 @@ async fn accept_message<Q: MessageQueue>(
         ))
     })?;
     tracing::debug!(channel = %message.channel, number = %message.number, "message queued");
-    Ok(json_text_response(StatusCode::ACCEPTED, accepted(&message)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_accepted_body_is_the_json_of_the_channel_and_number() {
-        let body = br#"{"metadata":{"channel":"a-Z_0.9:x","messageNumber":18446744073709551,"messageTime":"2022-02-02T19:39:05+01:00","messageType":"RocketSpeedIncreased"},"message":{"by":1}}"#;
-        let message = Envelope::parse(body).unwrap();
-        let parsed: serde_json::Value = serde_json::from_str(&accepted(&message)).unwrap();
-        assert_eq!(
-            parsed,
-            serde_json::json!({"channel": "a-Z_0.9:x", "messageNumber": 18446744073709551u64})
-        );
-    }
+    let accepted = Accepted {
+        channel: message.channel.as_str(),
+        message_number: message.number.get(),
+    };
+    Ok(json_response(StatusCode::ACCEPTED, &accepted))
 }

@@ -8,7 +8,7 @@
 //! A commit is written before the cache shows it, and while it is being written every other
 //! commit to that channel is refused as a version mismatch.
 
-use foldhash::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use rockets::listing::{ListQuery, RocketPage};

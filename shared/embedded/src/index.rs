@@ -10,8 +10,8 @@
 //! next read, once per rocket however many messages it took meanwhile. A page always sees
 //! every commit made before it.
 
-use foldhash::HashMap;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey};

@@ -2,8 +2,8 @@
 //!
 //! Listing is a [`SortedIndex`].
 
-use foldhash::HashMap;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::RwLock;
 

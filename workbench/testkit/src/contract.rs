@@ -346,7 +346,7 @@ pub async fn queue<Q: MessageQueue + QueueConsumer>(queue: &Q) {
         for record in &batch {
             let group = record.group_id().expect("group attribute");
             let message = Envelope::parse(record.body().unwrap().as_bytes()).unwrap();
-            assert_eq!(*record.message().unwrap(), message);
+            assert_eq!(record.message().unwrap(), message);
             assert_eq!(group, message.channel.as_str());
             assert_eq!(
                 record.deduplication_id(),

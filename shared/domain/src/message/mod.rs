@@ -4,8 +4,7 @@
 //! - [`Channel`], [`MessageNumber`] (`ids.rs`): where a message belongs and its place.
 //! - [`Event`], [`MessageType`], [`Envelope`] (here): what a message says, and the limits on
 //!   new messages.
-//! - `wire.rs`: the JSON reader and the canonical writer.
-//! - `scan.rs`: the reader's fast path, the usual shape of a body read without serde.
+//! - `wire.rs`: the contract's fields on the wire, read and written through serde_json.
 //!
 //! Parsing walks the document field by field over borrowed raw JSON, so the first bad field is
 //! named exactly and nothing is allocated for fields that are never read. The same parser reads
@@ -14,7 +13,6 @@
 
 mod error;
 mod ids;
-mod scan;
 mod wire;
 
 use std::sync::Arc;
@@ -23,7 +21,7 @@ use chrono::{DateTime, FixedOffset};
 
 pub use error::ValidationError;
 pub use ids::{Channel, MessageNumber};
-pub use wire::{format_time, push_decimal};
+pub use wire::format_time;
 
 /// Largest request body ingest accepts; anything larger is refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -171,7 +169,7 @@ impl Envelope {
 
     /// The canonical wire form: only the contract's fields, in a fixed order.
     pub fn to_json(&self) -> String {
-        wire::canonical(self)
+        serde_json::to_string(self).expect("a message always serialises")
     }
 }
 
