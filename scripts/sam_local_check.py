@@ -206,7 +206,7 @@ def main():
         arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
             "Attributes"]["QueueArn"]
         # The apply function sent it there itself, so SQS knows no source queue to return it to:
-        # the redrive names the messages queue, as the README says.
+        # the redrive names the messages queue, as docs/operations.md says.
         sqs.start_message_move_task(SourceArn=arn(dead_url),
                                     DestinationArn=arn(resources["QUEUE_URL"]))
         waiting = converged(api, {channel: fold(messages)}, time.time() + 60)

@@ -4,8 +4,8 @@
 - A request the document calls valid is accepted. This replaces schemathesis's
   `positive_data_acceptance` with the exceptions the document states in prose, which no schema
   can express: a rocket that was never seen is a 404 (only on the `{channel}` routes); a
-  `cursor` the API did not issue is a 400 that names `cursor` (a cursor is a signed token, not
-  a format); and `stalled=true` with a `sortBy` other than `pendingMessages` is a 400 that
+  `cursor` the API did not issue is a 400 that names `cursor` (a cursor is a token the API
+  writes, not a format); and `stalled=true` with a `sortBy` other than `pendingMessages` is a 400 that
   names `stalled`.
 """
 

@@ -583,20 +583,21 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
                 });
             }
         };
-        if route.function() == Function::Ingest {
-            return to_hyper(ingest::accept_body(&*self.backends.queue, &body).await);
-        }
-        let request = match api_gateway_request(
-            parts.method,
-            parts.uri.path(),
-            parts.uri.query(),
-            parts.headers,
-            Vec::from(body),
-        ) {
-            Ok(request) => request,
-            Err(error) => return to_hyper(error.into_response()),
+        let answer = if route.function() == Function::Ingest {
+            ingest::accept_body(&*self.backends.queue, &body).await
+        } else {
+            match api_gateway_request(
+                parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                parts.headers,
+                Vec::from(body),
+            ) {
+                Ok(request) => query::handle(&*self.backends.store, route, request).await,
+                Err(error) => Err(error),
+            }
         };
-        to_hyper(query::serve(&*self.backends.store, route, request).await)
+        to_hyper(answer.unwrap_or_else(ApiError::into_response))
     }
 }
 

@@ -42,7 +42,7 @@ pub fn handle(
         return Some(
             ApiError::NotFound(
                 "this server runs on SQS: use the SQS console or aws sqs \
-                 start-message-move-task (see the README's runbook)"
+                 start-message-move-task (see docs/operations.md)"
                     .into(),
             )
             .into_response(),

@@ -209,7 +209,15 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
         m[0].to_json().into_bytes(),
     )
     .expect("a convertible request");
-    assert_eq!(ingest::handle(&queue, post).await.status(), 202);
+    assert_eq!(
+        rockets::http::respond(
+            |route, request| ingest::handle(&queue, route, request),
+            post
+        )
+        .await
+        .status(),
+        202
+    );
     actions.insert("ingest", recorder.take());
 
     // A gap, one message past the park limit, the gap's filling, and a resend: every path
@@ -251,7 +259,13 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
     ] {
         let get = api_gateway_request(Method::GET, path, None, HeaderMap::new(), Vec::new())
             .expect("a convertible request");
-        assert_eq!(query::handle(&store, get).await.status(), 200, "{path}");
+        assert_eq!(
+            rockets::http::respond(|route, request| query::handle(&store, route, request), get)
+                .await
+                .status(),
+            200,
+            "{path}"
+        );
     }
     actions.insert("query", recorder.take());
     actions

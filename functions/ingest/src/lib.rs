@@ -16,24 +16,28 @@ struct Accepted<'a> {
     message_number: u64,
 }
 
-/// Answers 202 only once the queue has the message; a refusal from the queue is a 503 with
-/// `Retry-After`, so the sender resends and nothing is lost.
-pub async fn handle<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Body> {
-    match Route::resolve(request.method(), api_path(&request)) {
-        Ok(Route::PostMessage) => accept(queue, request).await,
-        Ok(_) => ApiError::NotFound(format!("no route for {}", api_path(&request))).into_response(),
-        Err(error) => error.into_response(),
+/// `POST /messages`: answers 202 only once the queue has the message; a refusal from the queue
+/// is a 503 with `Retry-After`, so the sender resends and nothing is lost.
+pub async fn handle<Q: MessageQueue>(
+    queue: &Q,
+    route: Route,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
+    match route {
+        Route::PostMessage => accept_body(queue, request.body().as_ref()).await,
+        _ => Err(ApiError::NotFound(format!(
+            "no route for {}",
+            api_path(&request)
+        ))),
     }
-}
-
-/// [`handle`] for a request already routed to `POST /messages`.
-pub async fn accept<Q: MessageQueue>(queue: &Q, request: Request) -> Response<Body> {
-    accept_body(queue, request.body().as_ref()).await
 }
 
 /// The whole of `POST /messages` once routed: the body is all of the request it reads, so the
 /// local server hands it over as it arrived, without building the event Lambda would get.
-pub async fn accept_body<Q: MessageQueue>(queue: &Q, body: &[u8]) -> Response<Body> {
+pub async fn accept_body<Q: MessageQueue>(
+    queue: &Q,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     // Every line logged from here on carries the message's channel and number, once known.
     // Those lines are all DEBUG, so the span is too: at INFO it would cost every POST a span
     // that no line ever shows.
@@ -42,10 +46,7 @@ pub async fn accept_body<Q: MessageQueue>(queue: &Q, body: &[u8]) -> Response<Bo
         channel = tracing::field::Empty,
         number = tracing::field::Empty
     );
-    accept_message(queue, body)
-        .instrument(span)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+    accept_message(queue, body).instrument(span).await
 }
 
 async fn accept_message<Q: MessageQueue>(

@@ -9,8 +9,8 @@ async fn run() -> Result<(), Error> {
     rockets::telemetry::init();
     let queue = SqsQueue::from_env(&sdk_config().await)?;
     let queue = &queue;
-    rockets::http::run(rockets::http::Function::Ingest, |request| {
-        ingest::handle(queue, request)
+    rockets::http::run(rockets::http::Function::Ingest, |route, request| {
+        ingest::handle(queue, route, request)
     })
     .await
 }

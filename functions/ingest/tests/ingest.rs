@@ -39,7 +39,11 @@ fn launched() -> Value {
 async fn post(queue: &RecordingQueue, method: Method, path: &str, body: Vec<u8>) -> Response<Body> {
     let request = api_gateway_request(method, path, None, HeaderMap::new(), body)
         .expect("a convertible request");
-    ingest::handle(queue, request).await
+    rockets::http::respond(
+        |route, request| ingest::handle(queue, route, request),
+        request,
+    )
+    .await
 }
 
 /// `POST /messages` with a valid `RocketLaunched`.
@@ -197,11 +201,11 @@ async fn wrong_method_and_unknown_path() {
 #[tokio::test]
 async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field_and_queues_nothing() {
     let queue = RecordingQueue::default();
-    let handler = |request| ingest::handle(&queue, request);
+    let handler = |route, request| ingest::handle(&queue, route, request);
     let body = launched().to_string();
     for (event, field) in rockets_testkit::unconvertible_gateway_events("POST", "/messages", &body)
     {
-        let response = rockets::http::serve_event(&handler, event).await;
+        let response = rockets::http::serve_event(&handler, event).await.response;
         assert_eq!(response.status_code, 400, "{field}");
         let Some(Body::Text(text)) = &response.body else {
             panic!("a JSON body")
@@ -282,7 +286,12 @@ async fn only_a_transient_queue_failure_asks_the_sender_to_retry() {
             launched().to_string().into_bytes(),
         )
         .expect("a convertible request");
-        let response = ingest::handle(&FailingQueue(error), request).await;
+        let queue = FailingQueue(error);
+        let response = rockets::http::respond(
+            |route, request| ingest::handle(&queue, route, request),
+            request,
+        )
+        .await;
         assert_eq!(response.status(), status);
         assert_eq!(
             response.headers().contains_key("retry-after"),

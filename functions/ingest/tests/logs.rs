@@ -78,7 +78,13 @@ async fn post_logging_at<Q: MessageQueue>(
         body.to_string().into_bytes(),
     )
     .unwrap();
-    let status = ingest::handle(queue, request).await.status().as_u16();
+    let status = rockets::http::respond(
+        |route, request| ingest::handle(queue, route, request),
+        request,
+    )
+    .await
+    .status()
+    .as_u16();
     let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines = logged
         .lines()

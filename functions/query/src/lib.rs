@@ -47,21 +47,8 @@ struct History {
     next_after: Option<MessageNumber>,
 }
 
-pub async fn handle<R: RocketReader>(reader: &R, request: Request) -> Response<Body> {
-    match Route::resolve(request.method(), api_path(&request)) {
-        Ok(route) => serve(reader, route, request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-/// [`handle`] for a request already routed.
-pub async fn serve<R: RocketReader>(reader: &R, route: Route, request: Request) -> Response<Body> {
-    respond(reader, route, request)
-        .await
-        .unwrap_or_else(ApiError::into_response)
-}
-
-async fn respond<R: RocketReader>(
+/// Serves a request routed to this function.
+pub async fn handle<R: RocketReader>(
     reader: &R,
     route: Route,
     request: Request,

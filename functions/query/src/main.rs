@@ -9,8 +9,8 @@ async fn run() -> Result<(), Error> {
     rockets::telemetry::init();
     let store = DynamoStore::from_env(&sdk_config().await)?;
     let store = &store;
-    rockets::http::run(rockets::http::Function::Query, |request| {
-        query::handle(store, request)
+    rockets::http::run(rockets::http::Function::Query, |route, request| {
+        query::handle(store, route, request)
     })
     .await
 }

@@ -48,7 +48,11 @@ async fn get(store: &EmbeddedStore, path_and_query: &str) -> (u16, Value) {
     let request =
         rockets::http::api_gateway_request(Method::GET, path, query, HeaderMap::new(), Vec::new())
             .expect("a convertible request");
-    let response = query::handle(store, request).await;
+    let response = rockets::http::respond(
+        |route, request| query::handle(store, route, request),
+        request,
+    )
+    .await;
     assert_eq!(response.headers()["content-type"], "application/json");
     let body = serde_json::from_slice(response.body().as_ref()).unwrap();
     (response.status().as_u16(), body)
@@ -285,10 +289,10 @@ async fn health() {
 #[tokio::test]
 async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field() {
     let store = fleet(3, 1).await;
-    let handler = |request| query::handle(&store, request);
+    let handler = |route, request| query::handle(&store, route, request);
     for path in ["/rockets", "/rockets/x", "/health"] {
         for (event, field) in rockets_testkit::unconvertible_gateway_events("GET", path, "") {
-            let response = rockets::http::serve_event(&handler, event).await;
+            let response = rockets::http::serve_event(&handler, event).await.response;
             assert_eq!(response.status_code, 400, "{path} {field}");
             let Some(lambda_http::Body::Text(text)) = &response.body else {
                 panic!("a JSON body")
@@ -434,8 +438,20 @@ async fn health_is_shallow_unless_asked_to_read_the_store() {
         )
         .expect("a convertible request")
     };
-    assert_eq!(query::handle(&DownStore, ask(None)).await.status(), 200);
-    let deep = query::handle(&DownStore, ask(Some("deep=true"))).await;
+    assert_eq!(
+        rockets::http::respond(
+            |route, request| query::handle(&DownStore, route, request),
+            ask(None)
+        )
+        .await
+        .status(),
+        200
+    );
+    let deep = rockets::http::respond(
+        |route, request| query::handle(&DownStore, route, request),
+        ask(Some("deep=true")),
+    )
+    .await;
     assert_eq!(deep.status(), 503);
     assert_eq!(deep.headers()["retry-after"], "1");
 }

@@ -118,13 +118,69 @@ impl DurableStore {
         self.cache.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn parked(&self, channel: &str, number: u64) -> Result<Option<Envelope>, StoreError> {
-        self.dir
-            .get(Space::Parked, &numbered_key(channel, number))
+    /// Runs `read` on the data directory off the async workers, since a read may wait for the
+    /// disk and the workers serve every connection.
+    async fn off_workers<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&DataDir) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || read(&dir))
+            .await
+            .map_err(|e| StoreError::Failed(Cause::new("a data directory read", e)))?
+    }
+}
+
+/// The parked messages of `channel` a load needs, for a rocket whose next number is `next`: its
+/// leading run of at most `window` (when a drain can start), and those numbered in `probe`.
+fn parked_view(
+    dir: &DataDir,
+    channel: &str,
+    next: u64,
+    window: usize,
+    probe: &[MessageNumber],
+) -> Result<ParkedView, StoreError> {
+    let parked = |number: u64| -> Result<Option<Envelope>, StoreError> {
+        dir.get(Space::Parked, &numbered_key(channel, number))
             .map_err(failed)?
             .map(|value| message(&value))
             .transpose()
+    };
+    // From the first number not applied: every parked message below it was applied and
+    // deleted (commits here are atomic, so none is left behind), and starting past them
+    // skips their deletion markers, which would otherwise make each load walk the channel's
+    // whole history until compaction drops them.
+    let prefix = channel_prefix(channel);
+    let from = numbered_key(channel, next);
+    // A batch that cannot start a drain needs only its own numbers looked up.
+    let next_parked = || Ok(parked(next)?.is_some());
+    let (items, complete) = if drains(next, probe, next_parked)? {
+        let mut leading = Leading::new(window);
+        dir.scan_while(Space::Parked, &prefix, &from, |key| {
+            number_of(key).is_some_and(|number| leading.take(number))
+        })
+        .map_err(failed)?
+    } else {
+        (Vec::new(), false)
+    };
+    let first = items
+        .iter()
+        .map(|(_, value)| message(value))
+        .collect::<Result<Vec<_>, _>>()?;
+    let last = first.last().map(|m| m.number);
+    let mut probed = Vec::new();
+    for number in probe {
+        if last.is_none_or(|last| *number > last)
+            && let Some(message) = parked(number.get())?
+        {
+            probed.push(message);
+        }
     }
+    Ok(ParkedView {
+        first,
+        complete,
+        probed,
+    })
 }
 
 impl ChannelStore for DurableStore {
@@ -154,45 +210,14 @@ impl ChannelStore for DurableStore {
                 version,
             }));
         }
-        // From the first number not applied: every parked message below it was applied and
-        // deleted (commits here are atomic, so none is left behind), and starting past them
-        // skips their deletion markers, which would otherwise make each load walk the channel's
-        // whole history until compaction drops them.
-        let prefix = channel_prefix(channel.as_str());
-        let from = numbered_key(channel.as_str(), rocket.next_number());
-        // A batch that cannot start a drain needs only its own numbers looked up.
+        let (name, probe) = (channel.as_str().to_owned(), probe.to_vec());
         let next = rocket.next_number();
-        let next_parked = || Ok(self.parked(channel.as_str(), next)?.is_some());
-        let (items, complete) = if drains(next, probe, next_parked)? {
-            let mut leading = Leading::new(window);
-            self.dir
-                .scan_while(Space::Parked, &prefix, &from, |key| {
-                    number_of(key).is_some_and(|number| leading.take(number))
-                })
-                .map_err(failed)?
-        } else {
-            (Vec::new(), false)
-        };
-        let first = items
-            .iter()
-            .map(|(_, value)| message(value))
-            .collect::<Result<Vec<_>, _>>()?;
-        let last = first.last().map(|m| m.number);
-        let mut probed = Vec::new();
-        for number in probe {
-            if last.is_none_or(|last| *number > last)
-                && let Some(parked) = self.parked(channel.as_str(), number.get())?
-            {
-                probed.push(parked);
-            }
-        }
+        let parked = self
+            .off_workers(move |dir| parked_view(dir, &name, next, window, &probe))
+            .await?;
         Ok(Some(ChannelSnapshot {
             rocket,
-            parked: ParkedView {
-                first,
-                complete,
-                probed,
-            },
+            parked,
             version,
         }))
     }
@@ -264,14 +289,20 @@ impl ChannelStore for DurableStore {
         channel: &Channel,
         numbers: &[MessageNumber],
     ) -> Result<Vec<Envelope>, StoreError> {
-        let mut found = Vec::new();
-        for number in numbers {
-            let key = numbered_key(channel.as_str(), number.get());
-            if let Some(value) = self.dir.get(Space::History, &key).map_err(failed)? {
-                found.push(message(&value)?);
+        let keys: Vec<Vec<u8>> = numbers
+            .iter()
+            .map(|number| numbered_key(channel.as_str(), number.get()))
+            .collect();
+        self.off_workers(move |dir| {
+            let mut found = Vec::new();
+            for key in keys {
+                if let Some(value) = dir.get(Space::History, &key).map_err(failed)? {
+                    found.push(message(&value)?);
+                }
             }
-        }
-        Ok(found)
+            Ok(found)
+        })
+        .await
     }
 }
 
@@ -299,19 +330,17 @@ impl RocketReader for DurableStore {
             return Ok(Some(Vec::new()));
         };
         let prefix = channel_prefix(channel.as_str());
-        let items = self
-            .dir
-            .scan(
-                Space::History,
-                &prefix,
-                &numbered_key(channel.as_str(), from),
-                limit,
-            )
-            .map_err(failed)?;
-        items
-            .iter()
-            .map(|(_, value)| message(value))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        let from = numbered_key(channel.as_str(), from);
+        self.off_workers(move |dir| {
+            let items = dir
+                .scan(Space::History, &prefix, &from, limit)
+                .map_err(failed)?;
+            items
+                .iter()
+                .map(|(_, value)| message(value))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        })
+        .await
     }
 }

@@ -243,7 +243,11 @@ pub fn run(
                 )
                 .expect("a convertible request");
                 let begun = Instant::now();
-                let response = ingest::handle(&queue, request).await;
+                let response = rockets::http::respond(
+                    |route, request| ingest::handle(&queue, route, request),
+                    request,
+                )
+                .await;
                 bill.ingest_ms.push(begun.elapsed().as_secs_f64() * 1e3);
                 assert_eq!(response.status(), 202);
                 bill.http_requests += 1;

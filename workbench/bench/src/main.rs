@@ -162,7 +162,7 @@ fn main() {
             section(&mut report, title, &measure());
         }
     }
-    if let Ok(notes) = std::fs::read_to_string("bench/NOTES.md") {
+    if let Ok(notes) = std::fs::read_to_string("workbench/bench/NOTES.md") {
         report.push_str(&notes);
     }
 
