@@ -148,7 +148,8 @@ pub fn deduplication_id(channel: &Channel, number: MessageNumber) -> String {
 }
 
 fn id(channel: &Channel, number: MessageNumber, limit: usize) -> String {
-    let plain = format!("{number}:{channel}");
+    let mut digits = itoa::Buffer::new();
+    let plain = [digits.format(number.get()), ":", channel.as_str()].concat();
     if plain.len() <= limit {
         return plain;
     }

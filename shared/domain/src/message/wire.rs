@@ -74,9 +74,8 @@ impl Envelope {
         }
         let body = std::str::from_utf8(body)
             .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
-        let root: Wire<Raw, Raw> = serde_json::from_str(body)
-            .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
-        let metadata: Metadata<&RawValue> = object(root.metadata, "metadata")?;
+        let (metadata, message) = fields(body)?;
+        let metadata = metadata?;
         let channel = Channel::parse(&string(metadata.channel, "metadata.channel")?)
             .map_err(|reason| ValidationError::invalid("metadata.channel", reason))?;
         let number = integer(metadata.message_number, "metadata.messageNumber", 1)?;
@@ -90,7 +89,7 @@ impl Envelope {
                 format!("must be one of {}", names.join(", ")),
             )
         })?;
-        let body: Body<&RawValue> = object(root.message, "message")?;
+        let body = message?;
         let event = match message_type {
             MessageType::Launched => Event::Launched {
                 rocket_type: text(body.rocket_type, "message.type")?,
@@ -169,6 +168,37 @@ impl Serialize for Envelope {
 /// RFC 3339 with the sender's own offset and only as many fraction digits as it needs.
 pub fn format_time(time: &DateTime<FixedOffset>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The body's metadata and message, each with its fields raw, or why it is not there. One pass
+/// reads a well-formed body; one it cannot read is read again a level at a time, which tells a
+/// `metadata` or `message` that is not an object from a body that is not JSON.
+#[allow(clippy::type_complexity)]
+fn fields(
+    body: &str,
+) -> Result<
+    (
+        Result<Metadata<&RawValue>, ValidationError>,
+        Result<Body<&RawValue>, ValidationError>,
+    ),
+    ValidationError,
+> {
+    let missing = |field| ValidationError::Missing { field };
+    if let Ok(root) = serde_json::from_str::<Wire<Option<_>, Option<_>>>(body) {
+        return Ok((
+            root.metadata.ok_or(missing("metadata")),
+            root.message.ok_or(missing("message")),
+        ));
+    }
+    let root: Wire<Raw, Raw> =
+        serde_json::from_str(body).map_err(|e| ValidationError::Malformed {
+            field: "body",
+            detail: format!("body is not valid JSON: {e}"),
+        })?;
+    Ok((
+        object(root.metadata, "metadata"),
+        object(root.message, "message"),
+    ))
 }
 
 /// A field that should hold an object, read as `T` with its own fields raw.

@@ -94,12 +94,23 @@ pub(super) struct State {
 
 /// `00000000000000000042-local`: sequence numbers as fixed-width ids, so ids sort as numbers.
 pub(super) fn message_id(sequence: u64) -> Arc<str> {
-    format!("{sequence:020}-local").into()
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(sequence);
+    let padding = "0".repeat(20 - digits.len());
+    [padding.as_str(), digits, "-local"].concat().into()
 }
 
 /// `lease:sequence:group`, which [`State::leased`] reads back.
 fn receipt_handle(lease: u64, sequence: u64, group_id: &str) -> String {
-    format!("{lease}:{sequence}:{group_id}")
+    let (mut lease_digits, mut sequence_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+    [
+        lease_digits.format(lease),
+        ":",
+        sequence_digits.format(sequence),
+        ":",
+        group_id,
+    ]
+    .concat()
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -379,6 +390,7 @@ mod tests {
     fn receipt_handles_read_back_as_written() {
         for n in [0, 1, 42, u64::MAX] {
             assert_eq!(*message_id(n), format!("{n:020}-local"));
+            assert_eq!(receipt_handle(n, 7, "a:b"), format!("{n}:7:a:b"));
             assert_eq!(
                 number_before_colon(&receipt_handle(n, 7, "a:b")),
                 Some((n, "7:a:b"))
