@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::QueueConfig;
 use super::fifo::{Message, State, message_id, now_ms};
+use super::{Body, QueueConfig};
 use crate::disk::{DataDir, DataDirError, Op, Space};
 
 /// Sequence numbers reserved in the data directory at a time, so that a message's send writes
@@ -36,7 +36,7 @@ pub(super) fn record(space: Space, group_id: &str, message: &Message) -> Op {
             group_id,
             message.sent_ms,
             &message.deduplication_id,
-            &message.body,
+            message.body.json(),
         ),
     )
 }
@@ -88,7 +88,7 @@ impl Stored {
         Message {
             id: message_id(sequence),
             sequence,
-            body: self.body.into(),
+            body: Body::of_json(self.body),
             deduplication_id: self.deduplication_id.into(),
             receive_count: 0,
             sent_ms: self.sent_ms,

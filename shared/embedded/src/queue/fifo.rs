@@ -11,14 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::durable::{self, FIRST_RECEIPT};
-use super::{QueueConfig, ReceivedMessage};
+use super::{Body, QueueConfig, ReceivedMessage};
 use crate::disk::{Op, Space};
 
 pub(super) struct Message {
     pub(super) id: Arc<str>,
     pub(super) sequence: u64,
-    /// The message as SQS would deliver it: its JSON.
-    pub(super) body: Arc<str>,
+    pub(super) body: Body,
     pub(super) deduplication_id: Arc<str>,
     pub(super) receive_count: u32,
     pub(super) sent_ms: u64,
@@ -26,7 +25,7 @@ pub(super) struct Message {
 }
 
 impl Message {
-    pub(super) fn new(sequence: u64, body: Arc<str>, deduplication_id: Arc<str>) -> Self {
+    pub(super) fn new(sequence: u64, body: Body, deduplication_id: Arc<str>) -> Self {
         Message {
             id: message_id(sequence),
             sequence,
@@ -193,7 +192,7 @@ impl State {
         &mut self,
         group_id: &str,
         deduplication_id: Arc<str>,
-        body: Arc<str>,
+        body: Body,
     ) -> Arc<str> {
         let sequence = self.take_sequence();
         let message = Message::new(sequence, body, deduplication_id);

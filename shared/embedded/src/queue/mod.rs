@@ -21,12 +21,13 @@ mod fifo;
 mod ports;
 mod receive;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use rockets::message::Envelope;
 use rockets::ports::{Cause, QueueError, QueuedMessage};
 
 use crate::disk::{DataDir, DataDirError, DiskError, Op, Space, Wait};
@@ -63,8 +64,64 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
     pub sent_timestamp_ms: u64,
     pub first_receive_timestamp_ms: u64,
-    /// The message as it was sent: its JSON.
-    pub body: Arc<str>,
+    body: Body,
+}
+
+impl ReceivedMessage {
+    /// The body, as SQS would deliver it: the message's JSON.
+    pub fn body(&self) -> &str {
+        self.body.json()
+    }
+
+    /// The message, when it was sent in this process.
+    pub fn message(&self) -> Option<&Envelope> {
+        self.body.message()
+    }
+}
+
+/// A message's body. Every message passes through the queue on its way to the store, and a
+/// message sent in this process is handed to the apply handler in this process: the queue keeps
+/// it as it was sent, and writes its JSON once something needs that (the disk, an operator, a
+/// Lambda invocation). Writing and reading the JSON back cost about a fifth of a message's way
+/// through the local server (BENCHMARKS.md, "What the hand-written paths pay").
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Body(Arc<Contents>);
+
+#[derive(Debug, PartialEq)]
+struct Contents {
+    message: Option<Envelope>,
+    json: OnceLock<Arc<str>>,
+}
+
+impl Body {
+    fn of_json(json: impl Into<Arc<str>>) -> Self {
+        Body(Arc::new(Contents {
+            message: None,
+            json: OnceLock::from(json.into()),
+        }))
+    }
+
+    fn of_message(message: Envelope) -> Self {
+        Body(Arc::new(Contents {
+            message: Some(message),
+            json: OnceLock::new(),
+        }))
+    }
+
+    fn json(&self) -> &str {
+        self.0.json.get_or_init(|| {
+            let message = self
+                .0
+                .message
+                .as_ref()
+                .expect("a body holds its message or its JSON");
+            message.to_json().into()
+        })
+    }
+
+    fn message(&self) -> Option<&Envelope> {
+        self.0.message.as_ref()
+    }
 }
 
 /// What the queue holds right now.
@@ -152,15 +209,25 @@ impl EmbeddedQueue {
     /// id, or `None` when its deduplication id was seen within the window, which SQS answers
     /// as a success too.
     pub async fn accept(&self, message: QueuedMessage) -> Result<Option<Arc<str>>, QueueError> {
-        let Some(dir) = &self.dir else {
-            return Ok(self.send_message(message));
-        };
         let QueuedMessage {
             group_id,
             deduplication_id,
             body,
         } = message;
-        let deduplication_id: Arc<str> = deduplication_id.into();
+        self.offer(&group_id, deduplication_id.into(), Body::of_json(body))
+            .await
+    }
+
+    /// [`EmbeddedQueue::accept`] for a body already made.
+    async fn offer(
+        &self,
+        group_id: &str,
+        deduplication_id: Arc<str>,
+        body: Body,
+    ) -> Result<Option<Arc<str>>, QueueError> {
+        let Some(dir) = &self.dir else {
+            return Ok(self.send_body(group_id, deduplication_id, body));
+        };
         let now = Instant::now();
         let submitted = {
             let mut state = self.lock();
@@ -173,7 +240,7 @@ impl EmbeddedQueue {
                 ops.push(Op::Put(
                     Space::Queue,
                     sequence.to_be_bytes().to_vec(),
-                    durable::stored(&group_id, sent_ms, &deduplication_id, &body),
+                    durable::stored(group_id, sent_ms, &deduplication_id, body.json()),
                 ));
                 ops.push(Op::Put(
                     Space::Seen,
@@ -204,9 +271,9 @@ impl EmbeddedQueue {
         }
         let message = Message {
             sent_ms,
-            ..Message::new(sequence, body.into(), deduplication_id)
+            ..Message::new(sequence, body, deduplication_id)
         };
-        let id = state.enqueue(&group_id, message);
+        let id = state.enqueue(group_id, message);
         drop(state);
         self.wake_one();
         Ok(Some(id))
@@ -215,15 +282,24 @@ impl EmbeddedQueue {
     /// Enqueues a message in memory, or with the next group commit of a durable queue; its
     /// id, or `None` when its deduplication id was seen within the window.
     pub fn send_message(&self, message: QueuedMessage) -> Option<Arc<str>> {
+        let body = Body::of_json(message.body);
+        self.send_body(&message.group_id, message.deduplication_id.into(), body)
+    }
+
+    fn send_body(
+        &self,
+        group_id: &str,
+        deduplication_id: Arc<str>,
+        body: Body,
+    ) -> Option<Arc<str>> {
         let now = Instant::now();
-        let deduplication_id: Arc<str> = message.deduplication_id.into();
         let id = {
             let mut state = self.lock();
             state.forget_old_ids(now);
             if !state.see(&deduplication_id, now + self.config.deduplication_window) {
                 return None;
             }
-            state.push(&message.group_id, deduplication_id, message.body.into())
+            state.push(group_id, deduplication_id, body)
         };
         self.wake_one();
         Some(id)
@@ -267,7 +343,7 @@ impl EmbeddedQueue {
         self.lock()
             .dead
             .iter()
-            .map(|(_, m)| m.body.to_string())
+            .map(|(_, m)| m.body.json().to_owned())
             .collect()
     }
 
@@ -303,7 +379,7 @@ pub(crate) mod tests {
     }
 
     fn bodies(batch: &[ReceivedMessage]) -> Vec<&str> {
-        batch.iter().map(|m| &*m.body).collect()
+        batch.iter().map(ReceivedMessage::body).collect()
     }
 
     #[tokio::test]
@@ -440,7 +516,7 @@ pub(crate) mod tests {
         let mut redriven: Vec<String> = q
             .try_receive(10)
             .iter()
-            .map(|m| m.body.to_string())
+            .map(|m| m.body().to_owned())
             .collect();
         redriven.sort();
         assert_eq!(redriven, ["a/3", "c/1", "e/1", &refused.to_json()]);
@@ -535,7 +611,7 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_message_sent_in_process_is_handed_out_as_its_json() {
+    async fn a_message_sent_in_process_is_handed_out_as_it_was_sent_and_as_its_json() {
         let q = queue(60_000, 5);
         let sent = Envelope::parse(
             br#"{"metadata":{"channel":"m","messageNumber":2,"messageTime":"2022-02-02T19:39:05.5+01:00","messageType":"RocketMissionChanged"},"message":{"newMission":"ARTEMIS"}}"#,
@@ -545,7 +621,8 @@ pub(crate) mod tests {
         q.send(&sent).await.unwrap();
         let batch = q.try_receive(10);
         assert_eq!(batch.len(), 1, "the resend was dropped");
-        assert_eq!(&*batch[0].body, sent.to_json());
+        assert_eq!(batch[0].message(), Some(&sent));
+        assert_eq!(batch[0].body(), sent.to_json());
         assert_eq!(&*batch[0].group_id, "m");
         assert_eq!(&*batch[0].deduplication_id, "2:m");
         assert_eq!(

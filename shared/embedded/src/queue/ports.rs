@@ -10,15 +10,20 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use rockets::message::Envelope;
 use rockets::ports::{
     MessageQueue, QueueConsumer, QueueError, QueueRecord, QueuedMessage, RecordVisibility,
+    deduplication_id,
 };
 
 use super::fifo::Message;
-use super::{EmbeddedQueue, ReceivedMessage, durable, unavailable};
+use super::{Body, EmbeddedQueue, ReceivedMessage, durable, unavailable};
 use crate::disk::{Space, Wait};
 
 impl MessageQueue for EmbeddedQueue {
     async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
-        self.accept(QueuedMessage::of(message)).await.map(drop)
+        let deduplication_id = deduplication_id(&message.channel, message.number).into();
+        let body = Body::of_message(message.clone());
+        self.offer(message.channel.as_str(), deduplication_id, body)
+            .await
+            .map(drop)
     }
 }
 
@@ -88,7 +93,14 @@ impl QueueRecord for ReceivedMessage {
     }
 
     fn body(&self) -> Option<&str> {
-        Some(&self.body)
+        Some(ReceivedMessage::body(self))
+    }
+
+    fn message(&self) -> Result<Envelope, String> {
+        match ReceivedMessage::message(self) {
+            Some(message) => Ok(message.clone()),
+            None => Envelope::parse(self.body().as_bytes()).map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -96,7 +108,7 @@ impl ReceivedMessage {
     /// The record as the SQS event source hands it to Lambda.
     pub fn into_record(self) -> SqsMessage {
         let mut record = SqsMessage::default();
-        record.body = Some(self.body.to_string());
+        record.body = Some(self.body().to_owned());
         record.attributes = [
             ("ApproximateReceiveCount", self.receive_count.to_string()),
             ("SentTimestamp", self.sent_timestamp_ms.to_string()),
@@ -140,8 +152,8 @@ impl MessageQueue for DeadLetters {
                 return Ok(());
             }
             let sequence = state.take_sequence();
-            let message =
-                Message::new(sequence, queued.body.into(), queued.deduplication_id.into());
+            let body = Body::of_json(queued.body);
+            let message = Message::new(sequence, body, queued.deduplication_id.into());
             let written = self.0.dir.as_ref().map(|dir| {
                 let mut ops = std::mem::take(&mut state.journal);
                 ops.push(durable::record(Space::Dead, &queued.group_id, &message));

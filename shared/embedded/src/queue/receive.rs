@@ -247,7 +247,7 @@ mod tests {
             .await
             .expect("woken")
             .unwrap();
-        assert_eq!(&*batch[0].body, "a/1");
+        assert_eq!(batch[0].body(), "a/1");
     }
 
     #[tokio::test(start_paused = true)]
