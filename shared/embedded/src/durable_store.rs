@@ -117,18 +117,6 @@ impl DurableStore {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
         self.cache.write().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Runs `read` on the data directory off the async workers, since a read may wait for the
-    /// disk and the workers serve every connection.
-    async fn off_workers<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&DataDir) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || read(&dir))
-            .await
-            .map_err(|e| StoreError::Failed(Cause::new("a data directory read", e)))?
-    }
 }
 
 /// The parked messages of `channel` a load needs, for a rocket whose next number is `next`: its
@@ -210,11 +198,11 @@ impl ChannelStore for DurableStore {
                 version,
             }));
         }
-        let (name, probe) = (channel.as_str().to_owned(), probe.to_vec());
+        // Read on the calling worker: these reads come from memory or the page cache in
+        // microseconds, and handing them to a blocking thread cost more than they take
+        // (docs/design.md, "The local server's data directory").
         let next = rocket.next_number();
-        let parked = self
-            .off_workers(move |dir| parked_view(dir, &name, next, window, &probe))
-            .await?;
+        let parked = parked_view(&self.dir, channel.as_str(), next, window, probe)?;
         Ok(Some(ChannelSnapshot {
             rocket,
             parked,
@@ -293,16 +281,13 @@ impl ChannelStore for DurableStore {
             .iter()
             .map(|number| numbered_key(channel.as_str(), number.get()))
             .collect();
-        self.off_workers(move |dir| {
-            let mut found = Vec::new();
-            for key in keys {
-                if let Some(value) = dir.get(Space::History, &key).map_err(failed)? {
-                    found.push(message(&value)?);
-                }
+        let mut found = Vec::new();
+        for key in keys {
+            if let Some(value) = self.dir.get(Space::History, &key).map_err(failed)? {
+                found.push(message(&value)?);
             }
-            Ok(found)
-        })
-        .await
+        }
+        Ok(found)
     }
 }
 
@@ -331,16 +316,14 @@ impl RocketReader for DurableStore {
         };
         let prefix = channel_prefix(channel.as_str());
         let from = numbered_key(channel.as_str(), from);
-        self.off_workers(move |dir| {
-            let items = dir
-                .scan(Space::History, &prefix, &from, limit)
-                .map_err(failed)?;
-            items
-                .iter()
-                .map(|(_, value)| message(value))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some)
-        })
-        .await
+        let items = self
+            .dir
+            .scan(Space::History, &prefix, &from, limit)
+            .map_err(failed)?;
+        items
+            .iter()
+            .map(|(_, value)| message(value))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }

@@ -6,7 +6,10 @@
 //! queue that was sent the same messages and batches as SQS does: a backlog of one channel
 //! arrives ten messages at a time, and DynamoDB's cost per message is what it would be.
 
+use crate::mark;
+use crate::partitions::SHARDS_AT_SCALE;
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -303,3 +306,103 @@ impl MessageQueue for Sent<'_> {
         self.batcher.send(message).await
     }
 }
+
+pub fn report(quick: bool) -> String {
+    let (Ok(moto), Ok(dynamodb)) = (
+        std::env::var("ROCKETS_TEST_MOTO"),
+        std::env::var("ROCKETS_TEST_DYNAMODB_LOCAL"),
+    ) else {
+        return "Not measured: the emulators are not running (scripts/bench starts them).\n".into();
+    };
+    let (rockets, length) = if quick { (5, 10) } else { (10, 20) };
+    let traffic = [
+        Traffic {
+            name: "in order, one message per batch",
+            shuffled: false,
+            batch: 1,
+        },
+        Traffic {
+            name: "in order, full batches",
+            shuffled: false,
+            batch: 10,
+        },
+        Traffic {
+            name: "shuffled + 10% resent, one per batch",
+            shuffled: true,
+            batch: 1,
+        },
+        Traffic {
+            name: "shuffled + 10% resent, full batches",
+            shuffled: true,
+            batch: 10,
+        },
+    ];
+    let mut out = String::from(
+        "| traffic | apply invocations | SQS send / receive / delete | DynamoDB RCU | DynamoDB WCU | API requests | ingest invocations | handler ms ingest / apply | $ per million messages, by service | total |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut writes = String::from(
+        "| traffic | state | history | parked | indexes | total | strongly consistent reads per channel per batch |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut state_per_in_order_message: f64 = 0.0;
+    let mut reads_per_channel_batch: f64 = 0.0;
+    let sharded = rockets_aws::ListingShards::new(SHARDS_AT_SCALE).expect("valid");
+    let mut at_scale = Vec::new();
+    for t in &traffic {
+        let bill = run(&moto, &dynamodb, *t, rockets, length, Default::default());
+        let _ = writeln!(out, "{}", bill.row(t));
+        let _ = writeln!(writes, "{}", bill.writes_row(t));
+        let spread = run(&moto, &dynamodb, *t, rockets, length, sharded);
+        at_scale.push(format!(
+            "{} ${:.2} against ${:.2}",
+            t.name,
+            spread.total_per_million(),
+            bill.total_per_million()
+        ));
+        if !t.shuffled {
+            state_per_in_order_message =
+                state_per_in_order_message.max(bill.state_writes_per_message());
+        }
+        reads_per_channel_batch =
+            reads_per_channel_batch.max(bill.consistent_reads_per_channel_batch());
+    }
+    let _ = writeln!(
+        out,
+        "\nWith `ListingShards` {SHARDS_AT_SCALE} (the count that keeps every key at a tenth of its \
+         limit at 100,000 messages a second), the same traffic costs per million messages: {}. \
+         A shard's name is a few bytes longer than its status's, and nothing else changes.",
+        at_scale.join("; ")
+    );
+    let _ = writeln!(
+        out,
+        "\nDynamoDB write units per message, by what was written, and strongly consistent reads:\n\n\
+         {writes}\n\
+         Targets: at most one write unit of state change per in-order message ({}: {state_per_in_order_message:.2} at most), \
+         no more than one strongly consistent read per channel per batch ({}: {reads_per_channel_batch:.2} at most).",
+        mark(state_per_in_order_message <= 1.0),
+        mark(reads_per_channel_batch <= 1.0),
+    );
+    let _ = writeln!(
+        out,
+        "\nCounts are per message ({rockets} rockets × {length} messages per row). The real ingest \
+         and apply handlers run against SQS on moto and DynamoDB on DynamoDB Local; every API \
+         request, invocation and SQS call is counted, and DynamoDB's own `ConsumedCapacity` \
+         (asked for on every call, split by item and index) is summed. Moto hands out one message \
+         per FIFO group per receive, where SQS fills a batch from one group first, so apply's \
+         batches are formed from the same messages by the embedded FIFO queue, which batches as \
+         SQS does; \"one message per batch\" applies each message before the next is sent, \
+         \"full batches\" sends them all first. A batch costs one receive and one batch delete, as \
+         Lambda's event source mapping makes them; its empty long polls while the queue is idle \
+         cost by the hour, not by the message, and are left out. Priced with us-east-1 on-demand rates as of {}: HTTP \
+         API $1.00/M requests, Lambda $0.20/M requests and $0.0000133334 per GB-s on arm64 \
+         (128 MB, each invocation rounded up to 1 ms), SQS FIFO $0.50/M requests, DynamoDB \
+         $0.625/M write units and $0.125/M read units. Handler times are measured against the \
+         emulators on this machine; in AWS they are dominated by DynamoDB's latency instead.",
+        PRICES_DATE
+    );
+    out
+}
+
+/// Environment variables for a function process.
+pub(crate) type Environment<'a> = &'a [(&'a str, &'a str)];

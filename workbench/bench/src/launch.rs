@@ -2,6 +2,7 @@
 //! `rockets launch` client, which opens a new connection per message and never closes one,
 //! with the server's open files and connections sampled from `/proc` while it runs.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -105,4 +106,50 @@ fn open_files(pid: u32) -> (usize, usize) {
         }
     }
     (files, sockets)
+}
+
+pub fn report(quick: bool) -> String {
+    let messages = if quick { 20_000 } else { 100_000 };
+    let mut out = String::from(
+        "| concurrency | messages | wall (s) | accepted/s | p50 (µs) | p99 (µs) | retries | peak open connections | peak open files | convergence (ms) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for concurrency in [3, 50] {
+        let args = [
+            format!("--concurrency-level={concurrency}"),
+            format!("--max-messages={messages}"),
+            "--seed=444".to_string(),
+        ];
+        let Some(run) = run(Path::new("target/release"), &args) else {
+            return "Not run: build `rockets-local` and `rockets` with `--release` first \
+                    (`scripts/bench` does).\n"
+                .into();
+        };
+        let r = &run.report;
+        let _ = writeln!(
+            out,
+            "| {concurrency} | {} of {} accepted | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            r["accepted"],
+            r["sends"],
+            r["wallMs"].as_f64().unwrap_or(0.0) / 1000.0,
+            r["acceptedPerSecond"].as_f64().unwrap_or(0.0),
+            r["latencyP50Us"],
+            r["latencyP99Us"],
+            r["retries"],
+            run.peak_connections,
+            run.peak_open_files,
+            r.get("convergedMs")
+                .map_or("**not converged**".to_string(), ToString::to_string),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nOne run each of `rockets launch URL --concurrency-level=N --max-messages={messages} \
+         --seed=444 --verify` (20 rockets, 10% of messages sent twice, out of order within 64 \
+         sends) against the release `rockets-local` in its own process, which caps its \
+         connections below its open-file limit and closes the longest-idle ones to make room. \
+         The client holds every connection until the server closes it. Peak open files and \
+         connections are sampled from `/proc` every 20 ms; convergence runs from the last \
+         answer until every rocket equals the in-order fold of what was accepted.\n"
+    );
+    out
 }

@@ -1,6 +1,8 @@
 //! `GET /rockets` sorted by speed at scale, in the embedded store: the first page and a page
 //! from the middle of the order, through a cursor, as the number of rockets grows.
 
+use crate::mark;
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -76,4 +78,35 @@ pub fn run(rockets: usize, samples: usize) -> Scale {
         first_page_us: time(&first),
         deep_page_us: time(&deep),
     }
+}
+
+pub fn report(quick: bool) -> String {
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 100_000, 1_000_000]
+    };
+    let mut out = String::from(
+        "| rockets | fill (s) | first page of 100 (µs) | page at the middle, by cursor (µs) |\n|---|---|---|---|\n",
+    );
+    let mut largest_first = 0.0;
+    for &size in sizes {
+        let scale = run(size, if quick { 50 } else { 200 });
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {} |",
+            scale.rockets,
+            scale.fill_seconds,
+            scale.first_page_us.show(0),
+            scale.deep_page_us.show(0)
+        );
+        largest_first = scale.first_page_us.median;
+    }
+    let _ = writeln!(
+        out,
+        "\n`GET /rockets?sortBy=speed&order=desc&limit=100` straight on the store, without HTTP. \
+         Target: first page under 5 ms at the largest size: {}.",
+        mark(largest_first < 5_000.0)
+    );
+    out
 }

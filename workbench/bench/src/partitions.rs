@@ -12,7 +12,9 @@
 //! count.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use rockets::listing::merge::{Merged, PartitionRead, first_read_limit, merge};
 use rockets::listing::{Order, SortKey};
@@ -444,3 +446,123 @@ async fn apply_batch<S: rockets::ports::ChannelStore, R: rockets::ports::QueueRe
     )
     .await
 }
+
+/// The busiest partition keys of the table and the listing indexes at each shard count, and
+/// what a page of the listing reads.
+pub fn report(quick: bool) -> String {
+    let (rockets, per_rocket) = if quick { (10_000, 10) } else { (100_000, 20) };
+    let rate = rockets;
+    let shard_counts: &[u16] = &[1, 1024, 4096, 6144, 8192];
+    let tenth = KEY_WRITE_LIMIT / 10.0;
+    let mut out = String::from(
+        "| traffic | listing shards | busiest table key (WCU/s) | busiest index key (WCU/s) | its index | of a key's limit |\n|---|---|---|---|---|---|\n",
+    );
+    let mut notes = String::new();
+    let mut rockets_after = Vec::new();
+    // Per shape, the fewest shards measured that keep every key at a tenth of its limit.
+    let mut enough: Vec<Option<u16>> = Vec::new();
+    for shape in [
+        Shape {
+            name: "in order",
+            shuffled: false,
+        },
+        Shape {
+            name: "shuffled + 10% resent",
+            shuffled: true,
+        },
+    ] {
+        let begun = Instant::now();
+        let model = run(shape, rockets, per_rocket, rate, shard_counts);
+        let busiest = |row: &Row| row.table.units.max(row.index.units) as f64;
+        for row in &model.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.1}% |",
+                shape.name,
+                row.shards,
+                row.table.units,
+                row.index.units,
+                row.index.what,
+                busiest(row) / KEY_WRITE_LIMIT * 100.0
+            );
+        }
+        enough.push(
+            model
+                .rows
+                .iter()
+                .find(|row| busiest(row) <= tenth)
+                .map(|row| row.shards),
+        );
+        let [state, history, parked, indexes] = model.units_per_message;
+        let widest = model.rows.last().expect("a row");
+        let per_index: Vec<String> = widest
+            .by_index
+            .iter()
+            .map(|(key, units)| format!("{} {units}", key.as_str()))
+            .collect();
+        let _ = writeln!(
+            notes,
+            "- {}: {} arrivals of {} rockets over {} s ({} a second), {:.1} s to model; write \
+             units per message: state {state:.2}, history {history:.2}, parked {parked:.2}, \
+             indexes {indexes:.2}. Busiest key of each index at {} shards: {}.",
+            shape.name,
+            model.arrivals,
+            model.rockets,
+            model.seconds,
+            model.rate,
+            begun.elapsed().as_secs_f64(),
+            widest.shards,
+            per_index.join(", ")
+        );
+        rockets_after = model.rockets_after;
+    }
+    let mut pages = String::from(
+        "| listing shards | index queries per page (every status) | rounds of queries (most) | first pages needing a second round | read units per page: index queries | BatchGetItem of the page's rockets |\n|---|---|---|---|---|---|\n",
+    );
+    for &count in shard_counts {
+        let shards = rockets_aws::ListingShards::new(count).expect("valid");
+        let cost = page_cost(&rockets_after, shards, 100);
+        let _ = writeln!(
+            pages,
+            "| {count} | {} | {} | {} of {} | {:.1} | 50.0 |",
+            cost.queries, cost.most_rounds, cost.second_rounds, cost.pages, cost.index_read_units
+        );
+    }
+    let verdict = match enough.into_iter().collect::<Option<Vec<u16>>>() {
+        Some(counts) => format!(
+            "met with `ListingShards` {} (every key at most {tenth:.0} WCU/s)",
+            counts.into_iter().max().unwrap_or(1)
+        ),
+        None => format!(
+            "**missed** at every shard count measured (up to {})",
+            shard_counts[shard_counts.len() - 1]
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "\n{notes}\n\
+         Target: at {rate} messages a second across {rockets} rockets, no partition key of the \
+         table or of any index above a tenth of DynamoDB's {:.0} write units a second: {verdict}.\n\n\
+         Every message goes through the real apply handler, one record a batch (a rocket sending \
+         about once a second leaves Lambda nothing to batch), and each commit is priced by the \
+         DynamoDB store's own account of what it writes (`TableLayout::commit_writes`: the items it \
+         builds, billed as DynamoDB bills them, which a test holds to DynamoDB Local's reported \
+         capacity). All rockets' arrivals are interleaved at random, each rocket's in its own \
+         order, and every {rate} arrivals make a second; each figure is a key's busiest second. A \
+         rocket's index entries go to shard `FNV-1a(channel) mod shards` of its status, so keys \
+         share the load as evenly as the channels hash, which is why the busiest key stays above \
+         the mean.\n\n\
+         What the first page of 100 reads, every sort key both ways, over the rockets as the \
+         model left them (eventually consistent: half a unit per 4 KB a query returns, at least \
+         half a unit a query; then one BatchGetItem of the page's 100 state items, each under \
+         4 KB, half a unit each). A page is two rounds of requests, the index queries (sent 64 \
+         at a time) and the BatchGetItem, and three when a shard holds more of the page than \
+         the first round read from it:\n\n{pages}",
+        KEY_WRITE_LIMIT,
+    );
+    out
+}
+
+/// The listing shards that keep every DynamoDB key at a tenth of its limit at 100,000 messages
+/// a second, as the partition model finds.
+pub(crate) const SHARDS_AT_SCALE: u16 = 6144;

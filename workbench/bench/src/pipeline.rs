@@ -6,6 +6,12 @@
 //! another task, as ingest hands a message to apply through the queue, with no work on either
 //! side.
 
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::mark;
+use crate::stats::Summary;
+use crate::{KeepAwake, Options};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -301,4 +307,290 @@ fn list_all(client: &mut HttpClient) -> Vec<Rocket> {
             None => return rockets,
         }
     }
+}
+
+/// One measured row: the server, its concurrency, whether the vCPUs were kept busy, and the
+/// medians (with ranges) of its runs.
+struct Row {
+    server: Server,
+    concurrency: usize,
+    awake: bool,
+    posts: usize,
+    rate: Summary,
+    p50: Summary,
+    p99: Summary,
+    max: Summary,
+    converge: Summary,
+    generator: Summary,
+    server_cpu: Summary,
+}
+
+impl Row {
+    fn name(&self) -> String {
+        let server = match self.server {
+            Server::Floor => "floor (HTTP front only)",
+            Server::HandOff => "floor, each body handed to another task",
+            Server::Pipeline { durable: false } => "memory",
+            Server::Pipeline { durable: true } => "data directory",
+        };
+        let awake = if self.awake {
+            ", idle vCPUs kept busy"
+        } else {
+            ""
+        };
+        format!("{server}{awake}")
+    }
+}
+
+/// The servers and concurrencies `options` asks for, each row measured over repeated runs.
+fn measure(options: &Options) -> Vec<Row> {
+    let quick = options.quick;
+    let runs = if quick { 2 } else { 5 };
+    let servers: Vec<Server> = [
+        ("floor", Server::Floor),
+        ("handoff", Server::HandOff),
+        ("memory", Server::Pipeline { durable: false }),
+        ("durable", Server::Pipeline { durable: true }),
+    ]
+    .into_iter()
+    .filter(|(name, _)| options.servers.is_empty() || options.servers.iter().any(|s| s == name))
+    .map(|(_, server)| server)
+    .collect();
+    // At concurrency 1 a POST's round trip on a virtual machine can be mostly the time it takes
+    // to wake an idle vCPU; those rows are measured again with a spinning process at the lowest
+    // priority keeping the vCPUs out of their idle state, to show the software's own time.
+    let variants: Vec<(usize, bool)> = concurrencies(options)
+        .into_iter()
+        .flat_map(|c| {
+            let awake: &[bool] = if c == 1 { &[false, true] } else { &[false] };
+            awake.iter().map(move |&a| (c, a))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (server, concurrency, awake) in variants
+        .iter()
+        .flat_map(|&(c, a)| servers.iter().map(move |&s| (s, c, a)))
+    {
+        let _spinner = awake.then(KeepAwake::start);
+        let (rockets, per_rocket) = match (quick, concurrency) {
+            (true, _) => (50, 40),
+            (false, 1) => (100, 50),
+            (false, _) => (200, 100),
+        };
+        let results: Vec<Run> = (0..runs)
+            .map(|seed| {
+                run(Load {
+                    rockets,
+                    messages_per_rocket: per_rocket,
+                    concurrency,
+                    duplicate_percent: 10,
+                    delay: Duration::ZERO,
+                    seed,
+                    server,
+                })
+            })
+            .collect();
+        let pick = |f: fn(&Run) -> f64| Summary::of(results.iter().map(f).collect());
+        rows.push(Row {
+            server,
+            concurrency,
+            awake,
+            posts: results[0].posts,
+            rate: pick(|r| r.accepted_per_second),
+            p50: pick(|r| r.latency_p50_us),
+            p99: pick(|r| r.latency_p99_us),
+            max: pick(|r| r.latency_max_us),
+            converge: pick(|r| r.convergence_ms),
+            generator: pick(|r| r.generator_cpu_share * 100.0),
+            server_cpu: pick(|r| r.server_cpu_us),
+        });
+    }
+    rows
+}
+
+fn concurrencies(options: &Options) -> Vec<usize> {
+    if options.concurrency.is_empty() {
+        vec![1, 8, 64]
+    } else {
+        options.concurrency.clone()
+    }
+}
+
+/// The rate of the floor measured beside `row`, under the same load.
+fn floor_of(rows: &[Row], concurrency: usize, awake: bool) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.server == Server::Floor && r.concurrency == concurrency && r.awake == awake)
+        .map(|r| r.rate.median)
+}
+
+pub fn report(options: &Options) -> String {
+    let rows = measure(options);
+    let mut out = String::from(
+        "| server | concurrency | POSTs | accepted/s | of the floor | p50 (µs) | p99 (µs) | max (µs) | convergence (ms) | load generator's CPU share | server CPU per POST (µs) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in &rows {
+        let of_floor = floor_of(&rows, row.concurrency, row.awake)
+            .map_or(0.0, |floor| row.rate.median / floor * 100.0);
+        let converge = if matches!(row.server, Server::Floor | Server::HandOff) {
+            "–".to_string()
+        } else {
+            row.converge.show(1)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0}% | {} | {} | {} | {} | {}% | {} |",
+            row.name(),
+            row.concurrency,
+            row.posts,
+            row.rate.show(0),
+            of_floor,
+            row.p50.show(0),
+            row.p99.show(0),
+            row.max.show(0),
+            converge,
+            row.generator.show(0),
+            row.server_cpu.show(1)
+        );
+    }
+    let launched = new_connection_rows(options, &rows, &mut out);
+    out.push_str(&verdicts(&rows, launched));
+    out
+}
+
+/// The challenge's program connects anew for every message and never closes: the release
+/// server in its own process, under `rockets launch` with as many messages. Whether any ran.
+fn new_connection_rows(options: &Options, rows: &[Row], out: &mut String) -> bool {
+    let mut launched = false;
+    for concurrency in concurrencies(options) {
+        for durable in [false, true] {
+            let name = if durable { "durable" } else { "memory" };
+            if !(options.servers.is_empty() || options.servers.iter().any(|s| s == name)) {
+                continue;
+            }
+            let data_dir = std::env::temp_dir().join(format!(
+                "rockets-bench-launch-{}-{concurrency}",
+                std::process::id()
+            ));
+            let args = [
+                format!("--concurrency-level={concurrency}"),
+                format!(
+                    "--max-messages={}",
+                    if options.quick { 2_000 } else { 22_031 }
+                ),
+                "--seed=444".to_string(),
+            ];
+            let Some(run) = crate::launch::run_on(
+                Path::new("target/release"),
+                &args,
+                durable.then_some(&*data_dir),
+            ) else {
+                continue;
+            };
+            launched = true;
+            let r = &run.report;
+            let rate = r["acceptedPerSecond"].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                out,
+                "| {}, a new connection per message | {concurrency} | {} | {rate:.0} | {:.0}% | {} | {} | – | {} | – | – |",
+                if durable { "data directory" } else { "memory" },
+                r["accepted"],
+                floor_of(rows, concurrency, false).map_or(0.0, |floor| rate / floor * 100.0),
+                r["latencyP50Us"],
+                r["latencyP99Us"],
+                r.get("convergedMs")
+                    .map_or("**not converged**".to_string(), ToString::to_string),
+            );
+        }
+    }
+    launched
+}
+
+/// What the table shows against its targets, and how its rows were measured.
+fn verdicts(rows: &[Row], launched: bool) -> String {
+    let at = |durable: bool, concurrency: usize| {
+        rows.iter().find(|r| {
+            r.server == Server::Pipeline { durable } && r.concurrency == concurrency && !r.awake
+        })
+    };
+    let verdict = |row: Option<&Row>, p99_target: f64| {
+        row.map_or(("not run", "not run"), |row| {
+            (
+                mark(row.rate.median >= 20_000.0),
+                mark(row.p99.median < p99_target),
+            )
+        })
+    };
+    let (rate, p99) = verdict(at(false, 64), 5_000.0);
+    let converged = at(false, 64).map_or("not run", |row| mark(row.converge.median <= 1_000.0));
+    let (durable_rate, durable_p99) = verdict(at(true, 64), 10_000.0);
+    let mut out = format!(
+        "\nEach run starts a fresh `rockets-local` in process, logging as the binary does (its \
+         subscriber at `RUST_LOG`, INFO by default, writing to nowhere), sends every message of \
+         its rockets in a shuffled order with 10% sent twice, from that many threads over \
+         keep-alive connections, and then pages through `GET /rockets` until every rocket \
+         equals its in-order fold. \
+         The floor is the same HTTP front serving a handler that reads each body and answers \
+         202, under the same load in the same run; \"of the floor\" is the median rate as a \
+         share of the floor's at that concurrency, and the load generator's CPU share is its \
+         senders' CPU time over the whole process's while sending (both share the machine's \
+         two cores). \
+         Targets at concurrency 64: at least 20,000 messages/s ({rate}), p99 under 5 ms ({p99}), \
+         convergence within 1 s ({converged}). In a data directory (the default), a 202 waits for the \
+         message to be synced, and concurrent senders share each sync; targets at concurrency 64: \
+         at least 20,000 messages/s ({durable_rate}) with p99 under 10 ms ({durable_p99}).\n"
+    );
+    let shares = |server: Server| -> Vec<(usize, bool, f64)> {
+        rows.iter()
+            .filter(|r| r.server == server)
+            .filter_map(|r| {
+                let floor = floor_of(rows, r.concurrency, r.awake)?;
+                Some((r.concurrency, r.awake, r.rate.median / floor * 100.0))
+            })
+            .collect()
+    };
+    let listed = |rows: &[(usize, bool, f64)]| -> String {
+        rows.iter()
+            .map(|(c, awake, share)| {
+                let busy = if *awake {
+                    " with the vCPUs kept busy"
+                } else {
+                    ""
+                };
+                format!("{share:.0}% at concurrency {c}{busy}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let memory = shares(Server::Pipeline { durable: false });
+    if !memory.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTarget: the in-memory pipeline at 80% of the floor or more at every concurrency: {} ({}).",
+            mark(memory.iter().all(|(_, _, share)| *share >= 80.0)),
+            listed(&memory)
+        );
+    }
+    let hand_off = shares(Server::HandOff);
+    if !hand_off.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe floor with a bare hand-off, each body passed through a channel to one task on \
+             the same runtime that drops it, as ingest passes a message to apply through the queue \
+             with no work on either side: {}.",
+            listed(&hand_off)
+        );
+    }
+    if launched {
+        let _ = writeln!(
+            out,
+            "\nThe rows \"a new connection per message\" are one run each of `rockets launch URL \
+             --concurrency-level=N --max-messages=… --seed=444 --verify` against the release \
+             `rockets-local` in its own process (in memory, or in a fresh data directory): the \
+             challenge's way of connecting, each message on a new connection that the client \
+             never closes (20 rockets, 10% sent twice, out of order within 64 sends); their share \
+             is of the keep-alive floor above, and convergence is from the last answer until every \
+             rocket equals the fold of what was accepted."
+        );
+    }
+    out
 }
