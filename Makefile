@@ -7,8 +7,9 @@ serve:            ## the API on localhost:8088, embedded backends kept in ./rock
 test:             ## every check, as CI runs it (installs the emulators and tools it needs)
 	scripts/test
 
-check:            ## the fast inner loop: formatting, lints, and the tests that need no emulator
+check:            ## the fast inner loop: formatting, lints, unused dependencies, and the tests that need no emulator
 	cargo fmt --all -- --check
+	scripts/machete
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo test --workspace
 

@@ -12,7 +12,7 @@ use apply::BatchSummary;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use futures_util::FutureExt as _;
 use rockets::ports::QueueRecord;
-use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility};
+use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, SourceQueue};
 use tokio::sync::watch;
 
 use crate::activity::Activity;
@@ -42,7 +42,7 @@ pub struct InProcess<V, S, D> {
 
 impl<V, S, D, R> Applier<R> for InProcess<V, S, D>
 where
-    V: RecordVisibility,
+    V: SourceQueue,
     S: ChannelStore,
     D: MessageQueue,
     R: QueueRecord,

@@ -32,7 +32,7 @@ use hyper::body::{Body as _, Incoming};
 use rockets::config::{self, ConfigError};
 use rockets::http::{ApiError, Function, Route, api_gateway_request};
 use rockets::message::ValidationError;
-use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RecordVisibility, RocketReader};
+use rockets::ports::{ChannelStore, MessageQueue, QueueConsumer, RocketReader, SourceQueue};
 use rockets_aws::{DynamoStore, SqsQueue};
 use rockets_embedded::{
     DataDir, DataDirError, DeadLetters, DurableStore, EmbeddedQueue, EmbeddedStore, QueueConfig,
@@ -444,7 +444,7 @@ pub async fn start<Q, R, E, S, D>(
 where
     Q: MessageQueue + 'static,
     R: RocketReader + 'static,
-    E: QueueConsumer + RecordVisibility + 'static,
+    E: QueueConsumer + SourceQueue + 'static,
     S: ChannelStore + 'static,
     D: MessageQueue + 'static,
 {

@@ -3,43 +3,22 @@
 //!
 //! What a batch reads stays bounded by the batch and the park window however many messages
 //! are parked; the park limit sends the excess to the dead-letter queue, counted; filling the
-//! gap drains in rounds, and a drain longer than its budget goes on when its last record comes
-//! back; redriving the dead letters completes the rocket.
+//! gap drains in rounds, and a drain longer than its budget goes on in continuations it queues,
+//! which no record is received again for; redriving the dead letters completes the rocket.
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::Utc;
 use rockets::message::Envelope;
-use rockets::ports::{ChannelStore, MessageQueue, QueueError, RecordVisibility, RocketReader};
+use rockets::ports::{ChannelStore, RocketReader, drain_continuation};
 use rockets::rocket::Rocket;
 use rockets_embedded::EmbeddedStore;
-use rockets_testkit::{CountingStore, Rng, channel, emulator, flight, sqs_record, unique_name};
-
-/// A dead-letter queue that keeps what it is sent.
-#[derive(Default)]
-struct DeadLetters(Mutex<Vec<Envelope>>);
-
-impl MessageQueue for DeadLetters {
-    async fn send(&self, message: &Envelope) -> Result<(), QueueError> {
-        self.0.lock().unwrap().push(message.clone());
-        Ok(())
-    }
-}
-
-/// Records the visibility changes asked for.
-#[derive(Default)]
-struct Visibility(Mutex<Vec<(String, Duration)>>);
-
-impl RecordVisibility for Visibility {
-    async fn hide(&self, records: Vec<(String, Duration)>) -> Result<(), QueueError> {
-        self.0.lock().unwrap().extend(records);
-        Ok(())
-    }
-}
+use rockets_testkit::{
+    CountingStore, RecordingQueue, Rng, channel, emulator, flight, sqs_record, unique_name,
+};
 
 fn records(messages: &[Envelope]) -> Vec<SqsMessage> {
     messages
@@ -51,7 +30,7 @@ fn records(messages: &[Envelope]) -> Vec<SqsMessage> {
 async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     rockets_testkit::init_test_logs();
     let store = CountingStore::new(store);
-    let (dead_letters, visibility) = (DeadLetters::default(), Visibility::default());
+    let (dead_letters, source) = (RecordingQueue::default(), RecordingQueue::default());
     let settings = apply::Settings {
         park_limit: 30,
         park_window: 8,
@@ -59,22 +38,16 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     };
     let c = channel(&unique_name("flood"));
     let m = flight(&c, 41, &mut Rng::new(3));
-    let apply = async |batch: &[Envelope], settings: &apply::Settings| {
-        apply::apply_batch(
-            &store,
-            &visibility,
-            &dead_letters,
-            settings,
-            &records(batch),
-        )
-        .await
-        .unwrap()
+    let apply = async |batch: &[SqsMessage], settings: &apply::Settings| {
+        apply::apply_batch(&store, &source, &dead_letters, settings, batch)
+            .await
+            .unwrap()
     };
 
     // 2..=41 without 1: thirty park, the ten past the limit go to the dead-letter queue.
     let mut total = apply::BatchSummary::default();
     for batch in m[1..].chunks(10) {
-        let (response, summary) = apply(batch, &settings).await;
+        let (response, summary) = apply(&records(batch), &settings).await;
         assert!(response.batch_item_failures.is_empty());
         total += summary;
         // However many are parked, a batch reads at most the window and its own numbers.
@@ -82,7 +55,7 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
         assert!(read <= settings.park_window + batch.len(), "read {read}");
     }
     assert_eq!((total.parked, total.refused, total.failed), (30, 10, 0));
-    assert_eq!(*dead_letters.0.lock().unwrap(), m[31..]);
+    assert_eq!(dead_letters.sent(), m[31..]);
     let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
     assert_eq!(
         (rocket.last_message_number, rocket.pending_messages),
@@ -90,27 +63,35 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     );
 
     // Resends of parked messages, and one more past the limit, change nothing.
-    let (_, summary) = apply(&[m[5].clone(), m[40].clone()], &settings).await;
+    let (_, summary) = apply(&records(&[m[5].clone(), m[40].clone()]), &settings).await;
     assert_eq!((summary.duplicates, summary.refused), (1, 1));
     assert!(store.take_most_parked_read() <= settings.park_window + 2);
 
     // Message 1 fills the gap. With no drain budget each delivery drains one window and
-    // hands its record back at once; the redeliveries finish the drain.
+    // queues a continuation behind its channel; every record succeeds, none is handed back,
+    // and the continuations' deliveries finish the drain.
     let no_budget = apply::Settings {
         drain_budget: Duration::ZERO,
         ..settings
     };
+    let mut batch = records(&m[..1]);
     let mut deliveries = 0;
     loop {
         deliveries += 1;
         assert!(deliveries < 20, "the drain makes no progress");
-        let (response, _) = apply(&m[..1], &no_budget).await;
+        let (response, _) = apply(&batch, &no_budget).await;
+        assert!(response.batch_item_failures.is_empty());
         assert!(store.take_most_parked_read() <= settings.park_window + 1);
-        if response.batch_item_failures.is_empty() {
+        assert!(source.hidden().is_empty(), "no record is handed back");
+        let continued = source.continued();
+        if continued.len() < deliveries {
             break;
         }
-        let hidden = std::mem::take(&mut *visibility.0.lock().unwrap());
-        assert_eq!(hidden, [(format!("receipt-{c}-1"), Duration::ZERO)]);
+        let (channel, marker) = continued.last().unwrap().clone();
+        let continuation = drain_continuation(&channel, marker);
+        let mut record = sqs_record(&format!("drain-{deliveries}"), &m[0]);
+        record.body = Some(continuation.body);
+        batch = vec![record];
     }
     assert!(deliveries >= 3, "{deliveries} deliveries");
     let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
@@ -120,9 +101,9 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     );
 
     // The operator redrives the dead letters; the rocket is complete.
-    let redriven = std::mem::take(&mut *dead_letters.0.lock().unwrap());
+    let redriven = dead_letters.sent();
     for batch in redriven.chunks(10) {
-        let (response, _) = apply(batch, &settings).await;
+        let (response, _) = apply(&records(batch), &settings).await;
         assert!(response.batch_item_failures.is_empty());
     }
     let rocket = store.inner.rocket(&c).await.unwrap().unwrap();

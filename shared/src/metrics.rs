@@ -46,6 +46,8 @@ pub mod names {
     pub const COMMIT_RETRIES: &str = "CommitRetries";
     pub const DRAINED_PARKED: &str = "DrainedParked";
     pub const OLDEST_RECORD_AGE: &str = "OldestRecordAge";
+    pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
+    pub const STORE_FAILED: &str = "StoreFailed";
     // ingest
     pub const ACCEPTED: &str = "Accepted";
     pub const REJECTED: &str = "Rejected";
@@ -54,7 +56,7 @@ pub mod names {
     pub const REQUESTS: &str = "Requests";
     pub const LATENCY: &str = "Latency";
 
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         COLD_START,
         RECORDS,
         APPLIED,
@@ -66,6 +68,8 @@ pub mod names {
         COMMIT_RETRIES,
         DRAINED_PARKED,
         OLDEST_RECORD_AGE,
+        STORE_UNAVAILABLE,
+        STORE_FAILED,
         ACCEPTED,
         REJECTED,
         QUEUE_UNAVAILABLE,

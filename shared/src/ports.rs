@@ -135,7 +135,7 @@ impl QueuedMessage {
     /// deduplication window is not taken for the resend it is not.
     pub fn refused(message: &Envelope) -> Self {
         QueuedMessage {
-            deduplication_id: format!("~{}", id(&message.channel, message.number, 127)),
+            deduplication_id: format!("~{}", id(&message.channel, message.number.get(), 127)),
             ..Self::of(message)
         }
     }
@@ -144,12 +144,12 @@ impl QueuedMessage {
 /// `{number}:{channel}` while that fits SQS's 128-character limit, otherwise the number and a
 /// 128-bit hash of the channel. The characters are all ones SQS accepts.
 pub fn deduplication_id(channel: &Channel, number: MessageNumber) -> String {
-    id(channel, number, 128)
+    id(channel, number.get(), 128)
 }
 
-fn id(channel: &Channel, number: MessageNumber, limit: usize) -> String {
+fn id(channel: &Channel, number: u64, limit: usize) -> String {
     let mut digits = itoa::Buffer::new();
-    let plain = [digits.format(number.get()), ":", channel.as_str()].concat();
+    let plain = [digits.format(number), ":", channel.as_str()].concat();
     if plain.len() <= limit {
         return plain;
     }
@@ -160,6 +160,52 @@ fn id(channel: &Channel, number: MessageNumber, limit: usize) -> String {
         hash = hash.wrapping_mul(0x0000000001000000000000000000013B);
     }
     format!("{number}:#{hash:032x}")
+}
+
+/// What a queue record carries.
+#[derive(Clone, PartialEq, Debug)]
+pub enum Delivery {
+    /// A message to apply.
+    Message(Envelope),
+    /// The signal to go on with a channel's drain, which ran out of time in an earlier batch.
+    ContinueDrain(Channel),
+}
+
+impl Delivery {
+    pub fn channel(&self) -> &Channel {
+        match self {
+            Delivery::Message(message) => &message.channel,
+            Delivery::ContinueDrain(channel) => channel,
+        }
+    }
+}
+
+/// A drain's continuation as it goes onto the queue: in its channel's group, behind whatever
+/// the channel sent meanwhile, under a deduplication id of its own (`marker`, the channel's
+/// version when the drain stopped, is new each time), with a body no message has.
+pub fn drain_continuation(channel: &Channel, marker: u64) -> QueuedMessage {
+    QueuedMessage {
+        group_id: channel.as_str().to_owned(),
+        deduplication_id: format!("~drain:{}", id(channel, marker, 121)),
+        body: serde_json::json!({ "continueDrain": channel.as_str() }).to_string(),
+    }
+}
+
+/// The one field of a drain continuation's body.
+const CONTINUE_DRAIN: &str = "continueDrain";
+
+/// What a record's body carries: a drain's continuation, or else a message.
+pub fn delivery(body: &str) -> Result<Delivery, String> {
+    if body.starts_with(r#"{"continueDrain":"#) {
+        let continuation: std::collections::HashMap<&str, Channel> =
+            serde_json::from_str(body).map_err(|e| format!("unreadable continuation: {e}"))?;
+        if let Some(channel) = continuation.get(CONTINUE_DRAIN) {
+            return Ok(Delivery::ContinueDrain(channel.clone()));
+        }
+    }
+    Envelope::parse(body.as_bytes())
+        .map(Delivery::Message)
+        .map_err(|e| e.to_string())
 }
 
 /// Sends validated messages to the apply side.
@@ -186,10 +232,9 @@ pub trait QueueRecord: Send + Sync {
     fn deduplication_id(&self) -> Option<&str>;
     fn body(&self) -> Option<&str>;
 
-    /// The message the record carries: its body parsed.
-    fn message(&self) -> Result<Envelope, String> {
-        let body = self.body().ok_or("record has no body")?;
-        Envelope::parse(body.as_bytes()).map_err(|e| e.to_string())
+    /// What the record carries: its body read.
+    fn delivery(&self) -> Result<Delivery, String> {
+        delivery(self.body().ok_or("record has no body")?)
     }
 }
 
@@ -249,12 +294,20 @@ pub trait QueueConsumer: Send + Sync {
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
-/// Delays the next delivery of received records, as SQS's ChangeMessageVisibility does.
-pub trait RecordVisibility: Send + Sync {
-    /// Keeps each record (by receipt handle) hidden for its duration from now on.
+/// What the apply side asks of the queue its records come from.
+pub trait SourceQueue: Send + Sync {
+    /// Keeps each record (by receipt handle) hidden for its duration from now on, as SQS's
+    /// ChangeMessageVisibility does.
     fn hide(
         &self,
         records: Vec<(String, std::time::Duration)>,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Queues a continuation of `channel`'s drain ([`drain_continuation`]).
+    fn continue_drain(
+        &self,
+        channel: &Channel,
+        marker: u64,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 

@@ -11,9 +11,9 @@ use aws_sdk_sqs::types::{
 };
 use futures_util::future::join_all;
 
-use rockets::message::Envelope;
+use rockets::message::{Channel, Envelope};
 use rockets::ports::{
-    Cause, MessageQueue, QueueConsumer, QueueError, QueuedMessage, RecordVisibility,
+    Cause, MessageQueue, QueueConsumer, QueueError, QueuedMessage, SourceQueue, drain_continuation,
 };
 
 /// The longest SQS lets a received message stay hidden: 12 hours.
@@ -302,7 +302,7 @@ fn entries_refused(what: &str, failed: &[BatchResultErrorEntry]) -> Result<(), Q
     }
 }
 
-impl RecordVisibility for SqsQueue {
+impl SourceQueue for SqsQueue {
     async fn hide(&self, records: Vec<(String, Duration)>) -> Result<(), QueueError> {
         let calls = records.chunks(DELETE_BATCH_LIMIT).map(|chunk| {
             let entries = chunk
@@ -328,5 +328,9 @@ impl RecordVisibility for SqsQueue {
             entries_refused("visibility change refused", output.failed())?;
         }
         Ok(())
+    }
+
+    async fn continue_drain(&self, channel: &Channel, marker: u64) -> Result<(), QueueError> {
+        self.send_queued(drain_continuation(channel, marker)).await
     }
 }

@@ -9,7 +9,7 @@ use rockets::listing::{ListQuery, Order, SortKey};
 use rockets::message::{Envelope, Event, MessageNumber};
 use rockets::ordering::{ChannelChange, ParkedView, Timeline};
 use rockets::ports::{
-    ChannelStore, CommitOutcome, MessageQueue, QueueConsumer, QueueRecord, QueuedMessage,
+    ChannelStore, CommitOutcome, Delivery, MessageQueue, QueueConsumer, QueueRecord, QueuedMessage,
     RocketReader,
 };
 use rockets::rocket::Status;
@@ -346,7 +346,10 @@ pub async fn queue<Q: MessageQueue + QueueConsumer>(queue: &Q) {
         for record in &batch {
             let group = record.group_id().expect("group attribute");
             let message = Envelope::parse(record.body().unwrap().as_bytes()).unwrap();
-            assert_eq!(record.message().unwrap(), message);
+            assert_eq!(
+                record.delivery().unwrap(),
+                Delivery::Message(message.clone())
+            );
             assert_eq!(group, message.channel.as_str());
             assert_eq!(
                 record.deduplication_id(),

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 
-use rockets::message::Envelope;
+use rockets::message::{Channel, Envelope};
 use rockets::ports::{
-    MessageQueue, QueueConsumer, QueueError, QueueRecord, QueuedMessage, RecordVisibility,
-    deduplication_id,
+    Delivery, MessageQueue, QueueConsumer, QueueError, QueueRecord, QueuedMessage, SourceQueue,
+    deduplication_id, delivery, drain_continuation,
 };
 
 use super::fifo::Message;
@@ -48,7 +48,7 @@ impl QueueConsumer for EmbeddedQueue {
     }
 }
 
-impl RecordVisibility for EmbeddedQueue {
+impl SourceQueue for EmbeddedQueue {
     async fn hide(&self, records: Vec<(String, Duration)>) -> Result<(), QueueError> {
         for (handle, hidden) in records {
             if !EmbeddedQueue::hide(self, &handle, hidden) {
@@ -59,6 +59,12 @@ impl RecordVisibility for EmbeddedQueue {
             }
         }
         Ok(())
+    }
+
+    async fn continue_drain(&self, channel: &Channel, marker: u64) -> Result<(), QueueError> {
+        self.accept(drain_continuation(channel, marker))
+            .await
+            .map(drop)
     }
 }
 
@@ -96,10 +102,10 @@ impl QueueRecord for ReceivedMessage {
         Some(ReceivedMessage::body(self))
     }
 
-    fn message(&self) -> Result<Envelope, String> {
+    fn delivery(&self) -> Result<Delivery, String> {
         match ReceivedMessage::message(self) {
-            Some(message) => Ok(message.clone()),
-            None => Envelope::parse(self.body().as_bytes()).map_err(|e| e.to_string()),
+            Some(message) => Ok(Delivery::Message(message.clone())),
+            None => delivery(self.body()),
         }
     }
 }

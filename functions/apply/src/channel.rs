@@ -1,0 +1,281 @@
+//! One channel's records of a batch: loaded once, received by the channel's timeline in queue
+//! order, committed conditionally, and drained in further rounds for as long as the drain
+//! budget allows.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::{ParkedView, Received, Timeline, same_or_conflict};
+use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, StoreError};
+
+use crate::{BatchSummary, Settings};
+
+/// How often a channel's commit is retried when another applier got there first.
+pub const MAX_COMMIT_ATTEMPTS: u32 = 8;
+
+/// Why a channel's records could not be applied this time.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChannelError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gave up after {MAX_COMMIT_ATTEMPTS} commits lost to concurrent appliers")]
+    Contended,
+}
+
+/// What [`apply_messages`] did.
+pub(crate) struct Applied {
+    pub(crate) summary: BatchSummary,
+    /// The indices of the messages refused for the park limit.
+    pub(crate) refused: Vec<usize>,
+    /// The drain stopped at its budget with more to apply, at this version of the channel.
+    pub(crate) unfinished_at: Option<u64>,
+}
+
+/// Messages the store says were accepted first under a number, by a commit that wrote them and
+/// then failed: they win over anything else under that number, whether in the batch or parked.
+#[derive(Default)]
+struct FirstAccepted {
+    messages: HashMap<MessageNumber, Envelope>,
+    /// The numbers whose parked message differed from the one accepted first, and was dropped.
+    dropped_parked: Vec<MessageNumber>,
+}
+
+impl FirstAccepted {
+    /// `message`, or the one accepted first under its number.
+    fn over(&self, message: &Envelope) -> Envelope {
+        self.messages
+            .get(&message.number)
+            .unwrap_or(message)
+            .clone()
+    }
+
+    /// The parked view with every message accepted first in place of a different one parked
+    /// under its number; the parked ones so replaced are remembered as conflicts.
+    fn over_view(&mut self, channel: &Channel, mut view: ParkedView) -> ParkedView {
+        for parked in view.first.iter_mut().chain(view.probed.iter_mut()) {
+            let Some(first) = self.messages.get(&parked.number) else {
+                continue;
+            };
+            if first != parked {
+                if !self.dropped_parked.contains(&parked.number) {
+                    self.dropped_parked.push(parked.number);
+                    tracing::warn!(
+                        %channel,
+                        number = %parked.number,
+                        message_type = parked.event.message_type().as_str(),
+                        "conflict: a parked message differs from the one accepted first under its \
+                         number (recorded by a commit that then failed); the parked one is dropped"
+                    );
+                }
+                *parked = first.clone();
+            }
+        }
+        view
+    }
+}
+
+/// Loads the channel, receives the messages and commits, retrying with jittered backoff
+/// while another applier commits first; then drains in further rounds for as long as the
+/// commit says more may be parked, within the drain budget.
+pub(crate) async fn apply_messages<S: ChannelStore>(
+    store: &S,
+    settings: &Settings,
+    channel: &Channel,
+    messages: &[Envelope],
+) -> Result<Applied, ChannelError> {
+    let started = Instant::now();
+    let probe: Vec<MessageNumber> = messages.iter().map(|m| m.number).collect();
+    let mut first = FirstAccepted::default();
+    let mut attempt = 0;
+    let (mut summary, refused, mut drain_more, mut version) = loop {
+        attempt += 1;
+        if attempt > MAX_COMMIT_ATTEMPTS {
+            return Err(ChannelError::Contended);
+        }
+        let (mut timeline, version) = open(store, settings, channel, &probe, &mut first).await?;
+        let outcomes: Vec<Received> = messages
+            .iter()
+            .map(|m| timeline.receive(first.over(m)))
+            .collect();
+        let change = timeline.into_change();
+        let outcome = match &change {
+            None => CommitOutcome::Committed,
+            Some(change) => store.commit(version, change).await?,
+        };
+        match outcome {
+            CommitOutcome::Committed => {
+                let mut summary = summarise(store, channel, messages, &outcomes, &first).await;
+                summary.commit_retries = (attempt - 1) as usize;
+                let refused = (outcomes.iter().enumerate())
+                    .filter(|(_, o)| **o == Received::OverParkLimit)
+                    .map(|(i, _)| i)
+                    .collect();
+                let drain_more = change.as_ref().is_some_and(|c| c.drain_more);
+                break (summary, refused, drain_more, version + 1);
+            }
+            CommitOutcome::Superseded(accepted) => {
+                first
+                    .messages
+                    .extend(accepted.into_iter().map(|m| (m.number, m)));
+            }
+            CommitOutcome::VersionMismatch => {
+                tracing::debug!(%channel, attempt, "commit lost to a concurrent applier; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    };
+    let mut attempt = 0;
+    while drain_more {
+        if started.elapsed() >= settings.drain_budget {
+            summary.conflicts += first.dropped_parked.len();
+            return Ok(Applied {
+                summary,
+                refused,
+                unfinished_at: Some(version),
+            });
+        }
+        attempt += 1;
+        if attempt > MAX_COMMIT_ATTEMPTS {
+            return Err(ChannelError::Contended);
+        }
+        let (timeline, loaded) = open(store, settings, channel, &[], &mut first).await?;
+        let Some(change) = timeline.into_change() else {
+            break;
+        };
+        match store.commit(loaded, &change).await? {
+            CommitOutcome::Committed => {
+                summary.applied += change.applied.len();
+                summary.drained += change.applied.len();
+                drain_more = change.drain_more;
+                version = loaded + 1;
+                attempt = 0;
+            }
+            CommitOutcome::Superseded(accepted) => {
+                // A drained message lost its number to one accepted first: the next round
+                // drains that one in its place.
+                summary.commit_retries += 1;
+                first
+                    .messages
+                    .extend(accepted.into_iter().map(|m| (m.number, m)));
+            }
+            CommitOutcome::VersionMismatch => {
+                // What it would have drained was applied by whoever committed first, or is
+                // theirs to drain; look again.
+                summary.commit_retries += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
+    summary.conflicts += first.dropped_parked.len();
+    Ok(Applied {
+        summary,
+        refused,
+        unfinished_at: None,
+    })
+}
+
+/// The channel's timeline and version, as far as one load reads it, each parked message
+/// yielding to one accepted first under its number.
+async fn open<S: ChannelStore>(
+    store: &S,
+    settings: &Settings,
+    channel: &Channel,
+    probe: &[MessageNumber],
+    first: &mut FirstAccepted,
+) -> Result<(Timeline, u64), StoreError> {
+    let now = Utc::now();
+    let (timeline, version) = match store.load(channel, settings.park_window, probe).await? {
+        Some(ChannelSnapshot {
+            rocket,
+            parked,
+            version,
+        }) => {
+            let parked = first.over_view(channel, parked);
+            (Timeline::load(rocket, parked, now), version)
+        }
+        None => (Timeline::empty(channel.clone(), now), 0),
+    };
+    Ok((timeline.with_park_limit(settings.park_limit), version))
+}
+
+/// Counts the outcomes, telling resends of earlier-applied messages from conflicts.
+async fn summarise<S: ChannelStore>(
+    store: &S,
+    channel: &Channel,
+    messages: &[Envelope],
+    outcomes: &[Received],
+    first: &FirstAccepted,
+) -> BatchSummary {
+    let mut summary = BatchSummary::default();
+    let mut earlier = Vec::new();
+    for (message, outcome) in messages.iter().zip(outcomes) {
+        if first
+            .messages
+            .get(&message.number)
+            .is_some_and(|first| first != message)
+        {
+            summary.conflicts += 1;
+            report_conflict(message);
+        }
+        match outcome {
+            Received::Applied { unparked } => {
+                summary.applied += 1 + unparked;
+                summary.drained += unparked;
+            }
+            Received::Parked => summary.parked += 1,
+            Received::OverParkLimit => summary.refused += 1,
+            Received::Duplicate => summary.duplicates += 1,
+            Received::Conflict => {
+                summary.conflicts += 1;
+                report_conflict(message);
+            }
+            Received::AlreadyApplied => earlier.push(message),
+        }
+    }
+    if earlier.is_empty() {
+        return summary;
+    }
+    let numbers: Vec<_> = earlier.iter().map(|m| m.number).collect();
+    match store.applied(channel, &numbers).await {
+        Ok(applied) => {
+            for message in earlier {
+                let outcome = applied
+                    .iter()
+                    .find(|a| a.number == message.number)
+                    .map_or(Received::Duplicate, |a| same_or_conflict(a, message));
+                if outcome == Received::Conflict {
+                    summary.conflicts += 1;
+                    report_conflict(message);
+                } else {
+                    summary.duplicates += 1;
+                }
+            }
+        }
+        Err(error) => {
+            // The messages changed nothing either way; only the count is uncertain.
+            tracing::warn!(%channel, %error, "could not compare resends with the history");
+            summary.duplicates += earlier.len();
+        }
+    }
+    summary
+}
+
+fn report_conflict(message: &Envelope) {
+    tracing::warn!(
+        channel = %message.channel,
+        number = %message.number,
+        message_type = message.event.message_type().as_str(),
+        "conflict: a different message with this number was accepted first; this one is kept out"
+    );
+}
+
+/// Full jitter over an exponential ceiling: 0–2 ms, 0–4 ms, … capped at 100 ms.
+fn backoff(attempt: u32) -> Duration {
+    rockets::backoff::full_jitter(
+        attempt,
+        Duration::from_millis(2),
+        Duration::from_millis(100),
+    )
+}
