@@ -552,8 +552,14 @@ impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
             }
             response
         };
-        if let Some(answer) =
-            operations::handle(self.operations.as_deref(), &parts.method, parts.uri.path())
+        let store = &*self.backends.store;
+        if let Some(answer) = operations::handle(
+            self.operations.as_deref(),
+            store,
+            &parts.method,
+            parts.uri.path(),
+        )
+        .await
         {
             return early(answer);
         }

@@ -3,7 +3,9 @@
 //! start-message-move-task` do for the deployed queue, and exist only when the server runs on
 //! the embedded queue.
 //!
-//! - `GET /local/queue`: `{"visible", "inFlight", "deadLetters"}`.
+//! - `GET /local/queue`: `{"visible", "inFlight", "deadLetters", "stalledRockets",
+//!   "oldestStallSeconds"}`: the queue's depth, and the rockets waiting behind a gap, as the
+//!   deployed stack's scheduled check reports them.
 //! - `GET /local/dead-letters`: `{"deadLetters": [message, …]}`, oldest first.
 //! - `POST /local/dead-letters/redrive`: moves every dead letter back to the end of its
 //!   channel's queue; `{"moved": n}`.
@@ -11,6 +13,7 @@
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Response};
 use rockets::http::{ApiError, json_response};
+use rockets::ports::RocketReader;
 use rockets_embedded::EmbeddedQueue;
 use serde_json::{Value, json};
 
@@ -18,8 +21,9 @@ use serde_json::{Value, json};
 pub const PREFIX: &str = "/local/";
 
 /// The answer to a request under [`PREFIX`], or `None` for any other path.
-pub fn handle(
+pub async fn handle<R: RocketReader>(
     queue: Option<&EmbeddedQueue>,
+    reader: &R,
     method: &Method,
     path: &str,
 ) -> Option<Response<Body>> {
@@ -51,10 +55,16 @@ pub fn handle(
     let body = match route {
         "queue" => {
             let depth = queue.depth();
+            let stalls = match query::stalls(reader, chrono::Utc::now()).await {
+                Ok(stalls) => stalls,
+                Err(error) => return Some(ApiError::from(error).into_response()),
+            };
             json!({
                 "visible": depth.visible,
                 "inFlight": depth.in_flight,
                 "deadLetters": depth.dead,
+                "stalledRockets": stalls.stalled_rockets,
+                "oldestStallSeconds": stalls.oldest_stall_seconds,
             })
         }
         "dead-letters" => {
@@ -77,8 +87,8 @@ pub fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rockets::ports::MessageQueue as _;
-    use rockets_embedded::{DeadLetters, QueueConfig};
+    use rockets::ports::{ChannelStore, MessageQueue as _};
+    use rockets_embedded::{DeadLetters, EmbeddedStore, QueueConfig};
     use rockets_testkit::{Rng, channel, flight};
 
     fn body(response: &Response<Body>) -> Value {
@@ -88,31 +98,74 @@ mod tests {
     #[tokio::test]
     async fn dead_letters_are_listed_and_redriven() {
         let queue = std::sync::Arc::new(EmbeddedQueue::new(QueueConfig::default()));
+        let store = EmbeddedStore::new();
         let message = flight(&channel("ops"), 1, &mut Rng::new(1)).remove(0);
         DeadLetters(queue.clone()).send(&message).await.unwrap();
-        let get = |path| handle(Some(&queue), &Method::GET, path).unwrap();
+        let get = async |path| {
+            body(
+                &handle(Some(&queue), &store, &Method::GET, path)
+                    .await
+                    .unwrap(),
+            )
+        };
         assert_eq!(
-            body(&get("/local/queue")),
-            json!({"visible": 0, "inFlight": 0, "deadLetters": 1})
+            get("/local/queue").await,
+            json!({"visible": 0, "inFlight": 0, "deadLetters": 1,
+                   "stalledRockets": 0, "oldestStallSeconds": 0})
         );
-        let letters = body(&get("/local/dead-letters"));
+        let letters = get("/local/dead-letters").await;
         assert_eq!(letters["deadLetters"][0]["metadata"]["channel"], "ops");
-        let redriven = handle(Some(&queue), &Method::POST, "/local/dead-letters/redrive").unwrap();
+        let redriven = handle(
+            Some(&queue),
+            &store,
+            &Method::POST,
+            "/local/dead-letters/redrive",
+        )
+        .await
+        .unwrap();
         assert_eq!(body(&redriven), json!({"moved": 1}));
-        assert_eq!(body(&get("/local/queue"))["visible"], 1);
-        assert_eq!(body(&get("/local/queue"))["deadLetters"], 0);
+        assert_eq!(get("/local/queue").await["visible"], 1);
+        assert_eq!(get("/local/queue").await["deadLetters"], 0);
     }
 
-    #[test]
-    fn other_paths_methods_and_backends_are_told_apart() {
+    #[tokio::test]
+    async fn the_queue_route_reports_rockets_stalled_behind_a_gap() {
         let queue = EmbeddedQueue::new(QueueConfig::default());
-        assert!(handle(Some(&queue), &Method::GET, "/rockets").is_none());
-        let status = |q: Option<&EmbeddedQueue>, m: Method, p| handle(q, &m, p).unwrap().status();
-        assert_eq!(status(Some(&queue), Method::GET, "/local/nothing"), 404);
+        let store = EmbeddedStore::new();
+        let messages = flight(&channel("stalled"), 3, &mut Rng::new(2));
+        let mut timeline =
+            rockets::ordering::Timeline::empty(channel("stalled"), chrono::Utc::now());
+        timeline.receive(messages[2].clone());
+        let change = timeline.into_change().unwrap();
+        store.commit(0, &change).await.unwrap();
+        let queue_route = body(
+            &handle(Some(&queue), &store, &Method::GET, "/local/queue")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(queue_route["stalledRockets"], 1);
+    }
+
+    #[tokio::test]
+    async fn other_paths_methods_and_backends_are_told_apart() {
+        let queue = EmbeddedQueue::new(QueueConfig::default());
+        let store = EmbeddedStore::new();
+        assert!(
+            handle(Some(&queue), &store, &Method::GET, "/rockets")
+                .await
+                .is_none()
+        );
+        let status = async |q: Option<&EmbeddedQueue>, m: Method, p| {
+            handle(q, &store, &m, p).await.unwrap().status()
+        };
         assert_eq!(
-            status(Some(&queue), Method::GET, "/local/dead-letters/redrive"),
+            status(Some(&queue), Method::GET, "/local/nothing").await,
+            404
+        );
+        assert_eq!(
+            status(Some(&queue), Method::GET, "/local/dead-letters/redrive").await,
             405
         );
-        assert_eq!(status(None, Method::GET, "/local/queue"), 404);
+        assert_eq!(status(None, Method::GET, "/local/queue").await, 404);
     }
 }

@@ -21,6 +21,7 @@ const DEFAULT_SERVICE: &str = "rockets";
 pub enum Unit {
     Count,
     Milliseconds,
+    Seconds,
 }
 
 impl Unit {
@@ -28,6 +29,7 @@ impl Unit {
         match self {
             Unit::Count => "Count",
             Unit::Milliseconds => "Milliseconds",
+            Unit::Seconds => "Seconds",
         }
     }
 }
@@ -48,6 +50,9 @@ pub mod names {
     pub const OLDEST_RECORD_AGE: &str = "OldestRecordAge";
     pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
     pub const STORE_FAILED: &str = "StoreFailed";
+    // query's scheduled check
+    pub const STALLED_ROCKETS: &str = "StalledRockets";
+    pub const OLDEST_STALL_AGE: &str = "OldestStallAge";
     // ingest
     pub const ACCEPTED: &str = "Accepted";
     pub const REJECTED: &str = "Rejected";
@@ -56,7 +61,7 @@ pub mod names {
     pub const REQUESTS: &str = "Requests";
     pub const LATENCY: &str = "Latency";
 
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         COLD_START,
         RECORDS,
         APPLIED,
@@ -70,6 +75,8 @@ pub mod names {
         OLDEST_RECORD_AGE,
         STORE_UNAVAILABLE,
         STORE_FAILED,
+        STALLED_ROCKETS,
+        OLDEST_STALL_AGE,
         ACCEPTED,
         REJECTED,
         QUEUE_UNAVAILABLE,
@@ -165,6 +172,11 @@ impl Metrics {
 
     pub fn millis(&mut self, name: &'static str, value: f64) -> &mut Self {
         self.values.push((name, Unit::Milliseconds, value.max(0.0)));
+        self
+    }
+
+    pub fn seconds(&mut self, name: &'static str, value: f64) -> &mut Self {
+        self.values.push((name, Unit::Seconds, value.max(0.0)));
         self
     }
 

@@ -259,6 +259,184 @@ async fn a_record_without_a_message_id_fails_the_whole_batch() {
     );
 }
 
+/// A store whose history already holds `first` under its number, as a commit that wrote its
+/// history items and then lost its state write leaves it: a commit applying another message
+/// under that number is superseded by it, as the DynamoDB store's conditional history write
+/// answers.
+struct HistoryAhead {
+    inner: EmbeddedStore,
+    first: Envelope,
+}
+
+impl ChannelStore for HistoryAhead {
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
+        self.inner.load(channel, window, probe).await
+    }
+
+    async fn commit(
+        &self,
+        version: u64,
+        change: &ChannelChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        let first = &self.first;
+        if change
+            .applied
+            .iter()
+            .any(|m| m.number == first.number && m != first)
+        {
+            return Ok(CommitOutcome::Superseded(vec![first.clone()]));
+        }
+        self.inner.commit(version, change).await
+    }
+
+    async fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.inner.applied(channel, numbers).await
+    }
+}
+
+/// A parked message drained under a number whose history already holds another message yields
+/// to that one, in the batch's commit and in a later drain round alike: the channel drains and
+/// stays usable, and the parked one is counted as a conflict.
+#[tokio::test]
+async fn a_drained_parked_message_yields_to_the_one_accepted_first_under_its_number() {
+    for (taken, window) in [(2, 100), (3, 1)] {
+        let c = channel(&format!("wedge-{taken}"));
+        let m: Vec<Envelope> = (1..=5).map(|n| message(&c, n, speed(n, 10))).collect();
+        let first = m[taken - 1].clone();
+        let other = message(&c, taken as u64, speed(taken as u64, 99));
+        let store = HistoryAhead {
+            inner: EmbeddedStore::new(),
+            first: first.clone(),
+        };
+        let stand_in = rockets_testkit::RecordingQueue::default();
+        let settings = apply::Settings {
+            park_window: window,
+            ..apply::Settings::default()
+        };
+        let apply = async |batch: Vec<SqsMessage>| {
+            apply::apply_batch(&store, &stand_in, &stand_in, &settings, &batch)
+                .await
+                .unwrap()
+        };
+        // The different message, and the ones after it, park behind the missing 1.
+        let parked: Vec<&Envelope> = (2..=4)
+            .map(|n| if n == taken { &other } else { &m[n - 1] })
+            .collect();
+        let (response, summary) = apply(records(&parked)).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(summary.parked, 3);
+        // 1 is redriven: its drain meets the number taken, yields, and completes.
+        let (response, summary) = apply(records(&[&m[0]])).await;
+        assert!(response.batch_item_failures.is_empty(), "{summary:?}");
+        assert_eq!((summary.applied, summary.conflicts), (4, 1), "{summary:?}");
+        let (response, _) = apply(records(&[&m[4]])).await;
+        assert!(response.batch_item_failures.is_empty());
+        let rocket = store.inner.rocket(&c).await.unwrap().unwrap();
+        assert!(rocket.same_state(&Rocket::fold(c.clone(), &m, Utc::now())));
+        assert_eq!(rocket.pending_messages, 0);
+        assert_eq!(store.inner.history(&c, 0, 10).await.unwrap().unwrap(), m);
+    }
+}
+
+/// A store that refuses every write for good, as DynamoDB does a role without access.
+struct Refusing;
+
+impl ChannelStore for Refusing {
+    async fn load(
+        &self,
+        _: &Channel,
+        _: usize,
+        _: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
+        Err(StoreError::Failed("AccessDeniedException".into()))
+    }
+
+    async fn commit(&self, _: u64, _: &ChannelChange) -> Result<CommitOutcome, StoreError> {
+        Err(StoreError::Failed("AccessDeniedException".into()))
+    }
+
+    async fn applied(&self, _: &Channel, _: &[MessageNumber]) -> Result<Vec<Envelope>, StoreError> {
+        Err(StoreError::Failed("AccessDeniedException".into()))
+    }
+}
+
+/// A store that refuses records for good sends them to the dead-letter queue by their third
+/// receive, where its alarm is seen; one that is unavailable hides them for longer at each
+/// receive and never dead-letters them itself.
+#[tokio::test]
+async fn a_permanent_store_error_dead_letters_quickly_and_an_outage_backs_off() {
+    let c = channel("refused");
+    let batch = |receives: u32| {
+        let mut records = records(&[&message(&c, 1, speed(1, 0)), &message(&c, 2, speed(2, 1))]);
+        for record in &mut records {
+            record
+                .attributes
+                .insert("ApproximateReceiveCount".into(), receives.to_string());
+        }
+        records
+    };
+    let (source, dead_letters) = (
+        rockets_testkit::RecordingQueue::default(),
+        rockets_testkit::RecordingQueue::default(),
+    );
+    let settings = apply::Settings::default();
+    for receives in 1..settings.permanent_receives {
+        let (response, summary) = apply::apply_batch(
+            &Refusing,
+            &source,
+            &dead_letters,
+            &settings,
+            &batch(receives),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.batch_item_failures.len(), 2);
+        assert_eq!((summary.failed, summary.store_failed), (2, 0));
+    }
+    assert!(source.hidden().is_empty(), "not an outage: no back-off");
+    let (response, summary) = apply::apply_batch(
+        &Refusing,
+        &source,
+        &dead_letters,
+        &settings,
+        &batch(settings.permanent_receives),
+    )
+    .await
+    .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(summary.store_failed, 2);
+    assert_eq!(dead_letters.sent().len(), 2);
+
+    let mut down = FaultyStore::new(0, 1);
+    down.failing_channel = Some(c.clone());
+    for receives in 1..=20 {
+        let (response, summary) =
+            apply::apply_batch(&down, &source, &dead_letters, &settings, &batch(receives))
+                .await
+                .unwrap();
+        assert_eq!(
+            (response.batch_item_failures.len(), summary.backed_off),
+            (2, 2)
+        );
+    }
+    assert_eq!(
+        dead_letters.sent().len(),
+        2,
+        "an outage dead-letters nothing"
+    );
+    let hidden: Vec<u64> = source.hidden().iter().map(|(_, d)| d.as_secs()).collect();
+    assert_eq!(&hidden[..8], [60, 60, 240, 240, 960, 960, 3600, 3600]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appliers_on_one_channel_never_apply_twice_or_skip() {
     for round in 0..20 {

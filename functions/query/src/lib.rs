@@ -1,11 +1,13 @@
 //! `GET /rockets`, `GET /rockets/{channel}`, `GET /rockets/{channel}/events`, `GET /health`,
 //! and the two documents the API serves about itself: the dashboard page at `GET /` and the
-//! OpenAPI description at `GET /openapi.yaml`.
+//! OpenAPI description at `GET /openapi.yaml`. On a schedule, it also counts the rockets stalled
+//! behind a gap ([`stalls`]) and reports them as metrics, which an alarm watches.
 
+use chrono::{DateTime, Utc};
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use rockets::http::{ApiError, Route, api_path, json_response};
-use rockets::listing::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, parse_limit};
+use rockets::listing::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, SortKey, parse_limit};
 use rockets::message::{Channel, ValidationError};
 use rockets::message::{Envelope, MessageNumber};
 use rockets::ports::RocketReader;
@@ -170,4 +172,68 @@ fn within_budget<T: Serialize>(items: &mut Vec<T>) -> bool {
 
 fn not_found(channel: &Channel) -> ApiError {
     ApiError::NotFound(format!("no rocket has been seen on channel {channel}"))
+}
+
+/// What the stall check found: the rockets with messages waiting behind a gap, and how long
+/// the longest-stalled of them has waited.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stalls {
+    pub stalled_rockets: usize,
+    pub oldest_stall_seconds: u64,
+}
+
+/// Walks the stalled rockets, the `stalled=true` listing a thousand at a time.
+pub async fn stalls<R: RocketReader>(
+    reader: &R,
+    now: DateTime<Utc>,
+) -> Result<Stalls, rockets::ports::StoreError> {
+    let mut query = ListQuery {
+        sort_by: SortKey::PendingMessages,
+        stalled: true,
+        limit: MAX_LIMIT,
+        ..ListQuery::default()
+    };
+    let mut found = Stalls::default();
+    loop {
+        let page = reader.rockets(&query).await?;
+        found.stalled_rockets += page.rockets.len();
+        for rocket in &page.rockets {
+            let since = rocket.stalled_since.unwrap_or(rocket.updated_at);
+            let waited = u64::try_from((now - since).num_seconds()).unwrap_or(0);
+            found.oldest_stall_seconds = found.oldest_stall_seconds.max(waited);
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(found),
+        }
+    }
+}
+
+/// The stall check's metrics, `StalledRockets` and `OldestStallAge` (seconds), reported every
+/// time, zero included, so that an alarm on them also sees the stall end.
+pub fn stall_metrics(stalls: &Stalls) -> rockets::metrics::Metrics {
+    use rockets::metrics::{Metrics, names};
+    let mut metrics = Metrics::new("query");
+    metrics
+        .count(names::STALLED_ROCKETS, stalls.stalled_rockets)
+        .seconds(names::OLDEST_STALL_AGE, stalls.oldest_stall_seconds as f64);
+    metrics
+}
+
+/// The scheduled stall check: counts the stalled rockets and reports them as metrics.
+pub async fn check_stalls<R: RocketReader>(reader: &R) {
+    match stalls(reader, Utc::now()).await {
+        Ok(found) => {
+            if found.stalled_rockets > 0 {
+                tracing::warn!(
+                    stalled_rockets = found.stalled_rockets,
+                    oldest_stall_seconds = found.oldest_stall_seconds,
+                    "rockets wait behind a gap: GET /rockets?stalled=true lists them"
+                );
+            }
+            stall_metrics(&found).emit();
+        }
+        Err(error) => tracing::error!(%error, "the stall check could not read the listing"),
+    }
 }

@@ -9,8 +9,10 @@ async fn run() -> Result<(), Error> {
     rockets::telemetry::init();
     let store = DynamoStore::from_env(&sdk_config().await)?;
     let store = &store;
-    rockets::http::run(rockets::http::Function::Query, |route, request| {
-        query::handle(store, route, request)
-    })
+    rockets::http::run_with_schedule(
+        rockets::http::Function::Query,
+        |route, request| query::handle(store, route, request),
+        || query::check_stalls(store),
+    )
     .await
 }

@@ -455,3 +455,56 @@ async fn health_is_shallow_unless_asked_to_read_the_store() {
     assert_eq!(deep.status(), 503);
     assert_eq!(deep.headers()["retry-after"], "1");
 }
+
+#[tokio::test]
+async fn a_stalled_rocket_says_what_it_waits_for_and_the_check_counts_it() {
+    let store = EmbeddedStore::new();
+    let c = channel("stalled-rocket");
+    let messages = flight(&c, 6, &mut Rng::new(4));
+    let began = Utc::now();
+    let mut timeline = Timeline::empty(c.clone(), began);
+    for m in [&messages[0], &messages[1], &messages[3], &messages[5]] {
+        timeline.receive(m.clone());
+    }
+    store
+        .commit(0, &timeline.into_change().unwrap())
+        .await
+        .unwrap();
+    let (status, rocket) = get(&store, "/rockets/stalled-rocket").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&rocket["waitingFor"], &rocket["pendingMessages"]),
+        (&json!(3), &json!(2))
+    );
+    let since: DateTime<Utc> = rocket["stalledSince"].as_str().unwrap().parse().unwrap();
+    assert_eq!(since, began);
+
+    let an_hour_on = began + chrono::Duration::hours(1);
+    let found = query::stalls(&store, an_hour_on).await.unwrap();
+    assert_eq!(
+        (found.stalled_rockets, found.oldest_stall_seconds),
+        (1, 3600)
+    );
+    let metrics = query::stall_metrics(&found).to_json(0);
+    assert_eq!(
+        (&metrics["StalledRockets"], &metrics["OldestStallAge"]),
+        (&json!(1.0), &json!(3600.0))
+    );
+
+    // Once the gap fills, the rocket no longer waits, and the check reports zero, so that its
+    // alarm clears.
+    let stored = store.load(&c, 100, &[]).await.unwrap().unwrap();
+    let mut timeline = Timeline::load(stored.rocket, stored.parked, an_hour_on);
+    timeline.receive(messages[2].clone());
+    timeline.receive(messages[4].clone());
+    store
+        .commit(stored.version, &timeline.into_change().unwrap())
+        .await
+        .unwrap();
+    let (_, rocket) = get(&store, "/rockets/stalled-rocket").await;
+    assert!(rocket.get("waitingFor").is_none() && rocket.get("stalledSince").is_none());
+    let found = query::stalls(&store, an_hour_on).await.unwrap();
+    assert_eq!(found, query::Stalls::default());
+    let metrics = query::stall_metrics(&found).to_json(0);
+    assert_eq!(metrics["OldestStallAge"], json!(0.0));
+}

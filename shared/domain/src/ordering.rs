@@ -356,6 +356,7 @@ impl Timeline {
         }
         let mut rocket = self.rocket;
         rocket.updated_at = self.now;
+        rocket.note_stall(self.now);
         Some(ChannelChange {
             rocket,
             applied: self.applied,

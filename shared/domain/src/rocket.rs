@@ -55,6 +55,12 @@ pub struct Rocket {
     pub last_message_time: Option<DateTime<FixedOffset>>,
     /// Messages received ahead of a gap and waiting for it to fill.
     pub pending_messages: u64,
+    /// While messages wait: the number the rocket waits for, the next after the last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<u64>,
+    /// While messages wait: since when, as first written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_since: Option<DateTime<Utc>>,
     /// When this state was last written: bookkeeping, not part of the fold.
     pub updated_at: DateTime<Utc>,
 }
@@ -73,7 +79,21 @@ impl Rocket {
             last_message_number: 0,
             last_message_time: None,
             pending_messages: 0,
+            waiting_for: None,
+            stalled_since: None,
             updated_at: now,
+        }
+    }
+
+    /// Keeps the stall in step with the parked count: a rocket with messages waiting behind a
+    /// gap waits for the number after its last, since the first moment it did.
+    pub fn note_stall(&mut self, now: DateTime<Utc>) {
+        if self.pending_messages > 0 {
+            self.waiting_for = Some(self.next_number());
+            self.stalled_since.get_or_insert(now);
+        } else {
+            self.waiting_for = None;
+            self.stalled_since = None;
         }
     }
 
@@ -134,10 +154,12 @@ impl Rocket {
         rocket
     }
 
-    /// Equality of everything the fold decides, ignoring when it was written.
+    /// Equality of everything the fold decides, ignoring when it was written and since when
+    /// it waits.
     pub fn same_state(&self, other: &Rocket) -> bool {
         Rocket {
             updated_at: other.updated_at,
+            stalled_since: other.stalled_since,
             ..self.clone()
         } == *other
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, Function, Route, api_path, gateway_request, gateway_response};
 use crate::metrics::{Metrics, names};
@@ -18,22 +19,75 @@ where
     F: Fn(Route, Request) -> Fut,
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
-    let handler = &handler;
+    run_with_schedule(function, handler, || async {
+        tracing::warn!("a scheduled event reached a function without a scheduled job");
+    })
+    .await
+}
+
+/// [`run`] for a function that EventBridge also invokes on a schedule: a scheduled event runs
+/// `scheduled` instead.
+pub async fn run_with_schedule<F, Fut, S, SFut>(
+    function: Function,
+    handler: F,
+    scheduled: S,
+) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Route, Request) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, ApiError>>,
+    S: Fn() -> SFut,
+    SFut: Future<Output = ()>,
+{
+    let (handler, scheduled) = (&handler, &scheduled);
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<ApiGatewayV2httpRequest>| {
+        move |event: lambda_runtime::LambdaEvent<Invocation>| {
             let started = Instant::now();
             // Boxed, as lambda_http boxes its handler's future: the handlers' futures nest the
             // SDK's deeply, and unboxed their type is more than the compiler will lay out.
-            let served: Pin<Box<dyn Future<Output = Served> + '_>> =
-                Box::pin(serve_event(handler, event.payload));
-            async move {
-                let served = served.await;
-                request_metrics(function, &served, started.elapsed()).emit();
-                Ok::<_, lambda_runtime::Error>(served.response)
-            }
+            let served: Pin<Box<dyn Future<Output = Answer> + '_>> = match event.payload {
+                Invocation::Scheduled(event) => Box::pin(async move {
+                    tracing::debug!(
+                        source = event.source,
+                        detail_type = event.detail_type,
+                        "scheduled run"
+                    );
+                    scheduled().await;
+                    Answer::Done {}
+                }),
+                Invocation::Http(event) => Box::pin(async move {
+                    let served = serve_event(handler, *event).await;
+                    request_metrics(function, &served, started.elapsed()).emit();
+                    Answer::Http(served.response)
+                }),
+            };
+            async move { Ok::<_, lambda_runtime::Error>(served.await) }
         },
     ))
     .await
+}
+
+/// What invokes an HTTP function: an EventBridge schedule, or else API Gateway.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Invocation {
+    Scheduled(Scheduled),
+    Http(Box<ApiGatewayV2httpRequest>),
+}
+
+/// The fields every EventBridge scheduled event carries.
+#[derive(Deserialize)]
+struct Scheduled {
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    source: String,
+}
+
+/// What the function answers.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Http(ApiGatewayV2httpResponse),
+    Done {},
 }
 
 /// What serving one event came to.
