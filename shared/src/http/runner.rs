@@ -57,7 +57,7 @@ where
                 Invocation::Http(event) => Box::pin(async move {
                     let served = serve_event(handler, *event).await;
                     request_metrics(function, &served, started.elapsed()).emit();
-                    Answer::Http(served.response)
+                    Answer::Http(Box::new(served.response))
                 }),
             };
             async move { Ok::<_, lambda_runtime::Error>(served.await) }
@@ -86,7 +86,7 @@ struct Scheduled {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Answer {
-    Http(ApiGatewayV2httpResponse),
+    Http(Box<ApiGatewayV2httpResponse>),
     Done {},
 }
 
