@@ -50,7 +50,7 @@ environment:
   ROCKETS_POLLERS                concurrent apply pollers (default 4)
   ROCKETS_BATCH_SIZE             records per apply batch, 1-10 (default 10)
   ROCKETS_VISIBILITY_TIMEOUT_MS  before a failed record is redelivered (default 60000)
-  ROCKETS_MAX_RECEIVE_COUNT      receives before the dead-letter queue (default 5)
+  ROCKETS_MAX_RECEIVE_COUNT      receives before the dead-letter queue (default 16)
   ROCKETS_PARK_LIMIT             messages one channel may hold ahead of a gap; one more goes
                                  to the dead-letter queue (default 10000)
   ROCKETS_CORS_ALLOW_ORIGIN      the origin browsers may call from, as the template's

@@ -571,7 +571,21 @@ fn the_settings_cfn_lint_does_not_check() {
         text(&queue["RedrivePolicy"]["deadLetterTargetArn"]),
         "DeadLetterQueue.Arn"
     );
-    assert!(queue["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap() >= 2);
+    // A valid message outlasts a twelve-hour table outage in the queue: what it is hidden for
+    // at each receive before its last adds up to that.
+    let receives = queue["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap() as u32;
+    let outlasted: Duration = (1..receives)
+        .map(|count| apply::outage_backoff(apply::VISIBILITY_TIMEOUT, count))
+        .sum();
+    assert!(outlasted >= Duration::from_secs(12 * 60 * 60), "{outlasted:?}");
+    assert!(apply::Settings::default().permanent_receives < receives);
+    // A drain stops at its budget with time left for the round in flight, and goes on in a
+    // continuation: no invocation runs into its timeout.
+    assert!(
+        apply::Settings::default().drain_budget + rockets_aws::OPERATION_TIMEOUT
+            < Duration::from_secs(timeout),
+        "apply's timeout leaves no room for its drain's last round"
+    );
     let allow = &dead["RedriveAllowPolicy"];
     let permission = text(&allow["redrivePermission"]);
     assert!(
@@ -767,15 +781,54 @@ fn operators_get_alarms_a_dashboard_and_safe_deploys() {
     }
     assert!(custom.len() >= 8, "{custom:?}");
 
-    // Gradual deploys of the API functions, rolled back by their alarms.
+    // Deploys of the API functions, gradual where DeploymentType says so (a prod stack must),
+    // rolled back only by the new version's own errors: the alias's ExecutedVersion.
     assert_eq!(template["Globals"]["Function"]["AutoPublishAlias"], "live");
     for function in ["IngestFunction", "QueryFunction"] {
         let preference = &resource(&template, function)["Properties"]["DeploymentPreference"];
         assert_eq!(text(&preference["Type"]), "DeploymentType");
         let alarms = strings(&preference["Alarms"]);
-        let own = format!("{}ErrorsAlarm", function.trim_end_matches("Function"));
-        assert!(alarms.contains(&own) && alarms.contains(&"Api5xxAlarm".to_string()));
+        let own = format!("{}NewVersionErrorsAlarm", function.trim_end_matches("Function"));
+        assert_eq!(alarms, [own.clone()]);
+        let dimensions = alarm(&template, &own)["Dimensions"].as_sequence().unwrap();
+        let dimension = |name: &str| {
+            let found = dimensions.iter().find(|d| d["Name"] == name);
+            text(&found.unwrap_or_else(|| panic!("{own} has no {name}"))["Value"]).to_string()
+        };
+        assert_eq!(dimension("FunctionName"), function);
+        assert_eq!(dimension("Resource"), format!("${{{function}}}:live"));
+        assert_eq!(dimension("ExecutedVersion"), format!("{function}.Version.Version"));
     }
+    assert_eq!(template["Parameters"]["DeploymentType"]["Default"], "AllAtOnce");
+    let prod = &template["Rules"]["ProdIsWatchedGuardedAndGradual"];
+    let asserted = serde_json::to_string(&serde_json::to_value(&prod["Assertions"]).unwrap())
+        .unwrap();
+    for parameter in ["AlarmTopicArn", "AuthMode", "DeploymentType"] {
+        assert!(asserted.contains(parameter), "prod asserts {parameter}");
+    }
+    // Every alarm notifies the topic when it fires and when it clears.
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"] == "AWS::CloudWatch::Alarm" {
+            let properties = &resource["Properties"];
+            assert_eq!(
+                properties["OKActions"], properties["AlarmActions"],
+                "{name:?} notifies on OK as on alarm"
+            );
+            assert!(!properties["OKActions"].is_null(), "{name:?}");
+        }
+    }
+    // A table outage is alarmed on at once; a stall past the configured minutes, and it clears.
+    let outage = alarm(&template, "StoreOutageAlarm");
+    assert_eq!(outage["MetricName"], names::STORE_UNAVAILABLE);
+    let stall = alarm(&template, "StallAlarm");
+    assert_eq!(text(&stall["Threshold"]), "StallAlarmMinutes");
+    assert_eq!(
+        stall["Metrics"][0]["MetricStat"]["Metric"]["MetricName"],
+        names::OLDEST_STALL_AGE
+    );
+    assert_eq!(stall["Metrics"][1]["Expression"], "age / 60", "in minutes");
+    let schedule = &resource(&template, "QueryFunction")["Properties"]["Events"]["StallCheck"];
+    assert_eq!(schedule["Type"], "Schedule");
     // Data that outlives the stack.
     for name in ["RocketTable", "DeadLetterQueue"] {
         let r = resource(&template, name);

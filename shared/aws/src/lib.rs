@@ -148,21 +148,25 @@ const TRANSIENT_CODES: [&str; 6] = [
     "TransactionConflictException",
 ];
 
-/// Classifies an SDK error: transient ones become `Unavailable`, the rest `Failed`.
-pub(crate) fn store_error<E, R>(
+/// Classifies an SDK error: transient ones (throttling, a 5xx, a timeout, a connection that
+/// failed) become `Unavailable`, the rest (access denied, a missing table, a validation error)
+/// `Failed`.
+pub(crate) fn store_error<E>(
     what: &str,
-    error: aws_sdk_dynamodb::error::SdkError<E, R>,
+    error: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_sdk_dynamodb::error::SdkError;
     let transient = match &error {
-        SdkError::ServiceError(service) => service
-            .err()
-            .code()
-            .is_some_and(|code| TRANSIENT_CODES.contains(&code)),
+        SdkError::ServiceError(service) => {
+            service
+                .err()
+                .code()
+                .is_some_and(|code| TRANSIENT_CODES.contains(&code))
+                || service.raw().status().is_server_error()
+        }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
         }
@@ -202,15 +206,55 @@ mod tests {
 
     #[test]
     fn an_sdk_error_is_kept_as_the_source_of_the_store_error() {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
         use aws_sdk_dynamodb::error::SdkError;
         use aws_sdk_dynamodb::operation::get_item::GetItemError;
-        let timeout: SdkError<GetItemError, ()> = SdkError::timeout_error("took too long");
+        let timeout: SdkError<GetItemError, HttpResponse> =
+            SdkError::timeout_error("took too long");
         let error = store_error("get state", timeout);
         assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
         assert!(error.to_string().contains("get state"), "{error}");
         let cause = std::error::Error::source(&error).expect("the cause");
         let sdk = cause.source().expect("the SDK error");
-        assert!(sdk.downcast_ref::<SdkError<GetItemError, ()>>().is_some());
+        assert!(sdk.downcast_ref::<SdkError<GetItemError, HttpResponse>>().is_some());
+    }
+
+    #[test]
+    fn throttling_and_server_errors_pass_and_refusals_do_not() {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
+        use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_types::body::SdkBody;
+        let answered = |status: u16, code: &str| {
+            let error = GetItemError::generic(ErrorMetadata::builder().code(code).build());
+            let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+            store_error("get state", SdkError::service_error(error, raw))
+        };
+        for (status, code) in [
+            (400, "ThrottlingException"),
+            (400, "ProvisionedThroughputExceededException"),
+            (500, "InternalServerError"),
+            (503, "SomethingNew"),
+        ] {
+            let error = answered(status, code);
+            assert!(matches!(error, StoreError::Unavailable(_)), "{code}: {error}");
+        }
+        for (status, code) in [
+            (400, "AccessDeniedException"),
+            (400, "ResourceNotFoundException"),
+            (400, "ValidationException"),
+        ] {
+            let error = answered(status, code);
+            assert!(matches!(error, StoreError::Failed(_)), "{code}: {error}");
+        }
+        let unreachable: SdkError<GetItemError, HttpResponse> =
+            SdkError::dispatch_failure(aws_smithy_runtime_api::client::result::ConnectorError::io(
+                "refused".into(),
+            ));
+        assert!(matches!(
+            store_error("get state", unreachable),
+            StoreError::Unavailable(_)
+        ));
     }
 
     #[test]

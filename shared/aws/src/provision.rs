@@ -26,7 +26,7 @@ impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             visibility_timeout: Duration::from_secs(60),
-            max_receive_count: 5,
+            max_receive_count: 16,
         }
     }
 }

@@ -47,7 +47,7 @@ impl Default for QueueConfig {
         QueueConfig {
             // The template's queue's.
             visibility_timeout: Duration::from_secs(60),
-            max_receive_count: 5,
+            max_receive_count: 16,
             deduplication_window: Duration::from_secs(300),
         }
     }
