@@ -149,8 +149,9 @@ pub struct LocalConfig {
     pub front: FrontConfig,
     /// How often the activity summary is logged while something happens.
     pub report_every: Duration,
-    /// The most messages one channel may park; one more goes to the dead-letter queue.
-    pub park_limit: u64,
+    /// How the apply handler treats parked messages and failures (its visibility timeout is
+    /// the queue's).
+    pub apply: apply::Settings,
     /// Where the embedded backends keep their data.
     pub storage: Storage,
     /// Which origins a browser may call the API from.
@@ -166,7 +167,7 @@ impl Default for LocalConfig {
             queue: QueueConfig::default(),
             front: FrontConfig::default(),
             report_every: Duration::from_secs(5),
-            park_limit: apply::Settings::PARK_LIMIT,
+            apply: apply::Settings::default(),
             storage: Storage::default_dir(),
             cors: Cors::AnyOrigin,
         }
@@ -216,7 +217,10 @@ impl LocalConfig {
                 shutdown_grace: d.front.shutdown_grace,
             },
             report_every: config::millis("ROCKETS_REPORT_MS", d.report_every)?,
-            park_limit: config::parsed("ROCKETS_PARK_LIMIT", d.park_limit)?,
+            apply: apply::Settings {
+                park_limit: config::parsed("ROCKETS_PARK_LIMIT", d.apply.park_limit)?,
+                ..d.apply
+            },
             storage: config::parsed("ROCKETS_DATA_DIR", d.storage)?,
             cors: config::parsed("ROCKETS_CORS_ALLOW_ORIGIN", d.cors)?,
         })
@@ -457,8 +461,7 @@ where
         dead_letters,
         settings: apply::Settings {
             visibility_timeout: config.queue.visibility_timeout,
-            park_limit: config.park_limit,
-            ..apply::Settings::default()
+            ..config.apply
         },
     });
     let mut pollers = JoinSet::new();

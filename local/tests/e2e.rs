@@ -176,7 +176,7 @@ async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_lists_and_redrives_dead_letters_over_http_and_the_rocket_completes() {
     let mut app = TestApp::new();
-    app.config.park_limit = 2;
+    app.config.apply.park_limit = 2;
     let server = app.spawn().await;
     let addr = server.addr();
     let c = channel("operated");

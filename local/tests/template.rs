@@ -577,7 +577,10 @@ fn the_settings_cfn_lint_does_not_check() {
     let outlasted: Duration = (1..receives)
         .map(|count| apply::outage_backoff(apply::VISIBILITY_TIMEOUT, count))
         .sum();
-    assert!(outlasted >= Duration::from_secs(12 * 60 * 60), "{outlasted:?}");
+    assert!(
+        outlasted >= Duration::from_secs(12 * 60 * 60),
+        "{outlasted:?}"
+    );
     assert!(apply::Settings::default().permanent_receives < receives);
     // A drain stops at its budget with time left for the round in flight, and goes on in a
     // continuation: no invocation runs into its timeout.
@@ -788,7 +791,10 @@ fn operators_get_alarms_a_dashboard_and_safe_deploys() {
         let preference = &resource(&template, function)["Properties"]["DeploymentPreference"];
         assert_eq!(text(&preference["Type"]), "DeploymentType");
         let alarms = strings(&preference["Alarms"]);
-        let own = format!("{}NewVersionErrorsAlarm", function.trim_end_matches("Function"));
+        let own = format!(
+            "{}NewVersionErrorsAlarm",
+            function.trim_end_matches("Function")
+        );
         assert_eq!(alarms, [own.clone()]);
         let dimensions = alarm(&template, &own)["Dimensions"].as_sequence().unwrap();
         let dimension = |name: &str| {
@@ -797,12 +803,18 @@ fn operators_get_alarms_a_dashboard_and_safe_deploys() {
         };
         assert_eq!(dimension("FunctionName"), function);
         assert_eq!(dimension("Resource"), format!("${{{function}}}:live"));
-        assert_eq!(dimension("ExecutedVersion"), format!("{function}.Version.Version"));
+        assert_eq!(
+            dimension("ExecutedVersion"),
+            format!("{function}.Version.Version")
+        );
     }
-    assert_eq!(template["Parameters"]["DeploymentType"]["Default"], "AllAtOnce");
+    assert_eq!(
+        template["Parameters"]["DeploymentType"]["Default"],
+        "AllAtOnce"
+    );
     let prod = &template["Rules"]["ProdIsWatchedGuardedAndGradual"];
-    let asserted = serde_json::to_string(&serde_json::to_value(&prod["Assertions"]).unwrap())
-        .unwrap();
+    let asserted =
+        serde_json::to_string(&serde_json::to_value(&prod["Assertions"]).unwrap()).unwrap();
     for parameter in ["AlarmTopicArn", "AuthMode", "DeploymentType"] {
         assert!(asserted.contains(parameter), "prod asserts {parameter}");
     }

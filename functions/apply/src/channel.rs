@@ -108,6 +108,16 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
             CommitOutcome::Committed => {
                 let mut summary = summarise(store, channel, messages, &outcomes, &first).await;
                 summary.commit_retries = (attempt - 1) as usize;
+                if let Some(change) = &change {
+                    // What the commit applied beyond the batch's own messages was drained, also
+                    // what a load found next in line before any message was received.
+                    let own = outcomes
+                        .iter()
+                        .filter(|o| matches!(o, Received::Applied { .. }))
+                        .count();
+                    summary.applied = change.applied.len();
+                    summary.drained = change.applied.len() - own;
+                }
                 let refused = (outcomes.iter().enumerate())
                     .filter(|(_, o)| **o == Received::OverParkLimit)
                     .map(|(i, _)| i)

@@ -216,7 +216,10 @@ mod tests {
         assert!(error.to_string().contains("get state"), "{error}");
         let cause = std::error::Error::source(&error).expect("the cause");
         let sdk = cause.source().expect("the SDK error");
-        assert!(sdk.downcast_ref::<SdkError<GetItemError, HttpResponse>>().is_some());
+        assert!(
+            sdk.downcast_ref::<SdkError<GetItemError, HttpResponse>>()
+                .is_some()
+        );
     }
 
     #[test]
@@ -237,7 +240,10 @@ mod tests {
             (503, "SomethingNew"),
         ] {
             let error = answered(status, code);
-            assert!(matches!(error, StoreError::Unavailable(_)), "{code}: {error}");
+            assert!(
+                matches!(error, StoreError::Unavailable(_)),
+                "{code}: {error}"
+            );
         }
         for (status, code) in [
             (400, "AccessDeniedException"),
@@ -247,10 +253,9 @@ mod tests {
             let error = answered(status, code);
             assert!(matches!(error, StoreError::Failed(_)), "{code}: {error}");
         }
-        let unreachable: SdkError<GetItemError, HttpResponse> =
-            SdkError::dispatch_failure(aws_smithy_runtime_api::client::result::ConnectorError::io(
-                "refused".into(),
-            ));
+        let unreachable: SdkError<GetItemError, HttpResponse> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io("refused".into()),
+        );
         assert!(matches!(
             store_error("get state", unreachable),
             StoreError::Unavailable(_)

@@ -182,6 +182,11 @@ impl DynamoStore {
         self.layout
     }
 
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The environment variable that sets how many days history items live (0: for ever).
     pub const HISTORY_RETENTION_ENV: &'static str = "HISTORY_RETENTION_DAYS";
 
