@@ -795,7 +795,7 @@ fn operators_get_alarms_a_dashboard_and_safe_deploys() {
             "{}NewVersionErrorsAlarm",
             function.trim_end_matches("Function")
         );
-        assert_eq!(alarms, [own.clone()]);
+        assert_eq!(alarms, std::slice::from_ref(&own));
         let dimensions = alarm(&template, &own)["Dimensions"].as_sequence().unwrap();
         let dimension = |name: &str| {
             let found = dimensions.iter().find(|d| d["Name"] == name);
