@@ -8,7 +8,8 @@
 //!   usable;
 //! - thousands of messages parked behind a gap, `maxReceiveCount` 2, a drain that needs several
 //!   continuations: the rocket completes and the dead-letter queue stays empty;
-//! - a twelve-hour table outage: no valid message reaches the dead-letter queue.
+//! - a table outage: no valid message reaches the dead-letter queue, for twelve hours on the
+//!   paused clock, and on LocalStack's SQS with its visibility timeout scaled down.
 
 mod support;
 
@@ -482,4 +483,77 @@ async fn a_twelve_hour_table_outage_dead_letters_no_valid_message() {
         assert_eq!(rocket.last_message_number, 4, "{rocket:?}");
     }
     drop(server);
+}
+
+/// The same on LocalStack's SQS, its visibility timeout scaled down to a second and its
+/// receives to four (what they outlast: 1 + 4 + 16 seconds; without backing off, 4): a
+/// ten-second outage of the table dead-letters nothing, and every message is applied once it
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_outage_dead_letters_no_valid_message_on_localstack() {
+    let Some(localstack) = emulator("ROCKETS_TEST_LOCALSTACK") else {
+        return;
+    };
+    let queue_settings = QueueSettings {
+        visibility_timeout: Duration::from_secs(1),
+        max_receive_count: 4,
+    };
+    let stack = stack(&localstack, &localstack, queue_settings).await;
+    let outage = Duration::from_secs(10);
+    let store = Outage {
+        inner: EmbeddedStore::new(),
+        ends: tokio::time::Instant::now() + outage,
+        refused: AtomicBool::new(false),
+    };
+    let config = LocalConfig {
+        pollers: 2,
+        queue: QueueConfig {
+            visibility_timeout: queue_settings.visibility_timeout,
+            ..QueueConfig::default()
+        },
+        ..LocalConfig::ephemeral()
+    };
+    let backends = Backends {
+        queue: Arc::new(stack.queue()),
+        store: Arc::new(store),
+    };
+    let dead_letters = Arc::new(RedriveTarget::known(
+        stack.queue(),
+        stack.dead_letter_queue(),
+    ));
+    let server = rockets_local::start(
+        &config,
+        backends.clone(),
+        backends.clone(),
+        dead_letters,
+        None,
+    )
+    .await
+    .expect("the pipeline starts");
+    let c = Channel::parse(&unique_name("outage")).unwrap();
+    for n in 1..=3 {
+        stack
+            .queue()
+            .send(&message(&c, n, speed(n, 5)))
+            .await
+            .unwrap();
+    }
+    let rocket = until(
+        &*backends.store,
+        &c,
+        outage + Duration::from_secs(90),
+        |r| r.last_message_number == 3,
+    )
+    .await;
+    assert_eq!(rocket.pending_messages, 0);
+    assert!(
+        backends.store.refused.load(Ordering::Relaxed),
+        "the outage was met"
+    );
+    drop(server);
+    assert_eq!(
+        stack.depth(&stack.queues.dead_letter_url).await,
+        0,
+        "nothing dead-lettered"
+    );
 }

@@ -133,12 +133,13 @@ impl Default for Settings {
     }
 }
 
-/// The longest one back-off lasts: an outage's end is noticed at most this long after.
-const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
+/// The longest one back-off lasts, in visibility timeouts: an hour with the template's 60 s,
+/// and an outage's end is noticed at most that long after.
+const MAX_BACKOFF_TIMEOUTS: u32 = 60;
 
 /// How long a record stays hidden after the store was unavailable for it, by how often it has
 /// been received: `base` (the queue's visibility timeout) times 4 to the receives before this
-/// one, at most an hour.
+/// one, at most 60 times `base`.
 ///
 /// An outage is not the message's fault, yet every receive counts towards the dead-letter
 /// queue; backing off stretches the receives over a long outage instead of spending them in
@@ -148,7 +149,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
 /// after the store answers again.
 pub fn outage_backoff(base: Duration, receive_count: u32) -> Duration {
     let factor = 4u32.saturating_pow(receive_count.saturating_sub(1).min(15));
-    base.saturating_mul(factor).min(MAX_BACKOFF)
+    base.saturating_mul(factor.min(MAX_BACKOFF_TIMEOUTS))
 }
 
 /// Applies a batch and reports, per message id, the records SQS must deliver again; those that
@@ -495,7 +496,10 @@ mod tests {
             .collect();
         assert_eq!(schedule, [1, 4, 16, 60, 60, 60, 60]);
         assert_eq!(outage_backoff(minute, 0), minute);
-        assert_eq!(outage_backoff(minute, u32::MAX), MAX_BACKOFF);
+        assert_eq!(
+            outage_backoff(minute, u32::MAX),
+            Duration::from_secs(60 * 60)
+        );
         // With the template's sixteen receives: the outage a valid message outlasts in the
         // queue, at least the twelve hours SQS can keep it hidden.
         let survived: Duration = (1..16).map(|count| outage_backoff(minute, count)).sum();
