@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rockets_aws::provision::{self, QueueSettings};
-use rockets_aws::{DynamoStore, ListingShards, RedriveTarget, SqsQueue, sdk_config};
+use rockets_aws::{DynamoStore, RedriveTarget, SqsQueue, sdk_config};
 use rockets_local::invoke::Invoker;
 use rockets_local::{LocalConfig, StartError, Storage, start_aws, start_embedded};
 
@@ -141,8 +141,7 @@ async fn run() -> Result<(), Error> {
             let (table, queues) = create_resources(&config).await?;
             (
                 SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queues.url),
-                DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
-                    .with_listing_shards(ListingShards::from_env()?),
+                DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
             )
         } else {
             (SqsQueue::from_env(&sdk)?, DynamoStore::from_env(&sdk)?)

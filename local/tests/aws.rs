@@ -546,7 +546,7 @@ async fn records_the_store_could_not_take_are_hidden_for_the_back_off_on_sqs() {
 }
 
 #[tokio::test]
-async fn history_items_expire_after_the_retention_and_nothing_else_does() {
+async fn message_items_expire_after_the_retention_and_the_state_does_not() {
     let Some(aws) = aws(30, 5).await else { return };
     let config = emulator_config(&emulator("ROCKETS_TEST_MOTO").unwrap()).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
@@ -580,11 +580,16 @@ async fn history_items_expire_after_the_retention_and_nothing_else_does() {
         }
         seen.push(sk);
     }
-    assert!(seen.iter().any(|sk| sk.starts_with("event#")), "{seen:?}");
-    assert!(
-        seen.iter().any(|sk| sk.starts_with("state#parked#")),
-        "{seen:?}"
+    let parked = (items.items().iter())
+        .filter(|item| item.contains_key("parkedAt"))
+        .map(|item| item["sk"].as_s().unwrap().as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        parked,
+        ["event#00000000000000000003"],
+        "3 parked on arrival"
     );
+    assert_eq!(seen.len(), 3, "1, 3 and the state: {seen:?}");
 }
 
 /// Applies a batch as Lambda's handler does, with the default settings, a dead-letter queue and

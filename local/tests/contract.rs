@@ -6,9 +6,9 @@ mod support;
 
 use rockets::listing::{ListQuery, SortKey};
 use rockets::ports::RocketReader;
+use rockets_aws::SqsQueue;
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues};
-use rockets_aws::{DynamoStore, ListingShards, SqsQueue};
 use rockets_embedded::{DataDir, DurableStore, EmbeddedQueue, EmbeddedStore, QueueConfig};
 use rockets_testkit::{contract, emulator, unique_name};
 use support::Scratch;
@@ -82,21 +82,12 @@ async fn durable_queue() {
     contract::queue(&EmbeddedQueue::open(QueueConfig::default(), &dir).unwrap()).await;
 }
 
-/// The table with its listing entries spread over three shards a status, so that every page
-/// the contract reads is merged from several.
-async fn sharded_table(endpoint: &str) -> DynamoStore {
-    support::dynamodb(endpoint, "contract")
-        .await
-        .with_listing_shards(ListingShards::new(3).unwrap())
-}
-
 #[tokio::test]
 async fn dynamodb_on_moto() {
     let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
         return;
     };
     contract::store(&support::dynamodb(&endpoint, "contract").await).await;
-    contract::store(&sharded_table(&endpoint).await).await;
 }
 
 #[tokio::test]
@@ -105,7 +96,6 @@ async fn dynamodb_local() {
         return;
     };
     contract::store(&support::dynamodb(&endpoint, "contract").await).await;
-    contract::store(&sharded_table(&endpoint).await).await;
 }
 
 #[tokio::test]
@@ -114,7 +104,6 @@ async fn dynamodb_on_localstack() {
         return;
     };
     contract::store(&support::dynamodb(&endpoint, "contract").await).await;
-    contract::store(&sharded_table(&endpoint).await).await;
 }
 
 #[tokio::test]

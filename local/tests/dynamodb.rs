@@ -1,6 +1,6 @@
-//! The DynamoDB table's layout on the emulators the test command starts: listing pages merged
-//! from many shards, a shard count raised under existing rockets, and the store's own account
-//! of what its commits write, held to the write units DynamoDB reports.
+//! The DynamoDB table's layout on the emulators the test command starts: every order of the
+//! listing walked, how soon the listing follows a commit, and the store's own account of what
+//! its commits write, held to the write units DynamoDB reports.
 
 mod support;
 
@@ -10,7 +10,7 @@ use rockets::message::{Channel, Envelope, Event};
 use rockets::ordering::{ChannelChange, Timeline};
 use rockets::ports::{ChannelStore, CommitOutcome, RocketReader};
 use rockets::rocket::{Rocket, Status};
-use rockets_aws::{DynamoStore, ListingShards, emulator_config};
+use rockets_aws::{DynamoStore, emulator_config};
 use rockets_testkit::{Rng, channel, emulator, flight, message, unique_name};
 use rockets_tools::billing::{Target, commit_writes};
 use rockets_tools::capacity::CapacityMeter;
@@ -41,17 +41,6 @@ async fn commit<S: ChannelStore>(
     (before, version, change)
 }
 
-/// A channel name whose entries go to `shard` of `shards`.
-fn channel_in(shard: u16, shards: ListingShards, prefix: &str, taken: &mut u32) -> Channel {
-    loop {
-        *taken += 1;
-        let c = channel(&format!("{prefix}-{taken}"));
-        if shards.of(&c) == shard {
-            return c;
-        }
-    }
-}
-
 /// Every rocket of ours, walked page by page.
 async fn walk(store: &DynamoStore, mut query: ListQuery, ours: &[Channel]) -> Vec<Channel> {
     let mut walked = Vec::new();
@@ -72,38 +61,33 @@ async fn walk(store: &DynamoStore, mut query: ListQuery, ours: &[Channel]) -> Ve
     panic!("the walk did not end");
 }
 
-/// Rockets spread unevenly over four shards (most in one, so that a page often needs a second
-/// round of reads), some written while the table had one shard; then every order walked.
-async fn sharded_listing(endpoint: &str) {
+/// Thirty rockets, some stalled, then every order walked in pages of five: each page chosen
+/// from the whole listing, read in parallel segments.
+async fn listing(endpoint: &str) {
     rockets_testkit::init_test_logs();
-    let one = support::dynamodb(endpoint, "shards").await;
-    let shards = ListingShards::new(4).unwrap();
-    let four = one.clone().with_listing_shards(shards);
-    let prefix = unique_name("sh");
-    let mut taken = 0;
+    let store = support::dynamodb(endpoint, "listing").await;
+    let prefix = unique_name("ls");
     let mut rng = Rng::new(11);
     let mut ours = Vec::new();
     for i in 0..30u16 {
-        // The first six are written while the table has one shard, to shards they no longer
-        // belong to; most of the rest share shard 0.
-        let shard = match i {
-            0..6 => 1 + i % 3,
-            6..22 => 0,
-            _ => i % 4,
-        };
-        let c = channel_in(shard, shards, &prefix, &mut taken);
+        let c = channel(&format!("{prefix}-{i}"));
         let mut messages = flight(&c, 2 + rng.below(4), &mut rng);
         if i % 5 == 4 {
             // Stalled behind a missing message 2.
             messages.remove(1);
         }
-        let store = if i < 6 { &one } else { &four };
-        commit(store, &messages).await;
+        commit(&store, &messages).await;
         ours.push(c);
     }
     let mut expected: Vec<Rocket> = Vec::new();
     for c in &ours {
-        expected.push(four.rocket(c).await.unwrap().expect("listed rocket exists"));
+        expected.push(
+            store
+                .rocket(c)
+                .await
+                .unwrap()
+                .expect("listed rocket exists"),
+        );
     }
     let mut queries = Vec::new();
     for sort_by in SortKey::ALL {
@@ -134,7 +118,7 @@ async fn sharded_listing(endpoint: &str) {
         }
         let wanted: Vec<Channel> = wanted.into_iter().map(|r| r.channel.clone()).collect();
         assert_eq!(
-            walk(&four, query, &ours).await,
+            walk(&store, query, &ours).await,
             wanted,
             "{sort_by:?} {order:?} {status:?} stalled {stalled}"
         );
@@ -142,33 +126,79 @@ async fn sharded_listing(endpoint: &str) {
 }
 
 #[tokio::test]
-async fn sharded_listing_on_dynamodb_local() {
+async fn listing_on_dynamodb_local() {
     let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
         return;
     };
-    sharded_listing(&endpoint).await;
+    listing(&endpoint).await;
 }
 
 #[tokio::test]
-async fn sharded_listing_on_moto() {
+async fn listing_on_moto() {
     let Some(endpoint) = emulator("ROCKETS_TEST_MOTO") else {
         return;
     };
-    sharded_listing(&endpoint).await;
+    listing(&endpoint).await;
 }
 
 #[tokio::test]
-async fn sharded_listing_on_localstack() {
+async fn listing_on_localstack() {
     let Some(endpoint) = emulator("ROCKETS_TEST_LOCALSTACK") else {
         return;
     };
-    sharded_listing(&endpoint).await;
+    listing(&endpoint).await;
+}
+
+/// The listing follows `GET /rockets/{channel}` within the second the README promises: each
+/// commit, then the listing polled until it shows the rocket as the state item has it.
+async fn listing_follows_within_a_second(endpoint: &str) {
+    let store = support::dynamodb(endpoint, "lag").await;
+    let c = channel(&unique_name("lag"));
+    let messages = flight(&c, 6, &mut Rng::new(5));
+    let query = ListQuery {
+        sort_by: SortKey::LastMessageNumber,
+        order: Order::Desc,
+        limit: 1000,
+        ..ListQuery::default()
+    };
+    for n in 1..=messages.len() {
+        commit(&store, &messages[n - 1..n]).await;
+        let committed = std::time::Instant::now();
+        let now = store.rocket(&c).await.unwrap().unwrap();
+        loop {
+            let page = store.rockets(&query).await.unwrap();
+            if page.rockets.iter().any(|r| r.channel == c && *r == now) {
+                break;
+            }
+            assert!(
+                committed.elapsed() < std::time::Duration::from_secs(1),
+                "message {n} not listed within a second"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn listing_follows_within_a_second_on_dynamodb_local() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
+        return;
+    };
+    listing_follows_within_a_second(&endpoint).await;
+}
+
+#[tokio::test]
+async fn listing_follows_within_a_second_on_localstack() {
+    let Some(endpoint) = emulator("ROCKETS_TEST_LOCALSTACK") else {
+        return;
+    };
+    listing_follows_within_a_second(&endpoint).await;
 }
 
 /// The writes the store says a commit makes, added up by what they were for, against the write
 /// units DynamoDB Local reports for the same commits: a launch, parked messages, a gap filled
-/// with a drain, a rocket whose index keys change with every message, a status change between
-/// shards, and history that expires.
+/// with a drain, a mission long enough to take the state item past a kilobyte, a status
+/// change, and history that expires.
 #[tokio::test]
 async fn the_store_accounts_for_its_writes_as_dynamodb_bills_them() {
     let Some(endpoint) = emulator("ROCKETS_TEST_DYNAMODB_LOCAL") else {
@@ -181,9 +211,7 @@ async fn the_store_accounts_for_its_writes_as_dynamodb_bills_them() {
     rockets_aws::provision::ensure_table(&client, &table)
         .await
         .unwrap();
-    let store = DynamoStore::new(client, table)
-        .with_listing_shards(ListingShards::new(8).unwrap())
-        .with_history_retention(30);
+    let store = DynamoStore::new(client, table).with_history_retention(30);
     let layout = store.layout();
     let c = channel(&unique_name("accounting"));
     let long = "M".repeat(900);
@@ -215,7 +243,7 @@ async fn the_store_accounts_for_its_writes_as_dynamodb_bills_them() {
                 Target::State => 0,
                 Target::History => 1,
                 Target::Parked => 2,
-                Target::Index(_) => 3,
+                Target::Listing => 3,
             };
             accounted[slot] += write.units;
         }
@@ -224,7 +252,7 @@ async fn the_store_accounts_for_its_writes_as_dynamodb_bills_them() {
     assert_eq!(
         accounted.map(|u| u as f64),
         [billed.state, billed.history, billed.parked, billed.indexes],
-        "state, history, parked, indexes"
+        "state, history, parked, listing index"
     );
     assert!(accounted[3] > 0 && accounted[2] > 0);
 }

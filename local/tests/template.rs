@@ -17,7 +17,6 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use lambda_http::http::{HeaderMap, Method};
 use rockets::http::{Function, ROUTES, api_gateway_request};
-use rockets::listing::SortKey;
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::ChannelChange;
 use rockets::ports::{
@@ -25,7 +24,7 @@ use rockets::ports::{
 };
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets_aws::{DynamoStore, ListingShards, SqsQueue, index_attribute, index_name};
+use rockets_aws::{DynamoStore, SqsQueue};
 use rockets_testkit::{Rng, channel, emulator, flight, sqs_record, unique_name};
 use serde_norway::Value;
 
@@ -444,7 +443,6 @@ fn every_environment_variable_a_function_reads_is_set() {
                 SqsQueue::DEAD_LETTERS_ENV,
             ),
             ("DynamoStore::from_env", DynamoStore::ENV),
-            ("DynamoStore::from_env", ListingShards::ENV),
             ("Settings::from_env", apply::Settings::PARK_LIMIT_ENV),
             (
                 "with_history_retention_from_env",
@@ -470,24 +468,6 @@ fn every_environment_variable_a_function_reads_is_set() {
             "{function} reads the environment directly"
         );
     }
-}
-
-#[test]
-fn apply_writes_the_listing_shards_query_reads() {
-    let template = template();
-    let shards = |function| {
-        let variables = &resource(&template, function)["Properties"]["Environment"]["Variables"];
-        text(&variables[ListingShards::ENV]).to_string()
-    };
-    assert_eq!(shards("ApplyFunction"), "ListingShards");
-    assert_eq!(shards("QueryFunction"), "ListingShards");
-    let parameter = &template["Parameters"]["ListingShards"];
-    assert_eq!(parameter["MinValue"].as_u64(), Some(1));
-    assert_eq!(
-        parameter["MaxValue"].as_u64(),
-        Some(u64::from(ListingShards::MAX))
-    );
-    assert_eq!(parameter["Default"].as_u64(), Some(1));
 }
 
 #[test]
@@ -610,28 +590,14 @@ fn the_settings_cfn_lint_does_not_check() {
         table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
         true
     );
-    let indexes: BTreeSet<(String, String)> = table["GlobalSecondaryIndexes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|index| {
-            let keys = index["KeySchema"].as_sequence().unwrap();
-            assert_eq!(keys[0]["AttributeName"], "st");
-            assert_eq!(index["Projection"]["ProjectionType"], "KEYS_ONLY");
-            (
-                text(&index["IndexName"]).to_string(),
-                text(&keys[1]["AttributeName"]).to_string(),
-            )
-        })
-        .collect();
-    let expected: BTreeSet<(String, String)> = SortKey::ALL
-        .iter()
-        .map(|k| (index_name(*k), index_attribute(*k)))
-        .collect();
-    assert_eq!(
-        indexes, expected,
-        "one index per sort key, named as the code queries it"
-    );
+    // The one index, as the store creates it on a local endpoint and scans it.
+    let indexes = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
+    assert_eq!(indexes.len(), 1);
+    assert_eq!(indexes[0]["IndexName"], "listing");
+    assert_eq!(indexes[0]["KeySchema"][0]["AttributeName"], "by_channel");
+    assert_eq!(indexes[0]["KeySchema"].as_sequence().unwrap().len(), 1);
+    assert_eq!(indexes[0]["Projection"]["ProjectionType"], "INCLUDE");
+    assert_eq!(indexes[0]["Projection"]["NonKeyAttributes"][0], "rocket");
 
     for alarm in ["DeadLetterAlarm", "QueueAgeAlarm"] {
         assert_eq!(resource(&template, alarm)["Type"], "AWS::CloudWatch::Alarm");

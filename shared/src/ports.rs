@@ -324,12 +324,9 @@ pub struct ChannelSnapshot {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum CommitOutcome {
     Committed,
-    /// Someone committed since the snapshot was read: re-read and try again.
+    /// Someone committed since the snapshot was read, or accepted another message under a
+    /// number the change writes: re-read and try again.
     VersionMismatch,
-    /// Nothing was committed because these messages, with the same numbers as messages the
-    /// change applies but other content, were accepted first. They win: re-read and apply
-    /// them instead. (Only stores that record history ahead of the state can say this.)
-    Superseded(Vec<Envelope>),
 }
 
 /// The apply side of the store: per-channel state, parked messages and history.

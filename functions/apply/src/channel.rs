@@ -2,12 +2,11 @@
 //! order, committed conditionally, and drained in further rounds for as long as the drain
 //! budget allows.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rockets::message::{Channel, Envelope, MessageNumber};
-use rockets::ordering::{ParkedView, Received, Timeline, same_or_conflict};
+use rockets::ordering::{Received, Timeline, same_or_conflict};
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, StoreError};
 
 use crate::{BatchSummary, Settings};
@@ -33,49 +32,6 @@ pub(crate) struct Applied {
     pub(crate) unfinished_at: Option<u64>,
 }
 
-/// Messages the store says were accepted first under a number, by a commit that wrote them and
-/// then failed: they win over anything else under that number, whether in the batch or parked.
-#[derive(Default)]
-struct FirstAccepted {
-    messages: HashMap<MessageNumber, Envelope>,
-    /// The numbers whose parked message differed from the one accepted first, and was dropped.
-    dropped_parked: Vec<MessageNumber>,
-}
-
-impl FirstAccepted {
-    /// `message`, or the one accepted first under its number.
-    fn over(&self, message: &Envelope) -> Envelope {
-        self.messages
-            .get(&message.number)
-            .unwrap_or(message)
-            .clone()
-    }
-
-    /// The parked view with every message accepted first in place of a different one parked
-    /// under its number; the parked ones so replaced are remembered as conflicts.
-    fn over_view(&mut self, channel: &Channel, mut view: ParkedView) -> ParkedView {
-        for parked in view.first.iter_mut().chain(view.probed.iter_mut()) {
-            let Some(first) = self.messages.get(&parked.number) else {
-                continue;
-            };
-            if first != parked {
-                if !self.dropped_parked.contains(&parked.number) {
-                    self.dropped_parked.push(parked.number);
-                    tracing::warn!(
-                        %channel,
-                        number = %parked.number,
-                        message_type = parked.event.message_type().as_str(),
-                        "conflict: a parked message differs from the one accepted first under its \
-                         number (recorded by a commit that then failed); the parked one is dropped"
-                    );
-                }
-                *parked = first.clone();
-            }
-        }
-        view
-    }
-}
-
 /// Loads the channel, receives the messages and commits, retrying with jittered backoff
 /// while another applier commits first; then drains in further rounds for as long as the
 /// commit says more may be parked, within the drain budget.
@@ -87,17 +43,16 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
 ) -> Result<Applied, ChannelError> {
     let started = Instant::now();
     let probe: Vec<MessageNumber> = messages.iter().map(|m| m.number).collect();
-    let mut first = FirstAccepted::default();
     let mut attempt = 0;
     let (mut summary, refused, mut drain_more, mut version) = loop {
         attempt += 1;
         if attempt > MAX_COMMIT_ATTEMPTS {
             return Err(ChannelError::Contended);
         }
-        let (mut timeline, version) = open(store, settings, channel, &probe, &mut first).await?;
+        let (mut timeline, version) = open(store, settings, channel, &probe).await?;
         let outcomes: Vec<Received> = messages
             .iter()
-            .map(|m| timeline.receive(first.over(m)))
+            .map(|m| timeline.receive(m.clone()))
             .collect();
         let change = timeline.into_change();
         let outcome = match &change {
@@ -106,7 +61,7 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
         };
         match outcome {
             CommitOutcome::Committed => {
-                let mut summary = summarise(store, channel, messages, &outcomes, &first).await;
+                let mut summary = summarise(store, channel, messages, &outcomes).await;
                 summary.commit_retries = (attempt - 1) as usize;
                 if let Some(change) = &change {
                     // What the commit applied beyond the batch's own messages was drained, also
@@ -125,11 +80,6 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
                 let drain_more = change.as_ref().is_some_and(|c| c.drain_more);
                 break (summary, refused, drain_more, version + 1);
             }
-            CommitOutcome::Superseded(accepted) => {
-                first
-                    .messages
-                    .extend(accepted.into_iter().map(|m| (m.number, m)));
-            }
             CommitOutcome::VersionMismatch => {
                 tracing::debug!(%channel, attempt, "commit lost to a concurrent applier; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
@@ -139,7 +89,6 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
     let mut attempt = 0;
     while drain_more {
         if started.elapsed() >= settings.drain_budget {
-            summary.conflicts += first.dropped_parked.len();
             return Ok(Applied {
                 summary,
                 refused,
@@ -150,7 +99,7 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
         if attempt > MAX_COMMIT_ATTEMPTS {
             return Err(ChannelError::Contended);
         }
-        let (timeline, loaded) = open(store, settings, channel, &[], &mut first).await?;
+        let (timeline, loaded) = open(store, settings, channel, &[]).await?;
         let Some(change) = timeline.into_change() else {
             break;
         };
@@ -162,14 +111,6 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
                 version = loaded + 1;
                 attempt = 0;
             }
-            CommitOutcome::Superseded(accepted) => {
-                // A drained message lost its number to one accepted first: the next round
-                // drains that one in its place.
-                summary.commit_retries += 1;
-                first
-                    .messages
-                    .extend(accepted.into_iter().map(|m| (m.number, m)));
-            }
             CommitOutcome::VersionMismatch => {
                 // What it would have drained was applied by whoever committed first, or is
                 // theirs to drain; look again.
@@ -178,7 +119,6 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
             }
         }
     }
-    summary.conflicts += first.dropped_parked.len();
     Ok(Applied {
         summary,
         refused,
@@ -186,14 +126,12 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
     })
 }
 
-/// The channel's timeline and version, as far as one load reads it, each parked message
-/// yielding to one accepted first under its number.
+/// The channel's timeline and version, as far as one load reads it.
 async fn open<S: ChannelStore>(
     store: &S,
     settings: &Settings,
     channel: &Channel,
     probe: &[MessageNumber],
-    first: &mut FirstAccepted,
 ) -> Result<(Timeline, u64), StoreError> {
     let now = Utc::now();
     let (timeline, version) = match store.load(channel, settings.park_window, probe).await? {
@@ -201,10 +139,7 @@ async fn open<S: ChannelStore>(
             rocket,
             parked,
             version,
-        }) => {
-            let parked = first.over_view(channel, parked);
-            (Timeline::load(rocket, parked, now), version)
-        }
+        }) => (Timeline::load(rocket, parked, now), version),
         None => (Timeline::empty(channel.clone(), now), 0),
     };
     Ok((timeline.with_park_limit(settings.park_limit), version))
@@ -216,19 +151,10 @@ async fn summarise<S: ChannelStore>(
     channel: &Channel,
     messages: &[Envelope],
     outcomes: &[Received],
-    first: &FirstAccepted,
 ) -> BatchSummary {
     let mut summary = BatchSummary::default();
     let mut earlier = Vec::new();
     for (message, outcome) in messages.iter().zip(outcomes) {
-        if first
-            .messages
-            .get(&message.number)
-            .is_some_and(|first| first != message)
-        {
-            summary.conflicts += 1;
-            report_conflict(message);
-        }
         match outcome {
             Received::Applied { unparked } => {
                 summary.applied += 1 + unparked;

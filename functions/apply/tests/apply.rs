@@ -259,23 +259,45 @@ async fn a_record_without_a_message_id_fails_the_whole_batch() {
     );
 }
 
-/// A store whose history already holds `first` under its number, as a commit that wrote its
-/// history items and then lost its state write leaves it: a commit applying another message
-/// under that number is superseded by it, as the DynamoDB store's conditional history write
-/// answers.
-struct HistoryAhead {
+/// A store that holds `first` under its number without its rocket counting it, as a DynamoDB
+/// commit that wrote its message and then lost its state write leaves it: loads show it parked,
+/// like any message above the rocket's number, and a commit writing another message under that
+/// number loses, as DynamoDB's conditional write answers.
+struct OrphanAhead {
     inner: EmbeddedStore,
     first: Envelope,
 }
 
-impl ChannelStore for HistoryAhead {
+impl ChannelStore for OrphanAhead {
     async fn load(
         &self,
         channel: &Channel,
         window: usize,
         probe: &[MessageNumber],
     ) -> Result<Option<ChannelSnapshot>, StoreError> {
-        self.inner.load(channel, window, probe).await
+        let mut snapshot = match self.inner.load(channel, window, probe).await? {
+            Some(snapshot) => snapshot,
+            None => ChannelSnapshot {
+                rocket: Rocket::new(channel.clone(), Utc::now()),
+                parked: rockets::ordering::ParkedView::none(),
+                version: 0,
+            },
+        };
+        let first = &self.first;
+        let view = &mut snapshot.parked;
+        if first.number.get() > snapshot.rocket.last_message_number
+            && !view.first.iter().any(|m| m.number == first.number)
+        {
+            let beyond =
+                !view.complete && view.first.last().is_some_and(|m| m.number < first.number);
+            if beyond {
+                view.probed.push(first.clone());
+            } else {
+                view.first.push(first.clone());
+                view.first.sort_by_key(|m| m.number);
+            }
+        }
+        Ok(Some(snapshot))
     }
 
     async fn commit(
@@ -284,12 +306,10 @@ impl ChannelStore for HistoryAhead {
         change: &ChannelChange,
     ) -> Result<CommitOutcome, StoreError> {
         let first = &self.first;
-        if change
-            .applied
-            .iter()
+        if (change.applied.iter().chain(&change.parked))
             .any(|m| m.number == first.number && m != first)
         {
-            return Ok(CommitOutcome::Superseded(vec![first.clone()]));
+            return Ok(CommitOutcome::VersionMismatch);
         }
         self.inner.commit(version, change).await
     }
@@ -303,17 +323,17 @@ impl ChannelStore for HistoryAhead {
     }
 }
 
-/// A parked message drained under a number whose history already holds another message yields
-/// to that one, in the batch's commit and in a later drain round alike: the channel drains and
-/// stays usable, and the parked one is counted as a conflict.
+/// A message received under a number that a failed commit already wrote another message under
+/// yields to that one, whether the first read of the channel shows it or a later one does: the
+/// channel drains and stays usable, and the later message is counted as a conflict.
 #[tokio::test]
-async fn a_drained_parked_message_yields_to_the_one_accepted_first_under_its_number() {
+async fn a_message_yields_to_the_one_a_failed_commit_accepted_first_under_its_number() {
     for (taken, window) in [(2, 100), (3, 1)] {
         let c = channel(&format!("wedge-{taken}"));
         let m: Vec<Envelope> = (1..=5).map(|n| message(&c, n, speed(n, 10))).collect();
         let first = m[taken - 1].clone();
         let other = message(&c, taken as u64, speed(taken as u64, 99));
-        let store = HistoryAhead {
+        let store = OrphanAhead {
             inner: EmbeddedStore::new(),
             first: first.clone(),
         };
@@ -333,11 +353,11 @@ async fn a_drained_parked_message_yields_to_the_one_accepted_first_under_its_num
             .collect();
         let (response, summary) = apply(records(&parked)).await;
         assert!(response.batch_item_failures.is_empty());
-        assert_eq!(summary.parked, 3);
-        // 1 is redriven: its drain meets the number taken, yields, and completes.
+        assert_eq!((summary.parked, summary.conflicts), (2, 1), "{summary:?}");
+        // 1 is redriven: its drain applies the one accepted first, and completes.
         let (response, summary) = apply(records(&[&m[0]])).await;
         assert!(response.batch_item_failures.is_empty(), "{summary:?}");
-        assert_eq!((summary.applied, summary.conflicts), (4, 1), "{summary:?}");
+        assert_eq!((summary.applied, summary.conflicts), (4, 0), "{summary:?}");
         let (response, _) = apply(records(&[&m[4]])).await;
         assert!(response.batch_item_failures.is_empty());
         let rocket = store.inner.rocket(&c).await.unwrap().unwrap();

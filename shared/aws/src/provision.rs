@@ -9,8 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::dynamo::{PK, SK, STATUS, index_attribute, index_name};
-use rockets::listing::SortKey;
+use super::dynamo::{LISTED, LISTING, PK, SK};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -90,7 +89,7 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, Error> {
         .build()?)
 }
 
-/// Creates the rocket table with its listing indexes unless it exists, and waits until it is
+/// Creates the rocket table with its listing index unless it exists, and waits until it is
 /// active.
 pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), Error> {
     let exists = client
@@ -100,27 +99,21 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
         .await
         .is_ok();
     if !exists {
-        let mut definitions = vec![
+        let definitions = vec![
             string_attribute(PK)?,
             string_attribute(SK)?,
-            string_attribute(STATUS)?,
+            string_attribute(LISTED)?,
         ];
-        let mut indexes = Vec::new();
-        for sort_key in SortKey::ALL {
-            definitions.push(string_attribute(&index_attribute(sort_key))?);
-            indexes.push(
-                GlobalSecondaryIndex::builder()
-                    .index_name(index_name(sort_key))
-                    .key_schema(key(STATUS, KeyType::Hash)?)
-                    .key_schema(key(&index_attribute(sort_key), KeyType::Range)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::KeysOnly)
-                            .build(),
-                    )
-                    .build()?,
-            );
-        }
+        let listing = GlobalSecondaryIndex::builder()
+            .index_name(LISTING)
+            .key_schema(key(LISTED, KeyType::Hash)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .non_key_attributes("rocket")
+                    .build(),
+            )
+            .build()?;
         client
             .create_table()
             .table_name(table)
@@ -128,7 +121,7 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
             .key_schema(key(PK, KeyType::Hash)?)
             .key_schema(key(SK, KeyType::Range)?)
             .set_attribute_definitions(Some(definitions))
-            .set_global_secondary_indexes(Some(indexes))
+            .global_secondary_indexes(listing)
             .send()
             .await?;
     }

@@ -7,7 +7,6 @@
 //! arrives ten messages at a time, and DynamoDB's cost per message is what it would be.
 
 use crate::mark;
-use crate::partitions::SHARDS_AT_SCALE;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -19,9 +18,9 @@ use rockets::message::Envelope;
 use rockets::ports::{MessageQueue, QueueConsumer, QueueError};
 use rockets_aws::emulator_config;
 use rockets_aws::provision::{QueueSettings, ensure_queues, ensure_table};
-use rockets_aws::{DynamoStore, ListingShards, SqsQueue};
+use rockets_aws::{DynamoStore, SqsQueue};
 use rockets_embedded::EmbeddedQueue;
-use rockets_testkit::{Rng, channel, flight, unique_name};
+use rockets_testkit::{Rng, flight, unique_name};
 use rockets_tools::capacity::{CapacityMeter, WriteUnits};
 
 /// us-east-1 on-demand prices, as published on the date in the report.
@@ -154,16 +153,8 @@ impl Bill {
     }
 }
 
-/// Sends `rockets` flights of `length` messages through ingest and apply on the emulators, the
-/// table's listing entries spread over `shards` a status.
-pub fn run(
-    moto: &str,
-    dynamodb: &str,
-    traffic: Traffic,
-    rockets: usize,
-    length: u64,
-    shards: ListingShards,
-) -> Bill {
+/// Sends `rockets` flights of `length` messages through ingest and apply on the emulators.
+pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length: u64) -> Bill {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -190,17 +181,14 @@ pub fn run(
         let dynamodb = meter.client(&table_config);
         let table = unique_name("cost");
         ensure_table(&dynamodb, &table).await.expect("table");
-        let store = DynamoStore::new(dynamodb, table).with_listing_shards(shards);
+        let store = DynamoStore::new(dynamodb, table);
         let settings = apply::Settings::default();
 
         let mut rng = Rng::new(rockets as u64 + length);
         let flights: Vec<Vec<Envelope>> = (0..rockets)
-            .map(|i| {
-                flight(
-                    &channel(&unique_name(&format!("cost{i}"))),
-                    length,
-                    &mut rng,
-                )
+            .map(|_| {
+                let channel = rng.uuid_channel();
+                flight(&channel, length, &mut rng)
             })
             .collect();
         let mut arrivals: Vec<&Envelope> = if traffic.shuffled {
@@ -347,19 +335,10 @@ pub fn report(quick: bool) -> String {
     );
     let mut state_per_in_order_message: f64 = 0.0;
     let mut reads_per_channel_batch: f64 = 0.0;
-    let sharded = rockets_aws::ListingShards::new(SHARDS_AT_SCALE).expect("valid");
-    let mut at_scale = Vec::new();
     for t in &traffic {
-        let bill = run(&moto, &dynamodb, *t, rockets, length, Default::default());
+        let bill = run(&moto, &dynamodb, *t, rockets, length);
         let _ = writeln!(out, "{}", bill.row(t));
         let _ = writeln!(writes, "{}", bill.writes_row(t));
-        let spread = run(&moto, &dynamodb, *t, rockets, length, sharded);
-        at_scale.push(format!(
-            "{} ${:.2} against ${:.2}",
-            t.name,
-            spread.total_per_million(),
-            bill.total_per_million()
-        ));
         if !t.shuffled {
             state_per_in_order_message =
                 state_per_in_order_message.max(bill.state_writes_per_message());
@@ -367,13 +346,6 @@ pub fn report(quick: bool) -> String {
         reads_per_channel_batch =
             reads_per_channel_batch.max(bill.consistent_reads_per_channel_batch());
     }
-    let _ = writeln!(
-        out,
-        "\nWith `ListingShards` {SHARDS_AT_SCALE} (the count that keeps every key at a tenth of its \
-         limit at 100,000 messages a second), the same traffic costs per million messages: {}. \
-         A shard's name is a few bytes longer than its status's, and nothing else changes.",
-        at_scale.join("; ")
-    );
     let _ = writeln!(
         out,
         "\nDynamoDB write units per message, by what was written, and strongly consistent reads:\n\n\
@@ -385,7 +357,8 @@ pub fn report(quick: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "\nCounts are per message ({rockets} rockets × {length} messages per row). The real ingest \
+        "\nCounts are per message ({rockets} rockets × {length} messages per row, each channel a random \
+         UUID as the challenge names them). The real ingest \
          and apply handlers run against SQS on moto and DynamoDB on DynamoDB Local; every API \
          request, invocation and SQS call is counted, and DynamoDB's own `ConsumedCapacity` \
          (asked for on every call, split by item and index) is summed. Moto hands out one message \

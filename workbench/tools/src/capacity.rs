@@ -2,7 +2,7 @@
 //!
 //! [`CapacityMeter`] is an SDK interceptor: on a client, it asks each table request for its
 //! `ConsumedCapacity` and adds up what comes back, writes split by what they were for (a
-//! rocket's state item, a history item, a parked item, and the listing indexes). The benchmarks
+//! rocket's state item, a history item, a parked item, and the listing index). The benchmarks
 //! and tests meter their clients; the store itself neither asks nor counts.
 
 use std::sync::Arc;
@@ -17,19 +17,22 @@ use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::operation::batch_get_item::{BatchGetItemInput, BatchGetItemOutput};
 use aws_sdk_dynamodb::operation::delete_item::{DeleteItemInput, DeleteItemOutput};
 use aws_sdk_dynamodb::operation::get_item::{GetItemInput, GetItemOutput};
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::operation::put_item::{PutItemInput, PutItemOutput};
 use aws_sdk_dynamodb::operation::query::{QueryInput, QueryOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
-/// The table's sort key, and how it names a rocket's state item and its parked items (the
-/// store's layout; a test on DynamoDB Local holds the two to agree).
+/// The table's sort key, how it names a rocket's state item, and the attribute a message item
+/// written as parked carries (the store's layout; a test on DynamoDB Local holds the two to
+/// agree).
 const SK: &str = "sk";
 const STATE: &str = "state";
-const PARKED: &str = "state#parked#";
+const PARKED_AT: &str = "parkedAt";
 
 /// What the table's items cost to write, as DynamoDB reports it per item kind and for the
-/// listing indexes together.
+/// listing index.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WriteUnits {
     pub state: f64,
@@ -52,7 +55,7 @@ enum Written {
     Parked = 2,
 }
 
-/// The counter in [`Capacity`] for the listing indexes, after those of [`Written`].
+/// The counter in [`Capacity`] for the listing index, after those of [`Written`].
 const INDEXES: usize = 3;
 
 /// Read and write units consumed, as DynamoDB reported them (in thousandths), and how many
@@ -146,13 +149,20 @@ impl CapacityMeter {
     }
 }
 
-/// The item a write's key names.
-fn written(sort_key: Option<&AttributeValue>) -> Written {
-    match sort_key.and_then(|sk| sk.as_s().ok()) {
-        Some(sk) if sk == STATE => Written::State,
-        Some(sk) if sk.starts_with(PARKED) => Written::Parked,
-        _ => Written::History,
+/// What a write writes, by the item (or, for a delete, the key) it names: the state, a
+/// message parked on arrival, or any other message.
+fn written(item: Option<&HashMap<String, AttributeValue>>) -> Written {
+    let item = item.into_iter().flatten();
+    let mut written = Written::History;
+    for (name, value) in item {
+        if name == SK && value.as_s().is_ok_and(|sk| sk == STATE) {
+            return Written::State;
+        }
+        if name == PARKED_AT {
+            written = Written::Parked;
+        }
     }
+    written
 }
 
 impl Intercept for CapacityMeter {
@@ -173,10 +183,10 @@ impl Intercept for CapacityMeter {
         );
         let metered = if let Some(put) = input.downcast_mut::<PutItemInput>() {
             put.return_consumed_capacity = indexes;
-            Metered::Write(written(put.item.as_ref().and_then(|i| i.get(SK))))
+            Metered::Write(written(put.item.as_ref()))
         } else if let Some(delete) = input.downcast_mut::<DeleteItemInput>() {
             delete.return_consumed_capacity = indexes;
-            Metered::Write(written(delete.key.as_ref().and_then(|k| k.get(SK))))
+            Metered::Write(written(delete.key.as_ref()))
         } else if let Some(query) = input.downcast_mut::<QueryInput>() {
             query.return_consumed_capacity = total;
             Metered::Read {
@@ -272,12 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn writes_are_told_apart_by_their_key() {
-        let sk = |v: &str| AttributeValue::S(v.into());
-        assert!(matches!(written(Some(&sk(STATE))), Written::State));
-        let parked = format!("{PARKED}00000000000000000042");
-        assert!(matches!(written(Some(&sk(&parked))), Written::Parked));
-        let history = "event#00000000000000000042";
-        assert!(matches!(written(Some(&sk(history))), Written::History));
+    fn writes_are_told_apart_by_their_item() {
+        let item = |pairs: &[(&str, &str)]| -> HashMap<String, AttributeValue> {
+            (pairs.iter())
+                .map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string())))
+                .collect()
+        };
+        let state = item(&[(SK, STATE), ("pk", "a")]);
+        assert!(matches!(written(Some(&state)), Written::State));
+        let parked = item(&[(SK, "event#00000000000000000042"), (PARKED_AT, "1")]);
+        assert!(matches!(written(Some(&parked)), Written::Parked));
+        let history = item(&[(SK, "event#00000000000000000042")]);
+        assert!(matches!(written(Some(&history)), Written::History));
     }
 }

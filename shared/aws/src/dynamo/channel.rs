@@ -1,25 +1,31 @@
-//! The apply side of the table: a channel's state and first parked items in one Query, and a
-//! commit that writes history and parked items first and the state item last, conditionally.
+//! The apply side of the table: a channel's state and parked messages, mostly in one Query,
+//! and a commit that writes the messages it accepts first and the state item last,
+//! conditionally.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::items::MessageItem;
+use super::items::{Item, MessageItem};
 use super::{
-    DynamoStore, EVENT, PARKED, PK, SK, STATE, bounded_all, envelope, key, rocket, s, sort_key,
-    text, version,
+    DynamoStore, EVENT, PK, SK, STATE, bounded_all, envelope, key, rocket, s, sort_key, text,
+    version,
 };
 use crate::store_error;
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{ChannelChange, ParkedView};
+
+/// Items the first read of a load takes: the state item and the channel's highest-numbered
+/// messages, so that a channel with a few parked messages (or none) loads in one read of at
+/// most one read unit.
+const LOAD_HEAD: usize = 11;
 use rockets::ports::{ChannelSnapshot, ChannelStore, CommitOutcome, StoreError};
 use rockets::rocket::Rocket;
 
 enum PutOnce {
     Written,
-    /// Another message is already stored under this key; it wins.
-    Taken(Envelope),
+    /// Another message is already stored under this number; it wins.
+    Taken,
 }
 
 impl DynamoStore {
@@ -57,7 +63,7 @@ impl DynamoStore {
                         if existing == *message {
                             Ok(PutOnce::Written)
                         } else {
-                            Ok(PutOnce::Taken(existing))
+                            Ok(PutOnce::Taken)
                         }
                     }
                     None => Err(store_error("put message", error)),
@@ -98,39 +104,74 @@ impl DynamoStore {
         }
     }
 
-    /// A channel's state item and its first `parked` parked items, in key order, read strongly
-    /// consistently in as few pages as DynamoDB allows.
-    async fn channel_head(
+    /// Up to `limit` of a channel's items whose sort keys meet `condition` (on `#sk`, with
+    /// `:a` and `:b` as given), highest first unless `forward`, read strongly consistently; and
+    /// whether there are more.
+    async fn channel_items(
         &self,
         channel: &Channel,
-        parked: usize,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let wanted = parked.saturating_add(1);
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let limit = i32::try_from(wanted - items.len()).unwrap_or(i32::MAX);
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :state)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(channel.as_str()))
-                .expression_attribute_values(":state", s(STATE))
-                .consistent_read(true)
-                .limit(limit)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| store_error("load channel", e))?;
-            items.extend(output.items.unwrap_or_default());
-            start = output.last_evaluated_key;
-            if start.is_none() || items.len() >= wanted {
-                return Ok(items);
+        condition: &str,
+        bounds: &[(&str, String)],
+        forward: bool,
+        limit: usize,
+    ) -> Result<(Vec<Item>, bool), StoreError> {
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(format!("#pk = :pk AND {condition}"))
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(channel.as_str()))
+            .scan_index_forward(forward)
+            .consistent_read(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX));
+        for (name, value) in bounds {
+            request = request.expression_attribute_values(*name, s(value));
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|e| store_error("load channel", e))?;
+        let more = output.last_evaluated_key.is_some();
+        Ok((output.items.unwrap_or_default(), more))
+    }
+
+    /// The parked messages of a channel that parks more than the first read of a load takes:
+    /// the first `window` from number `next` on, and those beyond them with the `probe` numbers.
+    async fn parked_from(
+        &self,
+        channel: &Channel,
+        next: MessageNumber,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<ParkedView, StoreError> {
+        let bounds = [(":a", sort_key(EVENT, next)), (":b", format!("{EVENT}~"))];
+        let (items, more) = self
+            .channel_items(channel, "#sk BETWEEN :a AND :b", &bounds, true, window + 1)
+            .await?;
+        let mut first = items.iter().map(envelope).collect::<Result<Vec<_>, _>>()?;
+        let complete = !more && first.len() <= window;
+        first.truncate(window);
+        let mut probed = Vec::new();
+        if !complete {
+            let beyond = first.last().map_or(next, |m| m.number);
+            let mut numbers: Vec<_> = probe.iter().filter(|n| **n > beyond).collect();
+            numbers.sort_unstable();
+            numbers.dedup();
+            let keys = numbers
+                .into_iter()
+                .map(|n| key(channel, sort_key(EVENT, *n)))
+                .collect();
+            for item in self.batch_get(keys, true).await? {
+                probed.push(envelope(&item)?);
             }
         }
+        Ok(ParkedView {
+            first,
+            complete,
+            probed,
+        })
     }
 }
 
@@ -141,37 +182,34 @@ impl ChannelStore for DynamoStore {
         window: usize,
         probe: &[MessageNumber],
     ) -> Result<Option<ChannelSnapshot>, StoreError> {
+        let bounds = [(":a", STATE.to_owned())];
+        let (head, more) = self
+            .channel_items(channel, "#sk <= :a", &bounds, false, LOAD_HEAD)
+            .await?;
         let mut state = None;
-        let mut first = Vec::new();
-        // One parked message past the window says the view is incomplete.
-        for item in self.channel_head(channel, window.saturating_add(1)).await? {
-            if text(&item, SK)? == STATE {
-                state = Some((rocket(&item)?, version(&item)?));
+        let mut messages = Vec::with_capacity(head.len());
+        for item in &head {
+            if text(item, SK)? == STATE {
+                state = Some((rocket(item)?, version(item)?));
             } else {
-                first.push(envelope(&item)?);
+                messages.push(envelope(item)?);
             }
         }
-        let complete = first.len() <= window;
-        first.truncate(window);
-        let mut probed = Vec::new();
-        if !complete {
-            let last = first.last().map(|m| m.number);
-            let mut keys: Vec<_> = probe
-                .iter()
-                .filter(|n| last.is_none_or(|last| **n > last))
-                .map(|n| sort_key(PARKED, *n))
+        let last = state
+            .as_ref()
+            .map_or(0, |(rocket, _)| rocket.last_message_number);
+        // Highest first: once one the rocket has applied comes, every parked one came before.
+        let read_all = !more || messages.iter().any(|m| m.number.get() <= last);
+        let parked = if read_all {
+            let above: BTreeMap<_, _> = messages
+                .into_iter()
+                .filter(|m| m.number.get() > last)
+                .map(|m| (m.number, m))
                 .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let keys = keys.into_iter().map(|sk| key(channel, sk)).collect();
-            for item in self.batch_get(keys, true).await? {
-                probed.push(envelope(&item)?);
-            }
-        }
-        let parked = ParkedView {
-            first,
-            complete,
-            probed,
+            ParkedView::cut(&above, window, probe)
+        } else {
+            let next = MessageNumber::new(last + 1).expect("at least 1");
+            self.parked_from(channel, next, window, probe).await?
         };
         Ok(match state {
             Some((rocket, version)) => Some(ChannelSnapshot {
@@ -179,7 +217,7 @@ impl ChannelStore for DynamoStore {
                 parked,
                 version,
             }),
-            // Parked by a commit that never reached the state write: still worth keeping.
+            // Accepted by a commit that never reached the state write: parked until applied.
             None if parked != ParkedView::none() => Some(ChannelSnapshot {
                 rocket: Rocket::new(channel.clone(), chrono::Utc::now()),
                 parked,
@@ -194,44 +232,25 @@ impl ChannelStore for DynamoStore {
         expected_version: u64,
         change: &ChannelChange,
     ) -> Result<CommitOutcome, StoreError> {
-        let history: Vec<_> = (change.applied.iter())
-            .map(|m| self.put_once(MessageItem::History, m))
-            .collect();
-        let parked: Vec<_> = (change.parked.iter())
-            .map(|m| self.put_once(MessageItem::Parked, m))
-            .collect();
-        let (history, parked) = futures_util::join!(bounded_all(history), bounded_all(parked));
-        let mut superseded = Vec::new();
-        for written in history {
-            if let PutOnce::Taken(first) = written? {
-                superseded.push(first);
-            }
+        // A parked message applied now was written when it parked.
+        let arrived = change
+            .applied
+            .iter()
+            .filter(|m| !change.unparked.contains(&m.number))
+            .map(|m| self.put_once(MessageItem::History, m));
+        let parked = change
+            .parked
+            .iter()
+            .map(|m| self.put_once(MessageItem::Parked, m));
+        let written = bounded_all(arrived.chain(parked).collect::<Vec<_>>()).await;
+        let mut taken = false;
+        for put in written {
+            taken |= matches!(put?, PutOnce::Taken);
         }
-        if !superseded.is_empty() {
-            return Ok(CommitOutcome::Superseded(superseded));
-        }
-        let mut parked_conflict = false;
-        for written in parked {
-            parked_conflict |= matches!(written?, PutOnce::Taken(_));
-        }
-        if parked_conflict || !self.put_state(expected_version, &change.rocket).await? {
+        // Another message was accepted first under one of these numbers: a fresh load holds
+        // it, and the batch's own is then received as a conflict.
+        if taken || !self.put_state(expected_version, &change.rocket).await? {
             return Ok(CommitOutcome::VersionMismatch);
-        }
-        let channel = &change.rocket.channel;
-        let removals: Vec<_> = (change.unparked.iter())
-            .map(|n| {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(channel, sort_key(PARKED, *n))))
-                    .send()
-            })
-            .collect();
-        for removed in bounded_all(removals).await {
-            // The next commit of this channel removes it; until then loading skips it.
-            if let Err(error) = removed {
-                tracing::warn!(%channel, error = %store_error("remove parked", error), "parked message left behind");
-            }
         }
         Ok(CommitOutcome::Committed)
     }

@@ -4,38 +4,35 @@
 //!
 //! | `sk` | item | attributes |
 //! |---|---|---|
-//! | `event#<n:020>` | applied message *n* (the history) | `body`, `expiresAt` (TTL, if set) |
-//! | `state` | the rocket | `rocket`, `version`, `st`, `by_<sortKey>` ×9 |
-//! | `state#parked#<n:020>` | message *n*, waiting for a gap to fill | `body` |
+//! | `event#<n:020>` | message *n*: applied (the history) or parked (ahead of a gap) | `body`, `parkedAt` if parked on arrival, `expiresAt` (TTL, if set) |
+//! | `state` | the rocket | `rocket`, `version`, `by_channel` |
 //!
-//! The parked items sort just after `state`, lowest number first, so one strongly consistent
-//! Query on `begins_with(sk, "state")` with a limit loads a channel: its rocket and its first
-//! parked messages, however many it parks; a BatchGetItem finds any further parked messages
-//! with the numbers a batch holds. A commit writes the applied messages' history items and the newly parked
-//! items first, each conditional on being absent or identical, then replaces the state item
-//! conditional on `version`, then deletes the parked items it applied. The state write is the
-//! commit point; a history item written ahead of it fixes which content message *n* has
-//! (first writer wins), and leftovers of an interrupted commit are repaired by the next one.
+//! A message number has one item whatever becomes of it: written when the message is first
+//! accepted, conditional on being absent or identical (the first message under a number wins),
+//! it is parked while its number is above the rocket's `lastMessageNumber` and history once the
+//! rocket has passed it, so applying a parked message writes nothing for it. A commit writes the
+//! items of the messages it accepts first, then replaces the state item conditional on
+//! `version`: the state write is the commit point.
 //!
-//! Listing uses nine global secondary indexes, one per sort key, partitioned by status and
-//! listing shard (`st`: `launched`, `launched#1`, ...) and sorted by an order-preserving string
-//! encoding of (value, channel). They project keys only, so an index is written only when its
-//! own key changes, and a page merges the pages of the shards it covers.
+//! Loading a channel is one strongly consistent Query down from `state`: the rocket, then its
+//! highest-numbered messages, the parked ones first, until one it has applied shows that all
+//! parked ones were read. A channel parking more than that is read on from its next number.
+//!
+//! The listing is one sparse global secondary index, `listing`, keyed by `by_channel` (on state
+//! items only; the previous layout's items carry it too) and projecting `rocket`: a state write
+//! updates its entry in place, one write unit, and never moves it. A page scans the index in
+//! parallel segments and sorts in memory (`reader.rs`).
 //!
 //! - `channel.rs`: the apply side ([`ChannelStore`]): loading a channel, committing a change.
 //! - `reader.rs`: the query side ([`RocketReader`]): a rocket, a page of rockets, a history.
 //! - `items.rs`: the items the store writes.
-//! - `index.rs`: the order-preserving index values, and pages cut from index entries.
-//! - `shards.rs`: which shard of its status a rocket's index entries go to.
 //!
 //! [`ChannelStore`]: rockets::ports::ChannelStore
 //! [`RocketReader`]: rockets::ports::RocketReader
 
 mod channel;
-mod index;
 mod items;
 mod reader;
-mod shards;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,15 +46,15 @@ use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ports::StoreError;
 use rockets::rocket::Rocket;
 
-pub use index::{index_attribute, index_name};
 pub use items::{Item, MessageItem, TableLayout};
-pub use shards::ListingShards;
 
 pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
-pub(crate) const STATUS: &str = "st";
 pub(crate) const STATE: &str = "state";
-pub(crate) const PARKED: &str = "state#parked#";
+/// The listing index's key, on state items only.
+pub const LISTED: &str = "by_channel";
+/// The listing index.
+pub const LISTING: &str = "listing";
 const EVENT: &str = "event#";
 /// Keys per BatchGetItem call, DynamoDB's limit.
 const BATCH_GET_LIMIT: usize = 100;
@@ -113,22 +110,13 @@ const BATCH_GET_ROUNDS: u32 = 6;
 /// connection pool and a slow endpoint take, with no round trip added to a batch of ten.
 const CONCURRENT_WRITES: usize = 16;
 
-/// Index queries a page sends at once at most: a page of many shards is read in waves, within
-/// what one function's connections take.
-const LISTING_READS: usize = 64;
-
-/// Every future's output, in order, running at most `limit` at a time.
-async fn bounded<F: Future>(limit: usize, futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    use futures_util::StreamExt as _;
-    futures_util::stream::iter(futures)
-        .buffered(limit)
-        .collect()
-        .await
-}
-
 /// Every future's output, in order, running at most [`CONCURRENT_WRITES`] at a time.
 async fn bounded_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    bounded(CONCURRENT_WRITES, futures).await
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(futures)
+        .buffered(CONCURRENT_WRITES)
+        .collect()
+        .await
 }
 
 /// Reads `keys` with `fetch`, which answers what it found and what it left unprocessed
@@ -171,12 +159,6 @@ impl DynamoStore {
         }
     }
 
-    /// This store, spreading each status's listing entries over `shards` partition keys.
-    pub fn with_listing_shards(mut self, shards: ListingShards) -> Self {
-        self.layout.shards = shards;
-        self
-    }
-
     /// How the store lays the table out.
     pub fn layout(&self) -> TableLayout {
         self.layout
@@ -206,12 +188,12 @@ impl DynamoStore {
     /// The environment variable that names the table.
     pub const ENV: &'static str = "TABLE_NAME";
 
-    /// The table named by `TABLE_NAME`, with the listing shards `LISTING_SHARDS` sets.
+    /// The table named by `TABLE_NAME`.
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, rockets::config::ConfigError> {
-        Ok(
-            Self::new(Client::new(config), rockets::config::required(Self::ENV)?)
-                .with_listing_shards(ListingShards::from_env()?),
-        )
+        Ok(Self::new(
+            Client::new(config),
+            rockets::config::required(Self::ENV)?,
+        ))
     }
 
     /// Fetches items by key, in as few BatchGetItem calls as DynamoDB allows.

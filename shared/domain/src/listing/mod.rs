@@ -10,8 +10,6 @@
 //! may list from anywhere), so it is checked instead of signed. One for another query, or whose
 //! position is not one the query's sort key can take, is a `400` naming `cursor`.
 
-pub mod merge;
-
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -324,6 +322,49 @@ impl ListQuery {
         Ok(body.after)
     }
 
+    /// Whether a rocket at `position` in this query's order is listed after its cursor.
+    fn lists(&self, rocket: &Rocket, position: &Position) -> bool {
+        self.status.is_none_or(|status| rocket.status == status)
+            && self.floor().is_none_or(|floor| *position >= floor)
+            && self.after.as_ref().is_none_or(|after| match self.order {
+                Order::Asc => position > after,
+                Order::Desc => position < after,
+            })
+    }
+
+    /// The first `limit + 1` of `rockets` this query lists, in its order: what a page is cut
+    /// from. `rockets` may come in any order and in parts: the best of the parts' bests are the
+    /// best of the whole.
+    pub fn best(&self, rockets: impl IntoIterator<Item = Rocket>) -> Vec<Rocket> {
+        let mut listed: Vec<(Position, Rocket)> = rockets
+            .into_iter()
+            .map(|rocket| (self.sort_by.position(&rocket), rocket))
+            .filter(|(position, rocket)| self.lists(rocket, position))
+            .collect();
+        let in_order = |a: &(Position, Rocket), b: &(Position, Rocket)| match self.order {
+            Order::Asc => a.0.cmp(&b.0),
+            Order::Desc => b.0.cmp(&a.0),
+        };
+        let want = self.limit + 1;
+        if listed.len() > want {
+            listed.select_nth_unstable_by(want - 1, in_order);
+            listed.truncate(want);
+        }
+        listed.sort_unstable_by(in_order);
+        listed.into_iter().map(|(_, rocket)| rocket).collect()
+    }
+
+    /// The page this query asks for, from every rocket that may be listed, in any order.
+    pub fn page_of(&self, rockets: impl IntoIterator<Item = Rocket>) -> RocketPage {
+        let mut rockets = self.best(rockets);
+        let next = (rockets.len() > self.limit).then(|| {
+            rockets.truncate(self.limit);
+            self.sort_by
+                .position(rockets.last().expect("limit is at least 1"))
+        });
+        RocketPage { rockets, next }
+    }
+
     /// The lowest position this query lists, when it lists only part of its order: for
     /// `stalled`, the first rocket with one pending message (`-` is the smallest channel).
     pub fn floor(&self) -> Option<Position> {
@@ -507,5 +548,68 @@ mod tests {
         let made = forged("speed", r#"{"Int": -7}"#, "a");
         let continued = query(&[("sortBy", "speed"), ("cursor", &made)]).unwrap();
         assert_eq!(continued.after.unwrap().value, SortValue::Int(-7));
+    }
+
+    proptest::proptest! {
+        /// Pages chosen from the rockets in any order, and from any split of them into parts,
+        /// walk every listed rocket once, in the query's order.
+        #[test]
+        fn pages_from_any_order_and_any_parts_walk_the_sorted_whole(
+            rockets in proptest::collection::vec((0i64..4, 0usize..3, 0u64..3, proptest::option::of(0u8..3)), 0..40),
+            sort_by in 0usize..SortKey::ALL.len(),
+            desc: bool,
+            status in proptest::option::of(0usize..3),
+            stalled: bool,
+            limit in 1usize..6,
+            parts in 1usize..4,
+            seed: u64,
+        ) {
+            let rockets: Vec<Rocket> = rockets
+                .into_iter()
+                .enumerate()
+                .map(|(i, (speed, status, pending, mission))| {
+                    let mut rocket = Rocket::new(Channel::parse(&format!("r{i}")).unwrap(), Utc::now());
+                    rocket.speed = speed;
+                    rocket.status = Status::ALL[status];
+                    rocket.pending_messages = pending;
+                    rocket.mission = mission.map(|m| format!("m{m}").into());
+                    rocket
+                })
+                .collect();
+            let mut query = ListQuery {
+                sort_by: if stalled { SortKey::PendingMessages } else { SortKey::ALL[sort_by] },
+                order: if desc { Order::Desc } else { Order::Asc },
+                status: status.map(|s| Status::ALL[s]),
+                stalled,
+                limit,
+                after: None,
+            };
+            let mut wanted: Vec<&Rocket> = rockets
+                .iter()
+                .filter(|r| query.status.is_none_or(|s| r.status == s))
+                .filter(|r| !stalled || r.pending_messages > 0)
+                .collect();
+            wanted.sort_by_key(|r| query.sort_by.position(r));
+            if desc {
+                wanted.reverse();
+            }
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut walked = Vec::new();
+            for _ in 0..=rockets.len() {
+                let mut shuffled = rockets.clone();
+                rng.shuffle(&mut shuffled);
+                let chunk = shuffled.len().div_ceil(parts).max(1);
+                let bests = shuffled.chunks(chunk).flat_map(|part| query.best(part.to_vec()));
+                let page = query.page_of(bests.collect::<Vec<_>>());
+                proptest::prop_assert!(page.rockets.len() <= limit);
+                walked.extend(page.rockets.into_iter().map(|r| r.channel));
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+            let wanted: Vec<Channel> = wanted.into_iter().map(|r| r.channel.clone()).collect();
+            proptest::prop_assert_eq!(walked, wanted);
+        }
     }
 }
