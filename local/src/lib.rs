@@ -219,6 +219,10 @@ impl LocalConfig {
             report_every: config::millis("ROCKETS_REPORT_MS", d.report_every)?,
             apply: apply::Settings {
                 park_limit: config::parsed("ROCKETS_PARK_LIMIT", d.apply.park_limit)?,
+                parked_retention: apply::days_long(config::parsed(
+                    "ROCKETS_PARKED_RETENTION_DAYS",
+                    apply::Settings::PARKED_RETENTION_DAYS,
+                )?),
                 ..d.apply
             },
             storage: config::parsed("ROCKETS_DATA_DIR", d.storage)?,
@@ -447,7 +451,7 @@ pub async fn start<Q, R, E, S, D>(
 ) -> std::io::Result<LocalServer>
 where
     Q: MessageQueue + 'static,
-    R: RocketReader + 'static,
+    R: RocketReader + ChannelStore + 'static,
     E: QueueConsumer + SourceQueue + 'static,
     S: ChannelStore + 'static,
     D: MessageQueue + 'static,
@@ -518,7 +522,7 @@ struct Api<Q, R> {
     operations: Option<Arc<EmbeddedQueue>>,
 }
 
-impl<Q: MessageQueue + 'static, R: RocketReader + 'static> Handler for Api<Q, R> {
+impl<Q: MessageQueue + 'static, R: RocketReader + ChannelStore + 'static> Handler for Api<Q, R> {
     async fn call(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         if let Some(status) = self.cors.preflight(request.method(), request.headers()) {
             let mut response = hyper::Response::new(Full::new(Bytes::new()));
@@ -539,7 +543,7 @@ impl<Q: MessageQueue + 'static, R: RocketReader + 'static> Handler for Api<Q, R>
     }
 }
 
-impl<Q: MessageQueue, R: RocketReader> Api<Q, R> {
+impl<Q: MessageQueue, R: RocketReader + ChannelStore> Api<Q, R> {
     async fn dispatch(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
         // An answer given before the body is read leaves that body on the connection, where it

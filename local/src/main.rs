@@ -12,6 +12,7 @@ const USAGE: &str = "\
 usage: rockets-local [--addr ADDR] [--data-dir DIR | --in-memory | --aws [--bootstrap]]
        rockets-local bootstrap
        rockets-local event-source --invoke URL [--function NAME]
+       rockets-local parked list|purge CHANNEL [--data-dir DIR | --aws]
 
 Serves POST /messages, GET /rockets, GET /rockets/{channel}, GET /rockets/{channel}/events and
 GET /health, and applies messages in process.
@@ -32,6 +33,11 @@ GET /health, and applies messages in process.
                 through the Lambda Invoke API at URL, e.g. `sam local start-lambda`'s
                 http://127.0.0.1:3001 or `cargo lambda watch`'s http://127.0.0.1:9000
 
+  parked        a channel's parked messages, in the data directory (while no server runs on
+                it: a running one serves GET and DELETE /local/rockets/{channel}/parked) or with
+                --aws in the table TABLE_NAME: `list` prints them as JSON, `purge` expires them
+                all now (they stop counting and are deleted)
+
   --addr ADDR   listen on IP:PORT, or on localhost:PORT (127.0.0.1 and ::1, the default
                 with port 8088)
 
@@ -51,12 +57,13 @@ environment:
   ROCKETS_BATCH_SIZE             records per apply batch, 1-10 (default 10)
   ROCKETS_VISIBILITY_TIMEOUT_MS  before a failed record is redelivered (default 60000)
   ROCKETS_MAX_RECEIVE_COUNT      receives before the dead-letter queue (default 16)
-  ROCKETS_PARK_LIMIT             messages one channel may hold ahead of a gap; one more goes
-                                 to the dead-letter queue (default 10000)
+  ROCKETS_PARK_LIMIT             how far ahead of its rocket's last applied message a message
+                                 may park; one further ahead goes to the dead-letter queue
+                                 (default 10000)
+  ROCKETS_PARKED_RETENTION_DAYS  days a parked message waits for its gap before it expires
+                                 (default 14)
   ROCKETS_CORS_ALLOW_ORIGIN      the origin browsers may call from, as the template's
                                  CorsAllowOrigin: *, one origin, or none (default *)
-  LISTING_SHARDS                 with --aws: partition keys per status in each listing index,
-                                 as the template's ListingShards (default 1)
   RUST_LOG                       log level (default info)";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -90,6 +97,7 @@ async fn run() -> Result<(), Error> {
     }
     let (mut aws, mut bootstrap, mut bootstrap_only) = (false, false, false);
     let (mut event_source, mut invoke, mut function) = (false, None, "ApplyFunction".to_string());
+    let mut parked: Option<(String, String)> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -108,6 +116,11 @@ async fn run() -> Result<(), Error> {
             "--bootstrap" => bootstrap = true,
             "bootstrap" => bootstrap_only = true,
             "event-source" => event_source = true,
+            "parked" => {
+                let action = args.next().ok_or("parked needs list or purge")?;
+                let channel = args.next().ok_or("parked needs a channel")?;
+                parked = Some((action, channel));
+            }
             "--invoke" => invoke = Some(args.next().ok_or("--invoke needs a URL")?),
             "--function" => function = args.next().ok_or("--function needs a name")?,
             "-h" | "--help" => {
@@ -124,6 +137,20 @@ async fn run() -> Result<(), Error> {
             queues.url, queues.dead_letter_url
         );
         return Ok(());
+    }
+    if let Some((action, channel)) = parked {
+        let channel = rockets::message::Channel::parse(&channel)
+            .map_err(|e| format!("channel {channel:?} {e}"))?;
+        return if aws {
+            let store = DynamoStore::from_env(&sdk_config().await)?;
+            parked_messages(&store, &action, &channel).await
+        } else {
+            let Storage::Dir(dir) = &config.storage else {
+                return Err("parked needs a data directory or --aws".into());
+            };
+            let store = rockets_embedded::DurableStore::open(&rockets_embedded::DataDir::open(dir)?)?;
+            parked_messages(&store, &action, &channel).await
+        };
     }
     if event_source {
         let invoke = invoke.ok_or("event-source needs --invoke URL")?;
@@ -167,6 +194,26 @@ async fn run() -> Result<(), Error> {
         .collect();
     println!("rockets-local listening on {}", urls.join(" "));
     Ok(server.wait().await?)
+}
+
+/// `parked list` prints a channel's parked messages; `parked purge` expires them all.
+async fn parked_messages<S: rockets::ports::ChannelStore>(
+    store: &S,
+    action: &str,
+    channel: &rockets::message::Channel,
+) -> Result<(), Error> {
+    match action {
+        "list" => {
+            let view = store.parked(channel).await?;
+            println!("{:#}", rockets_local::operations::parked_json(&view));
+        }
+        "purge" => match apply::purge_parked(store, channel).await? {
+            Some(purged) => println!("{{\"purged\": {purged}}}"),
+            None => return Err(format!("no rocket on channel {channel}").into()),
+        },
+        other => return Err(format!("parked {other}: expected list or purge").into()),
+    }
+    Ok(())
 }
 
 /// Creates the table and queues where they are missing.

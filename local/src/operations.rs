@@ -1,7 +1,7 @@
-//! An operator's view of the embedded queue, beside the API under `/local/`: its depth, its
-//! dead letters, and a redrive. They are what the SQS console and `aws sqs
-//! start-message-move-task` do for the deployed queue, and exist only when the server runs on
-//! the embedded queue.
+//! An operator's view beside the API under `/local/`: the embedded queue's depth, its dead
+//! letters and a redrive (what the SQS console and `aws sqs start-message-move-task` do for the
+//! deployed queue, served only on the embedded queue), and a channel's parked messages (on any
+//! backend). These routes are `rockets-local`'s only: never cross-origin, never deployed.
 //!
 //! - `GET /local/queue`: `{"visible", "inFlight", "deadLetters", "stalledRockets",
 //!   "oldestStallSeconds"}`: the queue's depth, and the rockets waiting behind a gap, as the
@@ -9,11 +9,14 @@
 //! - `GET /local/dead-letters`: `{"deadLetters": [message, …]}`, oldest first.
 //! - `POST /local/dead-letters/redrive`: moves every dead letter back to the end of its
 //!   channel's queue; `{"moved": n}`.
+//! - `GET /local/rockets/{channel}/parked`: `{"parked": [{"messageNumber", "parkedAt",
+//!   "message"}, …]}`, every message the channel holds ahead of its gap.
+//! - `DELETE /local/rockets/{channel}/parked`: expires them all now; `{"purged": n}`.
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Response};
 use rockets::http::{ApiError, json_response};
-use rockets::ports::RocketReader;
+use rockets::ports::{ChannelStore, RocketReader};
 use rockets_embedded::EmbeddedQueue;
 use serde_json::{Value, json};
 
@@ -21,13 +24,17 @@ use serde_json::{Value, json};
 pub const PREFIX: &str = "/local/";
 
 /// The answer to a request under [`PREFIX`], or `None` for any other path.
-pub async fn handle<R: RocketReader>(
+pub async fn handle<S: RocketReader + ChannelStore>(
     queue: Option<&EmbeddedQueue>,
-    reader: &R,
+    store: &S,
     method: &Method,
     path: &str,
 ) -> Option<Response<Body>> {
     let route = path.strip_prefix(PREFIX)?.trim_end_matches('/');
+    if let Some(channel) = (route.strip_prefix("rockets/")).and_then(|r| r.strip_suffix("/parked"))
+    {
+        return Some(parked(store, method, channel).await.unwrap_or_else(ApiError::into_response));
+    }
     let allowed = match route {
         "queue" | "dead-letters" => "GET",
         "dead-letters/redrive" => "POST",
@@ -55,7 +62,7 @@ pub async fn handle<R: RocketReader>(
     let body = match route {
         "queue" => {
             let depth = queue.depth();
-            let stalls = match query::stalls(reader, chrono::Utc::now()).await {
+            let stalls = match query::stalls(store, chrono::Utc::now()).await {
                 Ok(stalls) => stalls,
                 Err(error) => return Some(ApiError::from(error).into_response()),
             };
@@ -84,10 +91,53 @@ pub async fn handle<R: RocketReader>(
     Some(json_response(StatusCode::OK, &body))
 }
 
+/// A channel's parked messages: listed, or purged.
+async fn parked<S: ChannelStore>(
+    store: &S,
+    method: &Method,
+    channel: &str,
+) -> Result<Response<Body>, ApiError> {
+    let channel = rockets::http::path_channel(channel)?;
+    let unknown = || ApiError::NotFound(format!("no rocket on channel {channel}"));
+    match *method {
+        Method::GET => {
+            let view = store.parked(&channel).await?;
+            if store.load(&channel, 0, &[]).await?.is_none() {
+                return Err(unknown());
+            }
+            Ok(json_response(StatusCode::OK, &parked_json(&view)))
+        }
+        Method::DELETE => {
+            let purged = apply::purge_parked(store, &channel).await?.ok_or_else(unknown)?;
+            tracing::warn!(%channel, purged, "parked messages purged");
+            Ok(json_response(StatusCode::OK, &json!({ "purged": purged })))
+        }
+        _ => Err(ApiError::MethodNotAllowed {
+            method: method.clone(),
+            allowed: "GET, DELETE",
+        }),
+    }
+}
+
+/// `{"parked": [{"messageNumber", "parkedAt", "message"}, …]}`, as the route and
+/// `rockets-local parked` show a channel's parked messages.
+pub fn parked_json(view: &rockets::ordering::ParkedView) -> Value {
+    let parked: Vec<Value> = (view.first.iter())
+        .map(|m| {
+            json!({
+                "messageNumber": m.number.get(),
+                "parkedAt": view.since.get(&m.number).map(|at| at.to_rfc3339()),
+                "message": serde_json::from_str::<Value>(&m.to_json()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    json!({ "parked": parked })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rockets::ports::{ChannelStore, MessageQueue as _};
+    use rockets::ports::MessageQueue as _;
     use rockets_embedded::{DeadLetters, EmbeddedStore, QueueConfig};
     use rockets_testkit::{Rng, channel, flight};
 
@@ -167,5 +217,34 @@ mod tests {
             405
         );
         assert_eq!(status(None, Method::GET, "/local/queue").await, 404);
+        assert_eq!(status(None, Method::GET, "/local/rockets/none/parked").await, 404);
+        assert_eq!(status(None, Method::PUT, "/local/rockets/none/parked").await, 405);
+        assert_eq!(status(None, Method::GET, "/local/rockets/%FF/parked").await, 400);
+    }
+
+    #[tokio::test]
+    async fn a_channels_parked_messages_are_listed_and_purged_on_any_backend() {
+        let store = EmbeddedStore::new();
+        let c = channel("junk");
+        let messages = flight(&c, 4, &mut Rng::new(3));
+        let mut timeline = rockets::ordering::Timeline::empty(c.clone(), chrono::Utc::now());
+        timeline.receive(messages[2].clone());
+        timeline.receive(messages[3].clone());
+        store.commit(0, &timeline.into_change().unwrap()).await.unwrap();
+        let call = async |method: Method| {
+            let response = handle(None, &store, &method, "/local/rockets/junk/parked")
+                .await
+                .unwrap();
+            (response.status(), body(&response))
+        };
+        let (status, listed) = call(Method::GET).await;
+        assert_eq!(status, 200);
+        assert_eq!(listed["parked"][0]["messageNumber"], 3);
+        assert_eq!(listed["parked"][1]["message"]["metadata"]["messageNumber"], 4);
+        assert!(listed["parked"][0]["parkedAt"].is_string());
+        assert_eq!(call(Method::DELETE).await, (StatusCode::OK, json!({"purged": 2})));
+        assert_eq!(call(Method::GET).await.1, json!({"parked": []}));
+        let rocket = store.rocket(&c).await.unwrap().unwrap();
+        assert_eq!(rocket.pending_messages, 0);
     }
 }

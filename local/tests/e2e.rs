@@ -176,7 +176,7 @@ async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_lists_and_redrives_dead_letters_over_http_and_the_rocket_completes() {
     let mut app = TestApp::new();
-    app.config.apply.park_limit = 2;
+    app.config.apply.park_limit = 3;
     let server = app.spawn().await;
     let addr = server.addr();
     let c = channel("operated");
@@ -188,7 +188,7 @@ async fn an_operator_lists_and_redrives_dead_letters_over_http_and_the_rocket_co
             assert_eq!(status, 200, "{method} {path}: {body}");
             serde_json::from_str::<serde_json::Value>(&body).unwrap()
         };
-        // Without message 1, two of 2..5 park and the other two pass the park limit.
+        // Without message 1, 2 and 3 park and 4 and 5 lie past the park limit.
         post_all(addr, messages[1..].to_vec());
         let deadline = Instant::now() + Duration::from_secs(10);
         while json(&mut client, "GET", "/local/queue")["deadLetters"] != 2 {
@@ -214,6 +214,76 @@ async fn an_operator_lists_and_redrives_dead_letters_over_http_and_the_rocket_co
         assert_eq!(queue["deadLetters"], 0);
         let events = json(&mut client, "GET", "/rockets/operated/events");
         assert_eq!(events["events"].as_array().unwrap().len(), 5);
+    })
+    .await
+    .unwrap();
+}
+
+/// The attack on the park limit: while a victim sends its flight out of order, someone else
+/// posts 10,000 messages numbered far ahead on the victim's channel, and a few inside its park
+/// window. None of the victim's messages is dead-lettered, the junk far ahead all is, and once
+/// the junk inside the window expires the victim's `pendingMessages` is its true value again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_ahead_flood_takes_none_of_the_victims_messages_and_junk_expires() {
+    let mut app = TestApp::new();
+    app.config.apply.parked_retention = Duration::from_secs(1);
+    let server = app.spawn().await;
+    let addr = server.addr();
+    let c = channel("victim");
+    let mut rng = Rng::new(29);
+    let mut victim = flight(&c, 201, &mut rng);
+    let last = victim.pop().unwrap();
+    let mut shuffled = victim.clone();
+    rng.shuffle(&mut shuffled);
+    let junk = |number: u64| {
+        let mut message = victim[1].clone();
+        message.number = MessageNumber::new(number).unwrap();
+        message
+    };
+    let far: Vec<Envelope> = (0..10_000).map(|i| junk(1_000_000_000_000 + i)).collect();
+    let near: Vec<Envelope> = (500..505).map(junk).collect();
+    tokio::task::spawn_blocking(move || {
+        let attackers: Vec<_> = far
+            .chunks(2_500)
+            .map(|chunk| {
+                let chunk = chunk.to_vec();
+                std::thread::spawn(move || post_all(addr, chunk))
+            })
+            .collect();
+        post_all(addr, near);
+        post_all(addr, shuffled);
+        for attacker in attackers {
+            attacker.join().unwrap();
+        }
+        let mut client = HttpClient::new(addr);
+        let json = |client: &mut HttpClient, path: &str| {
+            let (status, body) = client.request("GET", path, "").unwrap();
+            assert_eq!(status, 200, "{path}: {body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let dead = loop {
+            let queue = json(&mut client, "/local/queue");
+            let rocket = json(&mut client, "/rockets/victim");
+            if queue["deadLetters"] == 10_000 && rocket["lastMessageNumber"] == 200 {
+                break json(&mut client, "/local/dead-letters");
+            }
+            assert!(Instant::now() < deadline, "{queue} {rocket}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let victims = dead["deadLetters"].as_array().unwrap().iter();
+        let numbers = victims.filter_map(|m| m["metadata"]["messageNumber"].as_u64());
+        assert!(numbers.clone().all(|n| n >= 1_000_000_000_000));
+        assert_eq!(numbers.count(), 10_000, "no message of the victim's among them");
+        // The junk inside the window is all that is parked; it expires at the next load.
+        assert_eq!(json(&mut client, "/rockets/victim")["pendingMessages"], 5);
+        std::thread::sleep(Duration::from_millis(1_200));
+        post_all(addr, vec![last.clone()]);
+        let mut whole = victim.clone();
+        whole.push(last);
+        assert_converges(addr, &[whole]);
+        let parked = json(&mut client, "/local/rockets/victim/parked");
+        assert_eq!(parked, serde_json::json!({"parked": []}));
     })
     .await
     .unwrap();

@@ -32,7 +32,7 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
     let store = CountingStore::new(store);
     let (dead_letters, source) = (RecordingQueue::default(), RecordingQueue::default());
     let settings = apply::Settings {
-        park_limit: 30,
+        park_limit: 31,
         park_window: 8,
         ..apply::Settings::default()
     };
@@ -44,7 +44,8 @@ async fn flooded_channel<S: ChannelStore + RocketReader>(store: S) {
             .unwrap()
     };
 
-    // 2..=41 without 1: thirty park, the ten past the limit go to the dead-letter queue.
+    // 2..=41 without 1: the thirty within 31 of the last applied number (none yet) park, the
+    // ten beyond go to the dead-letter queue.
     let mut total = apply::BatchSummary::default();
     for batch in m[1..].chunks(10) {
         let (response, summary) = apply(&records(batch), &settings).await;

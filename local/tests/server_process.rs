@@ -212,6 +212,42 @@ fn the_readme_commands_for_aws_mode_work_against_an_emulator() {
     );
 }
 
+/// `rockets-local parked list|purge CHANNEL` on a data directory no server holds.
+#[test]
+fn the_parked_command_lists_and_purges_a_channels_parked_messages() {
+    use rockets::ports::ChannelStore as _;
+    let dir = std::env::temp_dir().join(rockets_testkit::unique_name("parked-cli"));
+    let c = rockets_testkit::channel("junk");
+    let messages = rockets_testkit::flight(&c, 5, &mut rockets_testkit::Rng::new(4));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let data = rockets_embedded::DataDir::open(&dir).unwrap();
+        let store = rockets_embedded::DurableStore::open(&data).unwrap();
+        let mut timeline = rockets::ordering::Timeline::empty(c.clone(), chrono::Utc::now());
+        for message in &messages[2..] {
+            timeline.receive(message.clone());
+        }
+        store.commit(0, &timeline.into_change().unwrap()).await.unwrap();
+    });
+    let run = |action: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_rockets-local"))
+            .args(["parked", action, "junk", "--data-dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let listed = run("list");
+    let numbers: Vec<_> = (listed["parked"].as_array().unwrap().iter())
+        .map(|p| p["messageNumber"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3, 4, 5]);
+    assert_eq!(run("purge"), serde_json::json!({"purged": 3}));
+    assert_eq!(run("list"), serde_json::json!({"parked": []}));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Lifts this process's soft open-file limit to its hard one.
 fn raise_open_files() {
     let mut limit = libc::rlimit {

@@ -444,6 +444,7 @@ fn every_environment_variable_a_function_reads_is_set() {
             ),
             ("DynamoStore::from_env", DynamoStore::ENV),
             ("Settings::from_env", apply::Settings::PARK_LIMIT_ENV),
+            ("Settings::from_env", apply::Settings::PARKED_RETENTION_ENV),
             (
                 "with_history_retention_from_env",
                 DynamoStore::HISTORY_RETENTION_ENV,

@@ -72,6 +72,7 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
                         .count();
                     summary.applied = change.applied.len();
                     summary.drained = change.applied.len() - own;
+                    summary.expired = change.expired.len();
                 }
                 let refused = (outcomes.iter().enumerate())
                     .filter(|(_, o)| **o == Received::OverParkLimit)
@@ -107,6 +108,7 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
             CommitOutcome::Committed => {
                 summary.applied += change.applied.len();
                 summary.drained += change.applied.len();
+                summary.expired += change.expired.len();
                 drain_more = change.drain_more;
                 version = loaded + 1;
                 attempt = 0;
@@ -142,7 +144,11 @@ async fn open<S: ChannelStore>(
         }) => (Timeline::load(rocket, parked, now), version),
         None => (Timeline::empty(channel.clone(), now), 0),
     };
-    Ok((timeline.with_park_limit(settings.park_limit), version))
+    let mut timeline = timeline.with_park_limit(settings.park_limit);
+    if let Ok(retention) = chrono::Duration::from_std(settings.parked_retention) {
+        timeline.expire_parked(now - retention);
+    }
+    Ok((timeline, version))
 }
 
 /// Counts the outcomes, telling resends of earlier-applied messages from conflicts.

@@ -9,9 +9,12 @@
 //! What a batch reads and writes is bounded by the batch and [`Settings::park_window`], not
 //! by how many messages its channel parks; a drain longer than the window commits in rounds,
 //! and one longer than [`Settings::drain_budget`] goes on in a continuation it queues behind
-//! its channel, so no record is received again for it. A channel parks at most
-//! [`Settings::park_limit`] messages: one more goes straight to the dead-letter queue, from
-//! where an operator redrives it once the gap is filled.
+//! its channel, so no record is received again for it. A message parks only within
+//! [`Settings::park_limit`] numbers of its rocket's last applied one: one further ahead goes
+//! straight to the dead-letter queue, from where an operator redrives it once the gap is
+//! filled, so a flood of numbers far ahead cannot crowd out the channel's own. A parked message
+//! that waited longer than [`Settings::parked_retention`] expires; [`purge_parked`] expires a
+//! channel's parked messages at once.
 //!
 //! Failures of the store are told apart: a transient one (throttling, an outage) hides the
 //! records for longer at each receive ([`outage_backoff`]), so that valid messages outlast a
@@ -67,6 +70,8 @@ pub struct BatchSummary {
     pub backed_off: usize,
     /// Sent to the dead-letter queue after the store refused them for good.
     pub store_failed: usize,
+    /// Parked messages that waited past their retention, deleted.
+    pub expired: usize,
 }
 
 impl std::ops::AddAssign for BatchSummary {
@@ -81,6 +86,7 @@ impl std::ops::AddAssign for BatchSummary {
         self.drained += other.drained;
         self.backed_off += other.backed_off;
         self.store_failed += other.store_failed;
+        self.expired += other.expired;
     }
 }
 
@@ -92,9 +98,12 @@ pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Settings {
     /// The queue's visibility timeout: the first back-off after an outage.
     pub visibility_timeout: Duration,
-    /// The most messages one channel may park. The state item holds the count, so it costs
-    /// nothing to check; the limit bounds a channel's storage and the longest drain.
+    /// How far ahead of its rocket's last applied message a message may park: it bounds a
+    /// channel's storage and its longest drain, and moves with the rocket, so messages far
+    /// ahead (anyone's) cannot fill it.
     pub park_limit: u64,
+    /// How long a parked message waits for its gap before it expires.
+    pub parked_retention: Duration,
     /// The most parked messages one load reads, and so one commit drains.
     pub park_window: usize,
     /// How long one batch keeps draining a channel. A longer drain stops there and goes on in
@@ -107,15 +116,23 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The default park limit: ten thousand messages behind one gap.
+    /// The default park limit: ten thousand numbers past the last applied message.
     pub const PARK_LIMIT: u64 = 10_000;
     /// The variable that sets [`Settings::park_limit`].
     pub const PARK_LIMIT_ENV: &'static str = "PARK_LIMIT";
+    /// The default retention of a parked message: the dead-letter queue's, so that a redriven
+    /// message still finds what parked behind it.
+    pub const PARKED_RETENTION_DAYS: u64 = 14;
+    /// The variable that sets [`Settings::parked_retention`], in days.
+    pub const PARKED_RETENTION_ENV: &'static str = "PARKED_RETENTION_DAYS";
 
-    /// The defaults, with the park limit from `PARK_LIMIT` when it is set.
+    /// The defaults, with the park limit and the parked retention from `PARK_LIMIT` and
+    /// `PARKED_RETENTION_DAYS` when they are set.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let days = rockets::config::parsed(Self::PARKED_RETENTION_ENV, Self::PARKED_RETENTION_DAYS)?;
         Ok(Settings {
             park_limit: rockets::config::parsed(Self::PARK_LIMIT_ENV, Self::PARK_LIMIT)?,
+            parked_retention: days_long(days),
             ..Settings::default()
         })
     }
@@ -126,11 +143,53 @@ impl Default for Settings {
         Settings {
             visibility_timeout: VISIBILITY_TIMEOUT,
             park_limit: Self::PARK_LIMIT,
+            parked_retention: days_long(Self::PARKED_RETENTION_DAYS),
             park_window: 100,
             drain_budget: Duration::from_secs(4),
             permanent_receives: 3,
         }
     }
+}
+
+/// Expires every parked message of `channel` now, as an operator purging junk does: they stop
+/// counting, are deleted, and free their numbers. Returns how many, or `None` for a channel
+/// the store has never seen.
+pub async fn purge_parked<S: ChannelStore>(
+    store: &S,
+    channel: &rockets::message::Channel,
+) -> Result<Option<usize>, StoreError> {
+    let mut purged = 0;
+    let mut attempts = 0;
+    loop {
+        let Some(snapshot) = store.load(channel, 0, &[]).await? else {
+            return Ok(None);
+        };
+        let now = chrono::Utc::now();
+        // All of them, each as old as can be; read after the load, so never older than it.
+        let view = (store.parked(channel).await?).parked_at(|_| Some(chrono::DateTime::UNIX_EPOCH));
+        let mut timeline = rockets::ordering::Timeline::load(snapshot.rocket, view, now);
+        let expired = timeline.expire_parked(now);
+        let Some(change) = timeline.into_change() else {
+            return Ok(Some(purged));
+        };
+        match store.commit(snapshot.version, &change).await? {
+            rockets::ports::CommitOutcome::Committed if expired == 0 => return Ok(Some(purged)),
+            rockets::ports::CommitOutcome::Committed => purged += expired,
+            rockets::ports::CommitOutcome::VersionMismatch => {
+                attempts += 1;
+                if attempts > MAX_COMMIT_ATTEMPTS {
+                    return Err(StoreError::Unavailable(
+                        "the channel kept changing while its parked messages were purged".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `days` days.
+pub fn days_long(days: u64) -> Duration {
+    Duration::from_secs(days.saturating_mul(86_400))
 }
 
 /// The longest one back-off lasts, in visibility timeouts: an hour with the template's 60 s,
@@ -189,6 +248,7 @@ where
         drained = summary.drained,
         backed_off = summary.backed_off,
         store_failed = summary.store_failed,
+        expired = summary.expired,
         trace_headers = ?traces,
         "batch done"
     );

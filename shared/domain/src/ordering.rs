@@ -12,8 +12,13 @@
 //! rest), so a timeline never needs all of them: only the first few in order, which are the
 //! ones a filled gap can apply, and those with the numbers it receives. What a commit drains
 //! is bounded by that view; [`ChannelChange::drain_more`] says when another round may apply
-//! more. The parked count lives in the rocket (`pendingMessages`) and bounds what a channel
-//! may park.
+//! more. The parked count lives in the rocket (`pendingMessages`).
+//!
+//! Nobody else's messages can crowd a sender out: a message parks only within the park limit
+//! of the rocket's last applied number (an admission window that moves with the rocket), so a
+//! flood of numbers far ahead is refused message by message and leaves the channel's own next
+//! messages their room; and a parked message expires ([`Timeline::expire_parked`]), so junk
+//! inside the window does not stay for ever.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +34,7 @@ pub enum Received {
     Applied { unparked: usize },
     /// Ahead of a gap: kept until the gap fills.
     Parked,
-    /// Ahead of a gap, but the channel already parks as many messages as it may: not kept.
+    /// Further ahead of the rocket's last applied message than the park limit: not kept.
     OverParkLimit,
     /// The same message was already applied or parked: nothing to do.
     Duplicate,
@@ -53,6 +58,9 @@ pub struct ChannelChange {
     pub parked: Vec<Envelope>,
     /// Previously parked messages now applied, to remove from the parked set.
     pub unparked: Vec<MessageNumber>,
+    /// Parked messages that waited past their retention, to delete: not counted or applied
+    /// any more, and their numbers free for the messages that belong there.
+    pub expired: Vec<MessageNumber>,
     /// The drain reached the end of the parked view with the next message possibly parked
     /// beyond it: once this commits, another round (with nothing received) may apply more.
     pub drain_more: bool,
@@ -68,16 +76,14 @@ pub struct ParkedView {
     pub complete: bool,
     /// Parked messages beyond `first` with numbers the caller asked about.
     pub probed: Vec<Envelope>,
+    /// When the messages of `first` and `probed` were parked, where the store knows.
+    pub since: BTreeMap<MessageNumber, DateTime<Utc>>,
 }
 
 impl ParkedView {
     /// A channel with nothing parked.
     pub fn none() -> Self {
-        ParkedView {
-            first: Vec::new(),
-            complete: true,
-            probed: Vec::new(),
-        }
+        Self::all(Vec::new())
     }
 
     /// All of a channel's parked messages, in order.
@@ -86,7 +92,16 @@ impl ParkedView {
             first: parked,
             complete: true,
             probed: Vec::new(),
+            since: BTreeMap::new(),
         }
+    }
+
+    /// The view, saying when each of its messages was parked, as `since` answers.
+    pub fn parked_at(mut self, since: impl Fn(MessageNumber) -> Option<DateTime<Utc>>) -> Self {
+        self.since = (self.first.iter().chain(&self.probed))
+            .filter_map(|m| Some((m.number, since(m.number)?)))
+            .collect();
+        self
     }
 
     /// The view of a whole parked set held in order: its first `window` messages, whether
@@ -108,6 +123,7 @@ impl ParkedView {
             first,
             complete,
             probed,
+            since: BTreeMap::new(),
         }
     }
 
@@ -201,8 +217,11 @@ pub struct Timeline {
     view_end: Option<MessageNumber>,
     /// Whether the stored `pendingMessages` disagreed with a complete view.
     recount: bool,
-    /// How many messages the channel may park; one more is refused.
+    /// How far ahead of the last applied number a message may park.
     park_limit: u64,
+    /// When the parked messages in view were parked, where the store said.
+    since: BTreeMap<MessageNumber, DateTime<Utc>>,
+    expired: Vec<MessageNumber>,
     applied: Vec<Envelope>,
     now: DateTime<Utc>,
 }
@@ -244,6 +263,7 @@ impl Timeline {
             .map(|m| (m.number, m))
             .collect();
         let in_view = parked.len() as u64;
+        let since = view.since;
         let recount = view.complete && rocket.pending_messages != in_view;
         if view.complete {
             rocket.pending_messages = in_view;
@@ -255,6 +275,8 @@ impl Timeline {
             view_end,
             recount,
             park_limit: u64::MAX,
+            since,
+            expired: Vec::new(),
             rocket,
             parked,
             applied: Vec::new(),
@@ -266,11 +288,27 @@ impl Timeline {
         timeline
     }
 
-    /// At most `limit` parked messages for this channel: a message that would park one more
-    /// is received as [`Received::OverParkLimit`].
+    /// Messages park only up to `limit` numbers past the last applied one: one further ahead
+    /// is received as [`Received::OverParkLimit`], so the channel never parks `limit` or more.
     pub fn with_park_limit(mut self, limit: u64) -> Self {
         self.park_limit = limit;
         self
+    }
+
+    /// Expires the parked messages in view that were parked before `before`: they stop
+    /// counting, are never applied, and the change deletes them. Returns how many.
+    pub fn expire_parked(&mut self, before: DateTime<Utc>) -> usize {
+        let old: Vec<MessageNumber> = (self.since.iter())
+            .filter(|(number, since)| **since < before && self.parked.contains_key(number))
+            .map(|(number, _)| *number)
+            .collect();
+        for number in &old {
+            self.parked.remove(number);
+            self.stored_parked.retain(|n| n != number);
+            self.rocket.pending_messages = self.rocket.pending_messages.saturating_sub(1);
+        }
+        self.expired.extend(&old);
+        old.len()
     }
 
     pub fn rocket(&self) -> &Rocket {
@@ -294,7 +332,7 @@ impl Timeline {
             if let Some(twin) = self.parked.get(&message.number) {
                 return same_or_conflict(twin, &message);
             }
-            if self.rocket.pending_messages >= self.park_limit {
+            if number - self.rocket.last_message_number > self.park_limit {
                 return Received::OverParkLimit;
             }
             self.parked.insert(message.number, message);
@@ -350,6 +388,7 @@ impl Timeline {
         if self.applied.is_empty()
             && newly_parked.is_empty()
             && unparked.is_empty()
+            && self.expired.is_empty()
             && !self.recount
         {
             return None;
@@ -362,6 +401,7 @@ impl Timeline {
             applied: self.applied,
             parked: newly_parked,
             unparked,
+            expired: self.expired,
             drain_more,
         })
     }
@@ -404,6 +444,10 @@ mod tests {
         }
     }
 
+    fn numbers(list: &[u64]) -> Vec<MessageNumber> {
+        list.iter().map(|n| MessageNumber::new(*n).unwrap()).collect()
+    }
+
     /// A store that commits changes the way every real backend must.
     #[derive(Default)]
     struct Stored {
@@ -423,11 +467,16 @@ mod tests {
             self.open_view(ParkedView::cut(&self.parked, window, probe))
         }
 
-        fn open_view(&self, view: ParkedView) -> Timeline {
+        /// The channel loaded with `view`; every parked message in it says it was parked at
+        /// the epoch, unless the view says otherwise.
+        fn open_view(&self, mut view: ParkedView) -> Timeline {
             let rocket = self
                 .rocket
                 .clone()
                 .unwrap_or_else(|| Rocket::new(channel(), Utc::now()));
+            if view.since.is_empty() {
+                view = view.parked_at(|_| Some(DateTime::UNIX_EPOCH));
+            }
             Timeline::load(rocket, view, Utc::now())
         }
 
@@ -450,6 +499,9 @@ mod tests {
         }
 
         fn commit(&mut self, change: ChannelChange) {
+            for n in &change.expired {
+                assert!(self.parked.remove(n).is_some(), "expired {n} was not parked");
+            }
             for n in &change.unparked {
                 assert!(
                     self.parked.remove(n).is_some(),
@@ -570,11 +622,6 @@ mod tests {
 
     #[test]
     fn a_leading_view_reads_through_the_first_gap_and_no_further() {
-        let numbers = |list: &[u64]| -> Vec<MessageNumber> {
-            list.iter()
-                .map(|&n| MessageNumber::new(n).unwrap())
-                .collect()
-        };
         assert_eq!(leading_len(numbers(&[5, 6, 9, 10]), 100), 3);
         assert_eq!(leading_len(numbers(&[5, 6, 7]), 100), 3);
         assert_eq!(leading_len(numbers(&[5, 6, 7]), 2), 2);
@@ -627,25 +674,52 @@ mod tests {
     }
 
     #[test]
-    fn a_message_past_the_park_limit_is_not_kept_but_a_resend_of_a_parked_one_is_a_duplicate() {
+    fn a_message_past_the_park_limit_is_refused_and_the_window_moves_with_the_rocket() {
         let mut store = Stored::default();
-        let mut t = store.open().with_park_limit(2);
-        assert_eq!(t.receive(message(5, 1)), Received::Parked);
-        assert_eq!(t.receive(message(9, 1)), Received::Parked);
-        assert_eq!(t.receive(message(7, 1)), Received::OverParkLimit);
+        let mut t = store.open().with_park_limit(3);
+        assert_eq!(t.receive(message(3, 1)), Received::Parked);
+        assert_eq!(t.receive(message(1_000_000, 1)), Received::OverParkLimit);
+        assert_eq!(t.receive(message(4, 1)), Received::OverParkLimit);
         store.commit(t.into_change().unwrap());
 
-        let probe = [
-            MessageNumber::new(9).unwrap(),
-            MessageNumber::new(8).unwrap(),
-        ];
-        let mut t = store.open_bounded(1, &probe).with_park_limit(2);
-        assert_eq!(t.receive(message(9, 1)), Received::Duplicate);
-        assert_eq!(t.receive(message(9, 2)), Received::Conflict);
-        assert_eq!(t.receive(message(8, 1)), Received::OverParkLimit);
-        // Applying makes room: 1 applies, and the limit holds again for what follows.
+        let mut t = store.open_bounded(1, &numbers(&[3, 4])).with_park_limit(3);
+        assert_eq!(t.receive(message(3, 1)), Received::Duplicate);
+        assert_eq!(t.receive(message(3, 2)), Received::Conflict);
+        // Applying moves the window: 1 applies, and 4 then parks.
         assert_eq!(t.receive(message(1, 0)), Received::Applied { unparked: 0 });
-        assert!(t.into_change().is_some());
+        assert_eq!(t.receive(message(4, 1)), Received::Parked);
+        assert_eq!(t.rocket().pending_messages, 2);
+    }
+
+    #[test]
+    fn a_parked_message_expires_and_frees_its_number() {
+        let mut store = Stored::default();
+        let mut t = store.open();
+        t.receive(message(3, 1));
+        t.receive(message(5, 1));
+        store.commit(t.into_change().unwrap());
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(20);
+        let view = ParkedView::cut(&store.parked, usize::MAX, &[])
+            .parked_at(|n| Some(if n.get() == 3 { old } else { now }));
+        let mut t = store.open_view(view.clone());
+        assert_eq!(t.expire_parked(now - chrono::Duration::days(14)), 1);
+        assert_eq!(t.rocket().pending_messages, 1);
+        // Its number is free for the message that belongs there.
+        assert_eq!(t.receive(message(3, 7)), Received::Parked);
+        let change = t.into_change().unwrap();
+        assert_eq!(change.expired, numbers(&[3]));
+        assert_eq!(change.parked, [message(3, 7)]);
+        store.commit(change);
+        assert_eq!(store.parked[&MessageNumber::new(3).unwrap()], message(3, 7));
+        assert_eq!(store.rocket.as_ref().unwrap().pending_messages, 2);
+        // Expiring alone is a change; nothing old, none.
+        let mut t = store.open_view(view.clone());
+        t.expire_parked(now - chrono::Duration::days(14));
+        assert_eq!(t.into_change().unwrap().expired, numbers(&[3]));
+        let mut t = store.open_view(view);
+        assert_eq!(t.expire_parked(old), 0);
+        assert!(t.into_change().is_none());
     }
 
     #[test]
@@ -653,9 +727,8 @@ mod tests {
         let mut rocket = Rocket::new(channel(), Utc::now());
         rocket.pending_messages = 40;
         let view = ParkedView {
-            first: vec![message(3, 1), message(4, 1)],
             complete: false,
-            probed: Vec::new(),
+            ..ParkedView::all(vec![message(3, 1), message(4, 1)])
         };
         let t = Timeline::load(rocket, view, Utc::now());
         assert_eq!(t.rocket().pending_messages, 40);
@@ -760,7 +833,7 @@ mod tests {
         /// `window`, or fewer where the parked set has a gap) and a limit on how many a channel
         /// may park: batches load a bounded view probed for their numbers, drains run as many
         /// rounds as they need, messages over the limit are set aside and sent again later (a
-        /// redrive), and the count never passes the limit.
+        /// redrive), and so are parked messages that expire; the count never passes the limit.
         #[test]
         fn bounded_views_and_a_park_limit_fold_to_the_in_order_state(
             len in 1u64..60,
@@ -772,6 +845,7 @@ mod tests {
             limit in 1u64..12,
             batch in 1usize..10,
             cut_short in prop::collection::vec(any::<bool>(), 1..8),
+            expire_every in 0usize..4,
         ) {
             let messages = stream(len, &seed);
             let expected = Rocket::fold(channel(), &messages, Utc::now());
@@ -789,6 +863,10 @@ mod tests {
                 let session: Vec<Envelope> = pending.drain(..batch.min(pending.len())).collect();
                 let numbers: Vec<MessageNumber> = session.iter().map(|m| m.number).collect();
                 let mut t = store.open_as(leading, window, &numbers).with_park_limit(limit);
+                // Now and then, what is parked in view expires; its sender sends it again.
+                if expire_every > 0 && batches % expire_every == 0 {
+                    t.expire_parked(DateTime::UNIX_EPOCH + chrono::Duration::seconds(1));
+                }
                 for m in session {
                     match t.receive(m.clone()) {
                         Received::OverParkLimit => refused.push(m),
@@ -796,6 +874,9 @@ mod tests {
                     }
                 }
                 let mut change = t.into_change();
+                if let Some(change) = &change {
+                    refused.extend(change.expired.iter().map(|n| store.parked[n].clone()));
+                }
                 while let Some(committed) = change {
                     rounds += 1;
                     prop_assert!(rounds < 10_000, "no progress");

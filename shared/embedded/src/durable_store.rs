@@ -8,9 +8,10 @@
 //! A commit is written before the cache shows it, and while it is being written every other
 //! commit to that channel is refused as a version mismatch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::RwLock;
 
+use chrono::{DateTime, Utc};
 use rockets::listing::{ListQuery, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{ChannelChange, Leading, ParkedView, drains};
@@ -58,6 +59,29 @@ fn decode(value: &[u8]) -> Result<Cached, String> {
         rocket,
         version: u64::from_be_bytes(*version),
     })
+}
+
+/// A parked message's value: when it was parked (milliseconds since the epoch, 8 bytes,
+/// big-endian), then its JSON.
+fn encode_parked(message: &Envelope, at: DateTime<Utc>) -> Vec<u8> {
+    let mut value = at.timestamp_millis().to_be_bytes().to_vec();
+    value.extend_from_slice(message.to_json().as_bytes());
+    value
+}
+
+/// A parked message and when it was parked, if its record says.
+type Parked = (Envelope, Option<DateTime<Utc>>);
+
+/// A parked message's value read back; one that is JSON alone, as data directories written
+/// before parked messages expired hold, says no time.
+fn decode_parked(value: &[u8]) -> Result<Parked, StoreError> {
+    match value.split_first_chunk::<8>() {
+        Some((millis, json)) if value.first() != Some(&b'{') => Ok((
+            message(json)?,
+            DateTime::from_timestamp_millis(i64::from_be_bytes(*millis)),
+        )),
+        _ => Ok((message(value)?, None)),
+    }
 }
 
 fn message(value: &[u8]) -> Result<Envelope, StoreError> {
@@ -128,10 +152,10 @@ fn parked_view(
     window: usize,
     probe: &[MessageNumber],
 ) -> Result<ParkedView, StoreError> {
-    let parked = |number: u64| -> Result<Option<Envelope>, StoreError> {
+    let parked = |number: u64| -> Result<Option<Parked>, StoreError> {
         dir.get(Space::Parked, &numbered_key(channel, number))
             .map_err(failed)?
-            .map(|value| message(&value))
+            .map(|value| decode_parked(&value))
             .transpose()
     };
     // From the first number not applied: every parked message below it was applied and
@@ -151,23 +175,29 @@ fn parked_view(
     } else {
         (Vec::new(), false)
     };
-    let first = items
-        .iter()
-        .map(|(_, value)| message(value))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut since = BTreeMap::new();
+    let mut keep = |(message, at): Parked| {
+        since.extend(at.map(|at| (message.number, at)));
+        message
+    };
+    let mut first = Vec::with_capacity(items.len());
+    for (_, value) in &items {
+        first.push(keep(decode_parked(value)?));
+    }
     let last = first.last().map(|m| m.number);
     let mut probed = Vec::new();
     for number in probe {
         if last.is_none_or(|last| *number > last)
-            && let Some(message) = parked(number.get())?
+            && let Some(found) = parked(number.get())?
         {
-            probed.push(message);
+            probed.push(keep(found));
         }
     }
     Ok(ParkedView {
         first,
         complete,
         probed,
+        since,
     })
 }
 
@@ -225,21 +255,24 @@ impl ChannelStore for DurableStore {
             cache.committing.insert(channel.clone());
             let name = channel.as_str();
             let mut ops = Vec::with_capacity(
-                1 + change.unparked.len() + change.parked.len() + change.applied.len(),
+                1 + change.unparked.len()
+                    + change.expired.len()
+                    + change.parked.len()
+                    + change.applied.len(),
             );
             ops.push(Op::Put(
                 Space::Rockets,
                 name.as_bytes().to_vec(),
                 encode(current + 1, &change.rocket),
             ));
-            for number in &change.unparked {
+            for number in change.unparked.iter().chain(&change.expired) {
                 ops.push(Op::Delete(Space::Parked, numbered_key(name, number.get())));
             }
             for parked in &change.parked {
                 ops.push(Op::Put(
                     Space::Parked,
                     numbered_key(name, parked.number.get()),
-                    parked.to_json().into_bytes(),
+                    encode_parked(parked, change.rocket.updated_at),
                 ));
             }
             for applied in &change.applied {
@@ -270,6 +303,30 @@ impl ChannelStore for DurableStore {
             .index
             .changed(channel, old.as_ref().map(|c| &c.rocket));
         Ok(CommitOutcome::Committed)
+    }
+
+    async fn parked(&self, channel: &Channel) -> Result<ParkedView, StoreError> {
+        let Some(next) = (self.read().rockets.get(channel)).map(|c| c.rocket.next_number()) else {
+            return Ok(ParkedView::none());
+        };
+        let name = channel.as_str();
+        let (items, _) = self
+            .dir
+            .scan_while(
+                Space::Parked,
+                &channel_prefix(name),
+                &numbered_key(name, next),
+                |_| true,
+            )
+            .map_err(failed)?;
+        let mut since = BTreeMap::new();
+        let mut all = Vec::with_capacity(items.len());
+        for (_, value) in &items {
+            let (message, at) = decode_parked(value)?;
+            since.extend(at.map(|at| (message.number, at)));
+            all.push(message);
+        }
+        Ok(ParkedView::all(all).parked_at(|n| since.get(&n).copied()))
     }
 
     async fn applied(

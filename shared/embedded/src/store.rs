@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::RwLock;
 
+use chrono::{DateTime, Utc};
 use rockets::listing::{ListQuery, RocketPage};
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ordering::{ChannelChange, ParkedView};
@@ -29,6 +30,8 @@ struct Inner {
 struct Stored {
     rocket: Rocket,
     parked: BTreeMap<MessageNumber, Envelope>,
+    /// When each parked message was parked.
+    parked_at: HashMap<MessageNumber, DateTime<Utc>>,
     history: Vec<Envelope>,
     version: u64,
 }
@@ -63,17 +66,20 @@ impl EmbeddedStore {
                 new.insert(Stored {
                     rocket: change.rocket.clone(),
                     parked: BTreeMap::new(),
+                    parked_at: HashMap::new(),
                     history: Vec::new(),
                     version: 0,
                 })
             }
             _ => return CommitOutcome::VersionMismatch,
         };
-        for number in &change.unparked {
+        for number in change.unparked.iter().chain(&change.expired) {
             stored.parked.remove(number);
+            stored.parked_at.remove(number);
         }
         for message in &change.parked {
             stored.parked.insert(message.number, message.clone());
+            stored.parked_at.insert(message.number, change.rocket.updated_at);
         }
         stored.history.extend(change.applied.iter().cloned());
         stored.rocket = change.rocket.clone();
@@ -91,7 +97,8 @@ impl ChannelStore for EmbeddedStore {
     ) -> Result<Option<ChannelSnapshot>, StoreError> {
         Ok(self.read().channels.get(channel).map(|s| ChannelSnapshot {
             rocket: s.rocket.clone(),
-            parked: ParkedView::leading(&s.parked, s.rocket.next_number(), window, probe),
+            parked: ParkedView::leading(&s.parked, s.rocket.next_number(), window, probe)
+                .parked_at(|n| s.parked_at.get(&n).copied()),
             version: s.version,
         }))
     }
@@ -102,6 +109,13 @@ impl ChannelStore for EmbeddedStore {
         change: &ChannelChange,
     ) -> Result<CommitOutcome, StoreError> {
         Ok(self.commit_now(expected_version, change))
+    }
+
+    async fn parked(&self, channel: &Channel) -> Result<ParkedView, StoreError> {
+        Ok(self.read().channels.get(channel).map_or_else(ParkedView::none, |s| {
+            ParkedView::all(s.parked.values().cloned().collect())
+                .parked_at(|n| s.parked_at.get(&n).copied())
+        }))
     }
 
     async fn applied(

@@ -229,7 +229,8 @@ impl Route {
     }
 }
 
-fn path_channel(segment: &str) -> Result<Channel, ApiError> {
+/// The channel a path segment names, percent-decoded; a `400` naming `channel` if it is none.
+pub fn path_channel(segment: &str) -> Result<Channel, ApiError> {
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map_err(|_| ValidationError::invalid("channel", "is not validly percent-encoded"))?;

@@ -47,9 +47,8 @@ pub async fn fill<S: ChannelStore>(store: &S, channel: &Channel, parked: usize, 
             };
             // The chunk is new, so a partial view is enough: nothing in it is parked yet.
             let view = ParkedView {
-                first: Vec::new(),
                 complete: version == 0,
-                probed: Vec::new(),
+                ..ParkedView::none()
             };
             let mut timeline = Timeline::load(rocket, view, Utc::now());
             for m in chunk {

@@ -21,6 +21,14 @@ async fn open<S: ChannelStore>(store: &S, channel: &rockets::message::Channel) -
     }
 }
 
+/// A view as far as the messages go, without when they parked.
+fn without_times(view: ParkedView) -> ParkedView {
+    ParkedView {
+        since: Default::default(),
+        ..view
+    }
+}
+
 fn change(mut timeline: Timeline, messages: &[&Envelope]) -> ChannelChange {
     for m in messages {
         timeline.receive((*m).clone());
@@ -132,10 +140,11 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
         CommitOutcome::Committed
     );
     let snapshot = store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
-    assert_eq!(snapshot.parked, ParkedView::all(vec![m[4].clone()]));
+    assert_eq!(without_times(snapshot.parked), ParkedView::all(vec![m[4].clone()]));
     assert_eq!(snapshot.rocket.pending_messages, 1);
 
     parked_view(store).await;
+    parked_expiry(store).await;
     long_escaped_text(store).await;
     listing(store).await;
 }
@@ -169,7 +178,47 @@ async fn parked_view<S: ChannelStore>(store: &S) {
         assert_eq!(found.filter(|p| *p == wanted).count(), 1, "{wanted:?}");
     }
     let whole = store.load(&c, 10, &[n(1), n(12)]).await.unwrap().unwrap();
-    assert_eq!(whole.parked, ParkedView::all(m[2..].to_vec()));
+    assert_eq!(without_times(whole.parked), ParkedView::all(m[2..].to_vec()));
+}
+
+/// A store says when each parked message parked and lists them all; expired ones stop counting,
+/// are deleted, and free their numbers for the messages that belong there.
+async fn parked_expiry<S: ChannelStore>(store: &S) {
+    let c = channel(&unique_name("expiry"));
+    let m = flight(&c, 6, &mut Rng::new(13));
+    let before = Utc::now() - chrono::Duration::seconds(2);
+    let (t, version) = open(store, &c).await;
+    store.commit(version, &change(t, &[&m[2], &m[4]])).await.unwrap();
+    let listed = store.parked(&c).await.unwrap();
+    assert_eq!(listed.first, [m[2].clone(), m[4].clone()]);
+    assert!(listed.complete);
+    let after = Utc::now() + chrono::Duration::seconds(2);
+    for message in [&m[2], &m[4]] {
+        let at = listed.since.get(&message.number).copied();
+        assert!(at.is_some_and(|at| before < at && at < after), "{at:?}");
+    }
+    // Both expire (they parked together), and the first number takes another message.
+    let (mut t, version) = open(store, &c).await;
+    let three = m[2].number;
+    let view_since = listed.since[&three];
+    let mut other = m[2].clone();
+    other.event = Event::Exploded {
+        reason: "the message that belongs there".into(),
+    };
+    assert_eq!(t.expire_parked(view_since + chrono::Duration::milliseconds(1)), 2);
+    assert_eq!(t.rocket().pending_messages, 0);
+    assert_eq!(t.receive(other.clone()), rockets::ordering::Received::Parked);
+    let expired = t.into_change().unwrap();
+    assert_eq!(expired.expired.len(), 2);
+    assert_eq!(
+        store.commit(version, &expired).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    let listed = store.parked(&c).await.unwrap();
+    assert_eq!(listed.first, [other]);
+    let snapshot = store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
+    assert_eq!(snapshot.rocket.pending_messages, 1);
+    assert_eq!(snapshot.parked.first.len(), 1);
 }
 
 /// Text stored before any length limit, and text that escaping doubles in an index key,

@@ -2,7 +2,9 @@
 //! and a commit that writes the messages it accepts first and the state item last,
 //! conditionally.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
@@ -69,6 +71,28 @@ impl DynamoStore {
                     None => Err(store_error("put message", error)),
                 }
             }
+        }
+    }
+
+    /// Deletes message `number`'s item if it is one that parked on arrival.
+    async fn delete_parked(&self, channel: &Channel, number: MessageNumber) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(channel, sort_key(EVENT, number))))
+            .condition_expression("attribute_exists(parkedAt)")
+            .send()
+            .await;
+        match result {
+            Err(error)
+                if !error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(store_error("delete expired", error))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -148,9 +172,13 @@ impl DynamoStore {
     ) -> Result<ParkedView, StoreError> {
         let bounds = [(":a", sort_key(EVENT, next)), (":b", format!("{EVENT}~"))];
         let (items, more) = self
-            .channel_items(channel, "#sk BETWEEN :a AND :b", &bounds, true, window + 1)
+            .channel_items(channel, "#sk BETWEEN :a AND :b", &bounds, true, window.saturating_add(1))
             .await?;
-        let mut first = items.iter().map(envelope).collect::<Result<Vec<_>, _>>()?;
+        let mut times = HashMap::new();
+        let mut first = Vec::with_capacity(items.len());
+        for item in &items {
+            first.push(parked_message(item, &mut times)?);
+        }
         let complete = !more && first.len() <= window;
         first.truncate(window);
         let mut probed = Vec::new();
@@ -164,15 +192,33 @@ impl DynamoStore {
                 .map(|n| key(channel, sort_key(EVENT, *n)))
                 .collect();
             for item in self.batch_get(keys, true).await? {
-                probed.push(envelope(&item)?);
+                probed.push(parked_message(&item, &mut times)?);
             }
         }
-        Ok(ParkedView {
+        let view = ParkedView {
             first,
             complete,
             probed,
-        })
+            since: Default::default(),
+        };
+        Ok(view.parked_at(|n| times.get(&n).copied()))
     }
+}
+
+/// A message item's message, noting in `times` when it parked, if it did.
+fn parked_message(
+    item: &Item,
+    times: &mut HashMap<MessageNumber, DateTime<Utc>>,
+) -> Result<Envelope, StoreError> {
+    let message = envelope(item)?;
+    let parked_at = (item.get("parkedAt"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .and_then(|seconds| DateTime::from_timestamp(seconds, 0));
+    if let Some(at) = parked_at {
+        times.insert(message.number, at);
+    }
+    Ok(message)
 }
 
 impl ChannelStore for DynamoStore {
@@ -188,11 +234,12 @@ impl ChannelStore for DynamoStore {
             .await?;
         let mut state = None;
         let mut messages = Vec::with_capacity(head.len());
+        let mut times = HashMap::new();
         for item in &head {
             if text(item, SK)? == STATE {
                 state = Some((rocket(item)?, version(item)?));
             } else {
-                messages.push(envelope(item)?);
+                messages.push(parked_message(item, &mut times)?);
             }
         }
         let last = state
@@ -206,7 +253,7 @@ impl ChannelStore for DynamoStore {
                 .filter(|m| m.number.get() > last)
                 .map(|m| (m.number, m))
                 .collect();
-            ParkedView::cut(&above, window, probe)
+            ParkedView::cut(&above, window, probe).parked_at(|n| times.get(&n).copied())
         } else {
             let next = MessageNumber::new(last + 1).expect("at least 1");
             self.parked_from(channel, next, window, probe).await?
@@ -232,6 +279,14 @@ impl ChannelStore for DynamoStore {
         expected_version: u64,
         change: &ChannelChange,
     ) -> Result<CommitOutcome, StoreError> {
+        // Expired parked messages go first: a message of the batch may take the number back.
+        let channel = &change.rocket.channel;
+        let expired: Vec<_> = (change.expired.iter())
+            .map(|n| self.delete_parked(channel, *n))
+            .collect();
+        for deleted in bounded_all(expired).await {
+            deleted?;
+        }
         // A parked message applied now was written when it parked.
         let arrived = change
             .applied
@@ -253,6 +308,41 @@ impl ChannelStore for DynamoStore {
             return Ok(CommitOutcome::VersionMismatch);
         }
         Ok(CommitOutcome::Committed)
+    }
+
+    async fn parked(&self, channel: &Channel) -> Result<ParkedView, StoreError> {
+        let Some(snapshot) = self.load(channel, 0, &[]).await? else {
+            return Ok(ParkedView::none());
+        };
+        let next = MessageNumber::new(snapshot.rocket.next_number()).expect("at least 1");
+        let bounds = [(":a", sort_key(EVENT, next)), (":b", format!("{EVENT}~"))];
+        let mut times = HashMap::new();
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :a AND :b")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(channel.as_str()))
+                .expression_attribute_values(":a", s(&bounds[0].1))
+                .expression_attribute_values(":b", s(&bounds[1].1))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| store_error("list parked", e))?;
+            for item in output.items() {
+                all.push(parked_message(item, &mut times)?);
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(ParkedView::all(all).parked_at(|n| times.get(&n).copied()));
+            }
+        }
     }
 
     async fn applied(
