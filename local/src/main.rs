@@ -148,7 +148,8 @@ async fn run() -> Result<(), Error> {
             let Storage::Dir(dir) = &config.storage else {
                 return Err("parked needs a data directory or --aws".into());
             };
-            let store = rockets_embedded::DurableStore::open(&rockets_embedded::DataDir::open(dir)?)?;
+            let store =
+                rockets_embedded::DurableStore::open(&rockets_embedded::DataDir::open(dir)?)?;
             parked_messages(&store, &action, &channel).await
         };
     }

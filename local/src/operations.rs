@@ -33,7 +33,11 @@ pub async fn handle<S: RocketReader + ChannelStore>(
     let route = path.strip_prefix(PREFIX)?.trim_end_matches('/');
     if let Some(channel) = (route.strip_prefix("rockets/")).and_then(|r| r.strip_suffix("/parked"))
     {
-        return Some(parked(store, method, channel).await.unwrap_or_else(ApiError::into_response));
+        return Some(
+            parked(store, method, channel)
+                .await
+                .unwrap_or_else(ApiError::into_response),
+        );
     }
     let allowed = match route {
         "queue" | "dead-letters" => "GET",
@@ -108,7 +112,9 @@ async fn parked<S: ChannelStore>(
             Ok(json_response(StatusCode::OK, &parked_json(&view)))
         }
         Method::DELETE => {
-            let purged = apply::purge_parked(store, &channel).await?.ok_or_else(unknown)?;
+            let purged = apply::purge_parked(store, &channel)
+                .await?
+                .ok_or_else(unknown)?;
             tracing::warn!(%channel, purged, "parked messages purged");
             Ok(json_response(StatusCode::OK, &json!({ "purged": purged })))
         }
@@ -217,9 +223,18 @@ mod tests {
             405
         );
         assert_eq!(status(None, Method::GET, "/local/queue").await, 404);
-        assert_eq!(status(None, Method::GET, "/local/rockets/none/parked").await, 404);
-        assert_eq!(status(None, Method::PUT, "/local/rockets/none/parked").await, 405);
-        assert_eq!(status(None, Method::GET, "/local/rockets/%FF/parked").await, 400);
+        assert_eq!(
+            status(None, Method::GET, "/local/rockets/none/parked").await,
+            404
+        );
+        assert_eq!(
+            status(None, Method::PUT, "/local/rockets/none/parked").await,
+            405
+        );
+        assert_eq!(
+            status(None, Method::GET, "/local/rockets/%FF/parked").await,
+            400
+        );
     }
 
     #[tokio::test]
@@ -230,7 +245,10 @@ mod tests {
         let mut timeline = rockets::ordering::Timeline::empty(c.clone(), chrono::Utc::now());
         timeline.receive(messages[2].clone());
         timeline.receive(messages[3].clone());
-        store.commit(0, &timeline.into_change().unwrap()).await.unwrap();
+        store
+            .commit(0, &timeline.into_change().unwrap())
+            .await
+            .unwrap();
         let call = async |method: Method| {
             let response = handle(None, &store, &method, "/local/rockets/junk/parked")
                 .await
@@ -240,9 +258,15 @@ mod tests {
         let (status, listed) = call(Method::GET).await;
         assert_eq!(status, 200);
         assert_eq!(listed["parked"][0]["messageNumber"], 3);
-        assert_eq!(listed["parked"][1]["message"]["metadata"]["messageNumber"], 4);
+        assert_eq!(
+            listed["parked"][1]["message"]["metadata"]["messageNumber"],
+            4
+        );
         assert!(listed["parked"][0]["parkedAt"].is_string());
-        assert_eq!(call(Method::DELETE).await, (StatusCode::OK, json!({"purged": 2})));
+        assert_eq!(
+            call(Method::DELETE).await,
+            (StatusCode::OK, json!({"purged": 2}))
+        );
         assert_eq!(call(Method::GET).await.1, json!({"parked": []}));
         let rocket = store.rocket(&c).await.unwrap().unwrap();
         assert_eq!(rocket.pending_messages, 0);

@@ -274,7 +274,11 @@ async fn a_far_ahead_flood_takes_none_of_the_victims_messages_and_junk_expires()
         let victims = dead["deadLetters"].as_array().unwrap().iter();
         let numbers = victims.filter_map(|m| m["metadata"]["messageNumber"].as_u64());
         assert!(numbers.clone().all(|n| n >= 1_000_000_000_000));
-        assert_eq!(numbers.count(), 10_000, "no message of the victim's among them");
+        assert_eq!(
+            numbers.count(),
+            10_000,
+            "no message of the victim's among them"
+        );
         // The junk inside the window is all that is parked; it expires at the next load.
         assert_eq!(json(&mut client, "/rockets/victim")["pendingMessages"], 5);
         std::thread::sleep(Duration::from_millis(1_200));

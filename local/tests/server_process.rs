@@ -226,7 +226,10 @@ fn the_parked_command_lists_and_purges_a_channels_parked_messages() {
         for message in &messages[2..] {
             timeline.receive(message.clone());
         }
-        store.commit(0, &timeline.into_change().unwrap()).await.unwrap();
+        store
+            .commit(0, &timeline.into_change().unwrap())
+            .await
+            .unwrap();
     });
     let run = |action: &str| {
         let output = Command::new(env!("CARGO_BIN_EXE_rockets-local"))
@@ -235,7 +238,11 @@ fn the_parked_command_lists_and_purges_a_channels_parked_messages() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
     };
     let listed = run("list");

@@ -210,7 +210,7 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
     .expect("a convertible request");
     assert_eq!(
         rockets::http::respond(
-            |route, request| ingest::handle(&queue, route, request),
+            |route, request| ingest::handle(&queue, &rockets::ports::OpenChannels, route, request),
             post
         )
         .await
@@ -443,6 +443,8 @@ fn every_environment_variable_a_function_reads_is_set() {
                 SqsQueue::DEAD_LETTERS_ENV,
             ),
             ("DynamoStore::from_env", DynamoStore::ENV),
+            ("DynamoOwners::from_env", rockets_aws::DynamoOwners::ENV),
+            ("DynamoOwners::from_env", DynamoStore::ENV),
             ("Settings::from_env", apply::Settings::PARK_LIMIT_ENV),
             ("Settings::from_env", apply::Settings::PARKED_RETENTION_ENV),
             (
@@ -474,6 +476,10 @@ fn every_environment_variable_a_function_reads_is_set() {
 #[test]
 fn the_settings_cfn_lint_does_not_check() {
     let template = template();
+    // A channel belongs to its first sender exactly when writes need auth.
+    let owners = &resource(&template, "IngestFunction")["Properties"]["Environment"]["Variables"]
+        [rockets_aws::DynamoOwners::ENV];
+    assert_eq!(strings(owners), ["OpenWrites", "off", "on"]);
     let globals = &template["Globals"]["Function"];
     assert_eq!(globals["Runtime"], "provided.al2023");
     assert_eq!(globals["Handler"], "bootstrap");

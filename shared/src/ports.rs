@@ -208,6 +208,36 @@ pub fn delivery(body: &str) -> Result<Delivery, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Who may write a channel when auth is on: the sender that wrote it first.
+pub trait ChannelOwners: Send + Sync {
+    /// Whether `sender` may write `channel`, binding the channel to `sender` if no sender
+    /// has written it yet.
+    fn claim(
+        &self,
+        channel: &Channel,
+        sender: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Channels without owners: auth is off, and anyone may write any channel.
+pub struct OpenChannels;
+
+impl ChannelOwners for OpenChannels {
+    async fn claim(&self, _: &Channel, _: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+}
+
+/// Owners where auth is on, none where it is off.
+impl<O: ChannelOwners> ChannelOwners for Option<O> {
+    async fn claim(&self, channel: &Channel, sender: &str) -> Result<bool, StoreError> {
+        match self {
+            Some(owners) => owners.claim(channel, sender).await,
+            None => Ok(true),
+        }
+    }
+}
+
 /// Sends validated messages to the apply side.
 pub trait MessageQueue: Send + Sync {
     /// Returns only once the queue has durably accepted the message.

@@ -129,7 +129,8 @@ impl Settings {
     /// The defaults, with the park limit and the parked retention from `PARK_LIMIT` and
     /// `PARKED_RETENTION_DAYS` when they are set.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let days = rockets::config::parsed(Self::PARKED_RETENTION_ENV, Self::PARKED_RETENTION_DAYS)?;
+        let days =
+            rockets::config::parsed(Self::PARKED_RETENTION_ENV, Self::PARKED_RETENTION_DAYS)?;
         Ok(Settings {
             park_limit: rockets::config::parsed(Self::PARK_LIMIT_ENV, Self::PARK_LIMIT)?,
             parked_retention: days_long(days),

@@ -1,10 +1,15 @@
-//! `POST /messages`: validate a message and put it on the FIFO queue of its channel.
+//! `POST /messages`: validate a message, check that its sender may write its channel, and put
+//! it on the FIFO queue of its channel.
+//!
+//! With auth on, a channel belongs to the sender that wrote it first ([`ChannelOwners`]); any
+//! other sender's message on it is a `403` and is not queued. With auth off, the request has no
+//! sender, and anyone may write any channel.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use rockets::http::{ApiError, Route, api_path, json_response};
+use rockets::http::{ApiError, Route, api_path, json_response, sender};
 use rockets::message::{Envelope, MAX_BODY_BYTES};
-use rockets::ports::MessageQueue;
+use rockets::ports::{ChannelOwners, MessageQueue, OpenChannels};
 use serde::Serialize;
 use tracing::Instrument as _;
 
@@ -18,13 +23,18 @@ struct Accepted<'a> {
 
 /// `POST /messages`: answers 202 only once the queue has the message; a refusal from the queue
 /// is a 503 with `Retry-After`, so the sender resends and nothing is lost.
-pub async fn handle<Q: MessageQueue>(
+pub async fn handle<Q: MessageQueue, O: ChannelOwners>(
     queue: &Q,
+    owners: &O,
     route: Route,
     request: Request,
 ) -> Result<Response<Body>, ApiError> {
     match route {
-        Route::PostMessage => accept_body(queue, request.body().as_ref()).await,
+        Route::PostMessage => {
+            let sender = sender(&request);
+            let accepted = accept_body_from(queue, owners, sender.as_deref(), request.body());
+            accepted.await
+        }
         _ => Err(ApiError::NotFound(format!(
             "no route for {}",
             api_path(&request)
@@ -38,6 +48,16 @@ pub async fn accept_body<Q: MessageQueue>(
     queue: &Q,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
+    accept_body_from(queue, &OpenChannels, None, body).await
+}
+
+/// [`accept_body`] from `sender`, who must be allowed to write the message's channel.
+async fn accept_body_from<Q: MessageQueue, O: ChannelOwners>(
+    queue: &Q,
+    owners: &O,
+    sender: Option<&str>,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     // Every line logged from here on carries the message's channel and number, once known.
     // Those lines are all DEBUG, so the span is too: at INFO it would cost every POST a span
     // that no line ever shows.
@@ -46,11 +66,15 @@ pub async fn accept_body<Q: MessageQueue>(
         channel = tracing::field::Empty,
         number = tracing::field::Empty
     );
-    accept_message(queue, body).instrument(span).await
+    accept_message(queue, owners, sender, body)
+        .instrument(span)
+        .await
 }
 
-async fn accept_message<Q: MessageQueue>(
+async fn accept_message<Q: MessageQueue, O: ChannelOwners>(
     queue: &Q,
+    owners: &O,
+    sender: Option<&str>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     if body.len() > MAX_BODY_BYTES {
@@ -64,6 +88,14 @@ async fn accept_message<Q: MessageQueue>(
     let span = tracing::Span::current();
     span.record("channel", tracing::field::display(&message.channel));
     span.record("number", message.number.get());
+    if let Some(sender) = sender
+        && !owners.claim(&message.channel, sender).await?
+    {
+        tracing::warn!(channel = %message.channel, sender, "refused: the channel belongs to another sender");
+        return Err(ApiError::NotYourChannel {
+            channel: message.channel.to_string(),
+        });
+    }
     queue.send(&message).await.map_err(|error| {
         error.about(format_args!(
             "channel {} message {}",

@@ -1,5 +1,5 @@
 use lambda_runtime::Error;
-use rockets_aws::{SqsQueue, sdk_config};
+use rockets_aws::{DynamoOwners, SqsQueue, sdk_config};
 
 fn main() -> Result<(), Error> {
     rockets::config::run_main(run())
@@ -7,10 +7,12 @@ fn main() -> Result<(), Error> {
 
 async fn run() -> Result<(), Error> {
     rockets::telemetry::init();
-    let queue = SqsQueue::from_env(&sdk_config().await)?;
-    let queue = &queue;
+    let sdk = sdk_config().await;
+    let queue = SqsQueue::from_env(&sdk)?;
+    let owners = DynamoOwners::from_env(&sdk)?;
+    let (queue, owners) = (&queue, &owners);
     rockets::http::run(rockets::http::Function::Ingest, |route, request| {
-        ingest::handle(queue, route, request)
+        ingest::handle(queue, owners, route, request)
     })
     .await
 }

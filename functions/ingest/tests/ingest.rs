@@ -40,7 +40,7 @@ async fn post(queue: &RecordingQueue, method: Method, path: &str, body: Vec<u8>)
     let request = api_gateway_request(method, path, None, HeaderMap::new(), body)
         .expect("a convertible request");
     rockets::http::respond(
-        |route, request| ingest::handle(queue, route, request),
+        |route, request| ingest::handle(queue, &rockets::ports::OpenChannels, route, request),
         request,
     )
     .await
@@ -201,7 +201,8 @@ async fn wrong_method_and_unknown_path() {
 #[tokio::test]
 async fn an_event_lambda_http_cannot_convert_is_a_400_naming_the_field_and_queues_nothing() {
     let queue = RecordingQueue::default();
-    let handler = |route, request| ingest::handle(&queue, route, request);
+    let handler =
+        |route, request| ingest::handle(&queue, &rockets::ports::OpenChannels, route, request);
     let body = launched().to_string();
     for (event, field) in rockets_testkit::unconvertible_gateway_events("POST", "/messages", &body)
     {
@@ -288,7 +289,7 @@ async fn only_a_transient_queue_failure_asks_the_sender_to_retry() {
         .expect("a convertible request");
         let queue = FailingQueue(error);
         let response = rockets::http::respond(
-            |route, request| ingest::handle(&queue, route, request),
+            |route, request| ingest::handle(&queue, &rockets::ports::OpenChannels, route, request),
             request,
         )
         .await;

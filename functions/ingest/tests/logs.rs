@@ -79,7 +79,7 @@ async fn post_logging_at<Q: MessageQueue>(
     )
     .unwrap();
     let status = rockets::http::respond(
-        |route, request| ingest::handle(queue, route, request),
+        |route, request| ingest::handle(queue, &rockets::ports::OpenChannels, route, request),
         request,
     )
     .await

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
-pub use dynamo::{DynamoStore, Item, MessageItem, TableLayout};
+pub use dynamo::{DynamoOwners, DynamoStore, Item, MessageItem, TableLayout};
 pub use sqs::{RedriveTarget, SqsQueue};
 
 use rockets::ports::{Cause, StoreError};

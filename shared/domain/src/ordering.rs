@@ -445,7 +445,9 @@ mod tests {
     }
 
     fn numbers(list: &[u64]) -> Vec<MessageNumber> {
-        list.iter().map(|n| MessageNumber::new(*n).unwrap()).collect()
+        list.iter()
+            .map(|n| MessageNumber::new(*n).unwrap())
+            .collect()
     }
 
     /// A store that commits changes the way every real backend must.
@@ -500,7 +502,10 @@ mod tests {
 
         fn commit(&mut self, change: ChannelChange) {
             for n in &change.expired {
-                assert!(self.parked.remove(n).is_some(), "expired {n} was not parked");
+                assert!(
+                    self.parked.remove(n).is_some(),
+                    "expired {n} was not parked"
+                );
             }
             for n in &change.unparked {
                 assert!(

@@ -79,7 +79,9 @@ impl EmbeddedStore {
         }
         for message in &change.parked {
             stored.parked.insert(message.number, message.clone());
-            stored.parked_at.insert(message.number, change.rocket.updated_at);
+            stored
+                .parked_at
+                .insert(message.number, change.rocket.updated_at);
         }
         stored.history.extend(change.applied.iter().cloned());
         stored.rocket = change.rocket.clone();
@@ -112,10 +114,14 @@ impl ChannelStore for EmbeddedStore {
     }
 
     async fn parked(&self, channel: &Channel) -> Result<ParkedView, StoreError> {
-        Ok(self.read().channels.get(channel).map_or_else(ParkedView::none, |s| {
-            ParkedView::all(s.parked.values().cloned().collect())
-                .parked_at(|n| s.parked_at.get(&n).copied())
-        }))
+        Ok(self
+            .read()
+            .channels
+            .get(channel)
+            .map_or_else(ParkedView::none, |s| {
+                ParkedView::all(s.parked.values().cloned().collect())
+                    .parked_at(|n| s.parked_at.get(&n).copied())
+            }))
     }
 
     async fn applied(

@@ -15,6 +15,9 @@ pub enum ApiError {
     /// 400: the request is malformed; the body names the field.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// 403: auth is on and another sender owns the message's channel.
+    #[error("channel {channel} belongs to another sender")]
+    NotYourChannel { channel: String },
     /// 404: no such route, or no such rocket.
     #[error("{0}")]
     NotFound(String),
@@ -53,6 +56,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotYourChannel { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -67,6 +71,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Invalid(e) => e.code(),
+            ApiError::NotYourChannel { .. } => "not_your_channel",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTimeout { .. } => "request_timeout",
@@ -82,6 +87,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) => Some(e.field()).filter(|f| !f.is_empty()),
             ApiError::BodyTimeout { .. } | ApiError::PayloadTooLarge { .. } => Some("body"),
+            ApiError::NotYourChannel { .. } => Some("metadata.channel"),
             _ => None,
         }
     }

@@ -49,6 +49,30 @@ pub fn api_gateway_event(
     event
 }
 
+/// Who sent a request, as API Gateway's authorizer vouched: `jwt:` and the token's `sub`
+/// claim, or `iam:` and the caller's ARN (an assumed role's without its session name, so that
+/// every session of a sender's role is that sender). `None` without an authorizer.
+pub fn sender(request: &Request) -> Option<String> {
+    use lambda_http::RequestExt as _;
+    use lambda_http::request::RequestContext;
+    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
+        return None;
+    };
+    let authorizer = context.authorizer.as_ref()?;
+    if let Some(subject) = (authorizer.jwt.as_ref()).and_then(|jwt| jwt.claims.get("sub")) {
+        return Some(format!("jwt:{subject}"));
+    }
+    let arn = authorizer.iam.as_ref()?.user_arn.as_deref()?;
+    let arn = match arn.split_once(":assumed-role/") {
+        Some((account, role)) => {
+            let role = role.split_once('/').map_or(role, |(role, _session)| role);
+            format!("{account}:assumed-role/{role}")
+        }
+        None => arn.to_string(),
+    };
+    Some(format!("iam:{arn}"))
+}
+
 /// [`api_gateway_event`] converted by [`gateway_request`].
 pub fn api_gateway_request(
     method: Method,

@@ -14,7 +14,9 @@ mod routes;
 mod runner;
 
 pub use error::{ApiError, RETRY_AFTER_SECS, json_response};
-pub use gateway::{api_gateway_event, api_gateway_request, gateway_request, gateway_response};
+pub use gateway::{
+    api_gateway_event, api_gateway_request, gateway_request, gateway_response, sender,
+};
 pub use routes::{Function, ROUTES, Route, RouteSpec, api_path, path_channel};
 pub use runner::{Served, request_metrics, respond, run, run_with_schedule, serve_event};
 

@@ -235,7 +235,9 @@ pub fn run(moto: &str, dynamodb: &str, traffic: Traffic, rockets: usize, length:
                 .expect("a convertible request");
                 let begun = Instant::now();
                 let response = rockets::http::respond(
-                    |route, request| ingest::handle(&queue, route, request),
+                    |route, request| {
+                        ingest::handle(&queue, &rockets::ports::OpenChannels, route, request)
+                    },
                     request,
                 )
                 .await;

@@ -140,7 +140,10 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
         CommitOutcome::Committed
     );
     let snapshot = store.load(&c, usize::MAX, &[]).await.unwrap().unwrap();
-    assert_eq!(without_times(snapshot.parked), ParkedView::all(vec![m[4].clone()]));
+    assert_eq!(
+        without_times(snapshot.parked),
+        ParkedView::all(vec![m[4].clone()])
+    );
     assert_eq!(snapshot.rocket.pending_messages, 1);
 
     parked_view(store).await;
@@ -178,7 +181,10 @@ async fn parked_view<S: ChannelStore>(store: &S) {
         assert_eq!(found.filter(|p| *p == wanted).count(), 1, "{wanted:?}");
     }
     let whole = store.load(&c, 10, &[n(1), n(12)]).await.unwrap().unwrap();
-    assert_eq!(without_times(whole.parked), ParkedView::all(m[2..].to_vec()));
+    assert_eq!(
+        without_times(whole.parked),
+        ParkedView::all(m[2..].to_vec())
+    );
 }
 
 /// A store says when each parked message parked and lists them all; expired ones stop counting,
@@ -188,7 +194,10 @@ async fn parked_expiry<S: ChannelStore>(store: &S) {
     let m = flight(&c, 6, &mut Rng::new(13));
     let before = Utc::now() - chrono::Duration::seconds(2);
     let (t, version) = open(store, &c).await;
-    store.commit(version, &change(t, &[&m[2], &m[4]])).await.unwrap();
+    store
+        .commit(version, &change(t, &[&m[2], &m[4]]))
+        .await
+        .unwrap();
     let listed = store.parked(&c).await.unwrap();
     assert_eq!(listed.first, [m[2].clone(), m[4].clone()]);
     assert!(listed.complete);
@@ -205,9 +214,15 @@ async fn parked_expiry<S: ChannelStore>(store: &S) {
     other.event = Event::Exploded {
         reason: "the message that belongs there".into(),
     };
-    assert_eq!(t.expire_parked(view_since + chrono::Duration::milliseconds(1)), 2);
+    assert_eq!(
+        t.expire_parked(view_since + chrono::Duration::milliseconds(1)),
+        2
+    );
     assert_eq!(t.rocket().pending_messages, 0);
-    assert_eq!(t.receive(other.clone()), rockets::ordering::Received::Parked);
+    assert_eq!(
+        t.receive(other.clone()),
+        rockets::ordering::Received::Parked
+    );
     let expired = t.into_change().unwrap();
     assert_eq!(expired.expired.len(), 2);
     assert_eq!(

@@ -75,7 +75,11 @@ impl DynamoStore {
     }
 
     /// Deletes message `number`'s item if it is one that parked on arrival.
-    async fn delete_parked(&self, channel: &Channel, number: MessageNumber) -> Result<(), StoreError> {
+    async fn delete_parked(
+        &self,
+        channel: &Channel,
+        number: MessageNumber,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()
@@ -172,7 +176,13 @@ impl DynamoStore {
     ) -> Result<ParkedView, StoreError> {
         let bounds = [(":a", sort_key(EVENT, next)), (":b", format!("{EVENT}~"))];
         let (items, more) = self
-            .channel_items(channel, "#sk BETWEEN :a AND :b", &bounds, true, window.saturating_add(1))
+            .channel_items(
+                channel,
+                "#sk BETWEEN :a AND :b",
+                &bounds,
+                true,
+                window.saturating_add(1),
+            )
             .await?;
         let mut times = HashMap::new();
         let mut first = Vec::with_capacity(items.len());

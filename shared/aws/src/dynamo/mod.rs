@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `event#<n:020>` | message *n*: applied (the history) or parked (ahead of a gap) | `body`, `parkedAt` if parked on arrival, `expiresAt` (TTL, if set) |
 //! | `state` | the rocket | `rocket`, `version`, `by_channel` |
+//! | `~owner` | with auth on, the sender the channel belongs to | `owner` |
 //!
 //! A message number has one item whatever becomes of it: written when the message is first
 //! accepted, conditional on being absent or identical (the first message under a number wins),
@@ -26,12 +27,14 @@
 //! - `channel.rs`: the apply side ([`ChannelStore`]): loading a channel, committing a change.
 //! - `reader.rs`: the query side ([`RocketReader`]): a rocket, a page of rockets, a history.
 //! - `items.rs`: the items the store writes.
+//! - `owners.rs`: who owns each channel, for ingest when auth is on.
 //!
 //! [`ChannelStore`]: rockets::ports::ChannelStore
 //! [`RocketReader`]: rockets::ports::RocketReader
 
 mod channel;
 mod items;
+mod owners;
 mod reader;
 
 use std::collections::HashMap;
@@ -47,6 +50,7 @@ use rockets::ports::StoreError;
 use rockets::rocket::Rocket;
 
 pub use items::{Item, MessageItem, TableLayout};
+pub use owners::DynamoOwners;
 
 pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
