@@ -1,5 +1,7 @@
 //! CORS as the template's HTTP API answers it (`CorsConfiguration`), so that a page served
-//! from elsewhere can call the local server exactly as it calls the deployed API.
+//! from an origin the developer names can call the local server exactly as it calls the
+//! deployed API. By default no other origin gets CORS answers: only the page the server serves
+//! itself, which needs none.
 //!
 //! A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is answered
 //! `204` before routing, as API Gateway answers it; an allowed origin gets the allowed
@@ -16,48 +18,60 @@ const EXPOSE_HEADERS: &str = "retry-after";
 const MAX_AGE_SECS: &str = "600";
 
 /// Which origins may call the API: the template's `CorsAllowOrigin` parameter.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Cors {
     /// `*`: every origin.
     AnyOrigin,
-    /// One origin, e.g. `https://dashboard.example.com`.
-    Origin(HeaderValue),
-    /// No CORS headers at all.
+    /// These origins, e.g. `https://dashboard.example.com`.
+    Origins(Vec<HeaderValue>),
+    /// No CORS headers at all: only the server's own page calls it.
+    #[default]
     Off,
 }
 
 impl std::str::FromStr for Cors {
     type Err = String;
 
-    /// `*`, one origin, or `none` (or nothing) for no CORS headers.
+    /// `*`, origins separated by commas, or `none` (or nothing) for no CORS headers.
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "" | "none" => Ok(Cors::Off),
-            "*" => Ok(Cors::AnyOrigin),
-            origin if origin.starts_with("http://") || origin.starts_with("https://") => {
-                let origin = origin.trim_end_matches('/');
-                HeaderValue::from_str(origin)
-                    .map(Cors::Origin)
-                    .map_err(|_| format!("{text}: not a valid origin"))
-            }
-            _ => Err(format!(
-                "{text}: expected *, an origin such as https://example.com, or none"
-            )),
+        match text.trim() {
+            "" | "none" => return Ok(Cors::Off),
+            "*" => return Ok(Cors::AnyOrigin),
+            _ => {}
         }
+        let origin = |origin: &str| {
+            let origin = origin.trim().trim_end_matches('/');
+            let scheme = origin.starts_with("http://") || origin.starts_with("https://");
+            (scheme.then(|| HeaderValue::from_str(origin).ok()).flatten()).ok_or_else(|| {
+                format!("{origin}: expected *, origins such as https://example.com, or none")
+            })
+        };
+        text.split(',')
+            .map(origin)
+            .collect::<Result<_, _>>()
+            .map(Cors::Origins)
     }
 }
 
 impl Cors {
+    /// Whether a page on `origin` may call the API.
+    pub fn lets(&self, origin: &HeaderValue) -> bool {
+        match self {
+            Cors::AnyOrigin => true,
+            Cors::Origins(allowed) => allowed
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(origin.as_bytes())),
+            Cors::Off => false,
+        }
+    }
+
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
     fn allowed(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
-        let origin = origin?;
-        match self {
-            Cors::AnyOrigin => Some(HeaderValue::from_static("*")),
-            Cors::Origin(allowed) if allowed.as_bytes().eq_ignore_ascii_case(origin.as_bytes()) => {
-                Some(origin.clone())
-            }
-            Cors::Origin(_) | Cors::Off => None,
-        }
+        let origin = origin.filter(|origin| self.lets(origin))?;
+        Some(match self {
+            Cors::AnyOrigin => HeaderValue::from_static("*"),
+            _ => origin.clone(),
+        })
     }
 
     /// The answer to a preflight request, or `None` when the request is not one.
@@ -101,7 +115,7 @@ impl Cors {
 
     fn add_origin(&self, origin: HeaderValue, response: &mut HeaderMap) {
         response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        if matches!(self, Cors::Origin(_)) {
+        if matches!(self, Cors::Origins(_)) {
             // The answer differs by origin, so caches must keep them apart.
             response.append(header::VARY, HeaderValue::from_static("origin"));
         }
@@ -129,10 +143,17 @@ mod tests {
         assert_eq!("*".parse::<Cors>().unwrap(), Cors::AnyOrigin);
         assert_eq!("".parse::<Cors>().unwrap(), Cors::Off);
         assert_eq!(
-            "https://a.example/".parse::<Cors>().unwrap(),
-            Cors::Origin(HeaderValue::from_static("https://a.example"))
+            "https://a.example/, http://localhost:3000"
+                .parse::<Cors>()
+                .unwrap(),
+            Cors::Origins(vec![
+                HeaderValue::from_static("https://a.example"),
+                HeaderValue::from_static("http://localhost:3000")
+            ])
         );
         assert!("a.example".parse::<Cors>().is_err());
+        assert!("https://a.example,".parse::<Cors>().is_err());
+        assert_eq!(Cors::default(), Cors::Off);
     }
 
     #[test]

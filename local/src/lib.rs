@@ -7,6 +7,7 @@
 //!
 //! - [`front`]: listeners, connection limits and timeouts, graceful shutdown.
 //! - [`cors`]: CORS answers as the template's HTTP API gives them.
+//! - [`guard`]: the `Host` and cross-origin checks that keep other web pages out.
 //! - [`event_source`]: what Lambda's SQS event source mapping does, in process.
 //! - [`activity`]: counters and the periodic one-line summary.
 //! - [`limits`]: the open-file limit.
@@ -16,6 +17,7 @@ pub mod activity;
 pub mod cors;
 pub mod event_source;
 pub mod front;
+pub mod guard;
 pub mod invoke;
 pub mod limits;
 pub mod operations;
@@ -44,6 +46,7 @@ use tokio::task::JoinSet;
 use activity::{Activity, DepthProbe};
 use cors::Cors;
 use front::{Front, FrontConfig, Handler};
+use guard::Guard;
 
 /// API Gateway's own limit on a request body; larger bodies never reach a function.
 const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -154,8 +157,10 @@ pub struct LocalConfig {
     pub apply: apply::Settings,
     /// Where the embedded backends keep their data.
     pub storage: Storage,
-    /// Which origins a browser may call the API from.
+    /// Which origins a browser may call the API from, besides the server's own page.
     pub cors: Cors,
+    /// Names the server answers to besides its own addresses (`Host`, `name[:port]`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for LocalConfig {
@@ -169,7 +174,8 @@ impl Default for LocalConfig {
             report_every: Duration::from_secs(5),
             apply: apply::Settings::default(),
             storage: Storage::default_dir(),
-            cors: Cors::AnyOrigin,
+            cors: Cors::Off,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -227,6 +233,12 @@ impl LocalConfig {
             },
             storage: config::parsed("ROCKETS_DATA_DIR", d.storage)?,
             cors: config::parsed("ROCKETS_CORS_ALLOW_ORIGIN", d.cors)?,
+            allowed_hosts: config::parsed("ROCKETS_ALLOWED_HOSTS", String::new())?
+                .split(',')
+                .map(str::trim)
+                .filter(|host| !host.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }
@@ -457,6 +469,10 @@ where
     D: MessageQueue + 'static,
 {
     let listeners = config.listen.bind().await?;
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<std::io::Result<_>>()?;
     let activity = Arc::new(Activity::default());
     let (stop_pollers, stopped) = watch::channel(false);
     let applier = Arc::new(event_source::InProcess {
@@ -483,6 +499,7 @@ where
         activity: activity.clone(),
         body_read_timeout: config.front.body_read_timeout,
         cors: config.cors.clone(),
+        guard: Guard::new(&addrs, &config.allowed_hosts, config.cors.clone()),
         operations: embedded.clone(),
     });
     let depth = embedded
@@ -519,12 +536,27 @@ struct Api<Q, R> {
     activity: Arc<Activity>,
     body_read_timeout: Duration,
     cors: Cors,
+    guard: Guard,
     operations: Option<Arc<EmbeddedQueue>>,
 }
 
 impl<Q: MessageQueue + 'static, R: RocketReader + ChannelStore + 'static> Handler for Api<Q, R> {
     async fn call(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
-        if let Some(status) = self.cors.preflight(request.method(), request.headers()) {
+        let path = request.uri().path();
+        if let Err(refused) = self.guard.check(request.method(), path, request.headers()) {
+            let mut response = to_hyper(refused.into_response());
+            if !request.body().is_end_stream() {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            return response;
+        }
+        let operator = path.starts_with(operations::PREFIX);
+        if let Some(status) =
+            (self.cors.preflight(request.method(), request.headers())).filter(|_| !operator)
+        {
             let mut response = hyper::Response::new(Full::new(Bytes::new()));
             *response.status_mut() = status;
             self.cors
@@ -537,8 +569,10 @@ impl<Q: MessageQueue + 'static, R: RocketReader + ChannelStore + 'static> Handle
         if is_post {
             self.activity.record_post(response.status().as_u16());
         }
-        self.cors
-            .add_response_headers(origin.as_ref(), response.headers_mut());
+        if !operator {
+            self.cors
+                .add_response_headers(origin.as_ref(), response.headers_mut());
+        }
         response
     }
 }

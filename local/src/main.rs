@@ -62,8 +62,11 @@ environment:
                                  (default 10000)
   ROCKETS_PARKED_RETENTION_DAYS  days a parked message waits for its gap before it expires
                                  (default 14)
-  ROCKETS_CORS_ALLOW_ORIGIN      the origin browsers may call from, as the template's
-                                 CorsAllowOrigin: *, one origin, or none (default *)
+  ROCKETS_CORS_ALLOW_ORIGIN      origins, comma-separated, whose pages may call the API besides
+                                 the server's own page, or * for any (default: none); never
+                                 the /local/ routes
+  ROCKETS_ALLOWED_HOSTS          names the server answers to in Host, comma-separated, besides
+                                 localhost and its addresses (refuses DNS rebinding)
   RUST_LOG                       log level (default info)";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

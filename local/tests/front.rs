@@ -245,8 +245,11 @@ async fn whole_answer(addr: SocketAddr, raw: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_on_another_origin_gets_the_cors_answers_the_template_configures() {
-    let server = start(FrontConfig::default()).await;
+async fn a_page_on_an_origin_the_developer_names_gets_the_cors_answers_the_template_configures() {
+    let server = TestApp::new()
+        .cors(rockets_local::cors::Cors::AnyOrigin)
+        .spawn()
+        .await;
     let preflight = whole_answer(
         server.addr(),
         "OPTIONS /messages HTTP/1.1\r\nHost: x\r\nOrigin: https://dash.example\r\n\
@@ -305,4 +308,99 @@ async fn the_dashboard_and_the_api_document_are_served() {
     assert!(document.starts_with("http/1.1 200"), "{document}");
     assert!(document.contains("content-type: application/yaml"));
     assert!(document.contains("openapi: 3.1.0"));
+}
+
+/// What a page on another site can do to `rockets-local` with a browser's requests: nothing.
+/// Its `text/plain` POST (no preflight), its reads of the dead letters, its redrive and a
+/// rebinding name in `Host` are refused with a 403 naming the header, and change nothing;
+/// the server's own page, and clients that are not browsers, go on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_site_cannot_write_read_dead_letters_or_redrive() {
+    let server = TestApp::new().spawn().await;
+    let addr = server.addr();
+    let own = format!("localhost:{}", addr.port());
+    let message = rockets_testkit::flight(
+        &rockets_testkit::channel("target"),
+        1,
+        &mut rockets_testkit::Rng::new(1),
+    )
+    .remove(0)
+    .to_json();
+    let attack = |method: &str, path: &str, host: &str, extra: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let cross = "Origin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\n";
+    let navigation = "Sec-Fetch-Site: cross-site\r\n";
+    for (raw, field) in [
+        (attack("POST", "/messages", &own, cross, &message), "Origin"),
+        (
+            attack("GET", "/local/dead-letters", &own, cross, ""),
+            "Origin",
+        ),
+        (
+            attack("GET", "/local/dead-letters", &own, navigation, ""),
+            "Sec-Fetch-Site",
+        ),
+        (
+            attack("POST", "/local/dead-letters/redrive", &own, cross, ""),
+            "Origin",
+        ),
+        (
+            attack("DELETE", "/local/rockets/target/parked", &own, cross, ""),
+            "Origin",
+        ),
+        // DNS rebinding: the attacker's name, resolved to 127.0.0.1.
+        (
+            attack(
+                "POST",
+                "/messages",
+                &format!("evil.example:{}", addr.port()),
+                "",
+                &message,
+            ),
+            "Host",
+        ),
+        (
+            attack("GET", "/local/dead-letters", "evil.example", "", ""),
+            "Host",
+        ),
+    ] {
+        let answer = whole_answer(addr, &raw).await;
+        assert!(answer.starts_with("http/1.1 403"), "{raw}\n{answer}");
+        assert!(
+            answer.contains(&format!("\"field\":\"{}\"", field.to_ascii_lowercase())),
+            "{answer}"
+        );
+        assert!(!answer.contains("access-control-allow-origin"), "{answer}");
+    }
+    // A preflight from there gets no permission either.
+    let preflight = whole_answer(
+        addr,
+        &format!(
+            "OPTIONS /messages HTTP/1.1\r\nHost: {own}\r\nOrigin: https://evil.example\r\n\
+             Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(
+        !preflight.contains("access-control-allow-origin"),
+        "{preflight}"
+    );
+    let queue = server.embedded_queue.as_ref().unwrap();
+    assert_eq!(
+        queue.depth(),
+        rockets_embedded::QueueDepth::default(),
+        "nothing was queued"
+    );
+    // The server's own page, and a client that is no browser.
+    let same = "Origin: http://localhost:PORT\r\nSec-Fetch-Site: same-origin\r\n"
+        .replace("PORT", &addr.port().to_string());
+    let answer = whole_answer(addr, &attack("POST", "/messages", &own, &same, &message)).await;
+    assert!(answer.starts_with("http/1.1 202"), "{answer}");
+    let answer = whole_answer(addr, &attack("GET", "/local/dead-letters", &own, "", "")).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
 }

@@ -348,6 +348,8 @@ fn hostile_requests_are_answered_or_closed_never_panic_and_store_nothing() {
         &[
             ("ROCKETS_BODY_TIMEOUT_MS", "300"),
             ("ROCKETS_HEADER_TIMEOUT_MS", "2000"),
+            // Two of the names generated; the others are refused as a rebinding page's are.
+            ("ROCKETS_ALLOWED_HOSTS", "x,127.0.0.1,localhost:8088"),
         ],
     );
     let target = server.url.trim_start_matches("http://").to_string();

@@ -33,6 +33,7 @@ impl ServerProcess {
             .env("ROCKETS_ADDR", "127.0.0.1:0")
             .env("ROCKETS_DATA_DIR", ":memory:")
             .env("RUST_LOG", "info")
+            .env("ROCKETS_ALLOWED_HOSTS", "x")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -56,7 +56,12 @@ impl TestApp {
     pub fn new() -> Self {
         rockets_testkit::init_test_logs();
         TestApp {
-            config: LocalConfig::ephemeral(),
+            config: LocalConfig {
+                // A name the developer allows, as ROCKETS_ALLOWED_HOSTS does, so that raw
+                // requests can name it in `Host`.
+                allowed_hosts: vec!["x".into()],
+                ..LocalConfig::ephemeral()
+            },
         }
     }
 
@@ -68,6 +73,11 @@ impl TestApp {
             max_receive_count,
             ..QueueConfig::default()
         };
+        self
+    }
+
+    pub fn cors(mut self, cors: rockets_local::cors::Cors) -> Self {
+        self.config.cors = cors;
         self
     }
 

@@ -18,6 +18,10 @@ pub enum ApiError {
     /// 403: auth is on and another sender owns the message's channel.
     #[error("channel {channel} belongs to another sender")]
     NotYourChannel { channel: String },
+    /// 403: the local server's answer to a request a web page elsewhere may have sent; the
+    /// body names the header.
+    #[error("{reason}")]
+    Untrusted { field: &'static str, reason: String },
     /// 404: no such route, or no such rocket.
     #[error("{0}")]
     NotFound(String),
@@ -56,7 +60,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotYourChannel { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotYourChannel { .. } | ApiError::Untrusted { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -72,6 +76,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) => e.code(),
             ApiError::NotYourChannel { .. } => "not_your_channel",
+            ApiError::Untrusted { .. } => "untrusted_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTimeout { .. } => "request_timeout",
@@ -88,6 +93,7 @@ impl ApiError {
             ApiError::Invalid(e) => Some(e.field()).filter(|f| !f.is_empty()),
             ApiError::BodyTimeout { .. } | ApiError::PayloadTooLarge { .. } => Some("body"),
             ApiError::NotYourChannel { .. } => Some("metadata.channel"),
+            ApiError::Untrusted { field, .. } => Some(field),
             _ => None,
         }
     }
