@@ -161,6 +161,8 @@ pub struct LocalConfig {
     pub cors: Cors,
     /// Names the server answers to besides its own addresses (`Host`, `name[:port]`).
     pub allowed_hosts: Vec<String>,
+    /// The free space the data directory keeps on its disk; writes stop short of it.
+    pub disk_reserve: u64,
 }
 
 impl Default for LocalConfig {
@@ -176,6 +178,7 @@ impl Default for LocalConfig {
             storage: Storage::default_dir(),
             cors: Cors::Off,
             allowed_hosts: Vec::new(),
+            disk_reserve: rockets_embedded::DISK_RESERVE,
         }
     }
 }
@@ -239,6 +242,7 @@ impl LocalConfig {
                 .filter(|host| !host.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            disk_reserve: config::parsed("ROCKETS_DISK_RESERVE_MB", d.disk_reserve >> 20)? << 20,
         })
     }
 }
@@ -356,6 +360,7 @@ pub async fn start_embedded(config: &LocalConfig) -> Result<LocalServer, StartEr
         }
         Storage::Dir(path) => {
             let dir = DataDir::open(path)?;
+            dir.keep_free(config.disk_reserve);
             let queue = Arc::new(EmbeddedQueue::open(config.queue, &dir)?);
             let store = Arc::new(DurableStore::open(&dir)?);
             let depth = queue.depth();

@@ -65,6 +65,8 @@ environment:
   ROCKETS_CORS_ALLOW_ORIGIN      origins, comma-separated, whose pages may call the API besides
                                  the server's own page, or * for any (default: none); never
                                  the /local/ routes
+  ROCKETS_DISK_RESERVE_MB        free space the data directory leaves on its disk; writes stop
+                                 short of it, and resume once there is room (default 64)
   ROCKETS_ALLOWED_HOSTS          names the server answers to in Host, comma-separated, besides
                                  localhost and its addresses (refuses DNS rebinding)
   RUST_LOG                       log level (default info)";

@@ -401,6 +401,12 @@ pub trait ChannelStore: Send + Sync {
 
 /// The query side of the store.
 pub trait RocketReader: Send + Sync {
+    /// Why the store cannot take writes now, if it knows it cannot (a data directory whose disk
+    /// is full): what `GET /health` reports.
+    fn refusing_writes(&self) -> Option<String> {
+        None
+    }
+
     fn rocket(
         &self,
         channel: &Channel,

@@ -58,6 +58,10 @@ pub async fn handle<R: RocketReader>(
     let params = request.query_string_parameters();
     let param = |name: &str| params.first(name);
     match route {
+        Route::Health if let Some(reason) = reader.refusing_writes() => Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "reason": reason}),
+        )),
         Route::Health if param("deep") == Some("true") => {
             // One read of a rocket that need not exist: enough to know the store answers.
             let probe = Channel::parse("health").expect("a valid channel");

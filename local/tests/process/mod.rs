@@ -23,13 +23,21 @@ impl ServerProcess {
 
     /// [`ServerProcess::start`] with command-line arguments.
     pub fn start_with(open_files: u32, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .args([
                 "-c",
                 &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
             ])
             .arg(env!("CARGO_BIN_EXE_rockets-local"))
-            .args(args)
+            .args(args);
+        Self::spawn(command, env)
+    }
+
+    /// Starts `command`, which runs the server in the end (its last `exec`), with a test's
+    /// settings and `env`.
+    pub fn spawn(mut command: Command, env: &[(&str, &str)]) -> ServerProcess {
+        let mut child = command
             .env("ROCKETS_ADDR", "127.0.0.1:0")
             .env("ROCKETS_DATA_DIR", ":memory:")
             .env("RUST_LOG", "info")
@@ -74,6 +82,10 @@ impl ServerProcess {
             .trim_start_matches("http://")
             .parse()
             .expect("an IP:PORT address")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, signal: i32) {

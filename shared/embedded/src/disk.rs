@@ -17,8 +17,8 @@
 //! promised.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -121,8 +121,9 @@ pub enum DataDirError {
     },
 }
 
-/// A write the directory could not make. The directory then refuses every later write, since
-/// what is on disk no longer matches what was acknowledged; a restart recovers from the disk.
+/// A write the directory could not make (a full disk, an I/O error). The directory then refuses
+/// writes, saying why, until its writer has reopened the database on a disk that takes writes
+/// again, with nothing on it that was not acknowledged (see [`Writer::recover`]).
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("the data directory failed: {0}")]
 pub struct DiskError(Arc<str>);
@@ -135,11 +136,15 @@ pub struct DataDir {
 
 struct Shared {
     path: PathBuf,
-    spaces: Spaces,
+    /// The keyspaces, for reads; `None` while the writer reopens the database.
+    spaces: Arc<RwLock<Option<Spaces>>>,
     submit: Option<mpsc::Sender<Submission>>,
     /// Changes nobody waits for, taken by the writer with its next group.
     later: Arc<Mutex<Vec<Op>>>,
-    failed: Arc<AtomicBool>,
+    /// Why the directory refuses writes, while it does.
+    refusing: Arc<Mutex<Option<Arc<str>>>>,
+    /// The free space writes stop short of.
+    reserve: Arc<AtomicU64>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -207,27 +212,11 @@ impl DataDir {
             path: path.clone(),
             detail,
         };
-        let db = Database::builder(path.join("db"))
-            .cache_size(32 << 20)
-            .max_journaling_size(64 << 20)
-            .journal_compression(fjall::CompressionType::None)
-            .manual_journal_persist(true)
-            .open()
-            .map_err(|error| match error {
-                fjall::Error::Locked => DataDirError::InUse(path.clone()),
-                fjall::Error::Io(source) => io(source),
-                other => damaged(other.to_string()),
-            })?;
-        let spaces = Space::ALL
-            .iter()
-            .map(|space| {
-                db.keyspace(space.name(), || {
-                    KeyspaceCreateOptions::default().max_memtable_size(8 << 20)
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| damaged(e.to_string()))?;
-        let spaces = Spaces(spaces);
+        let (db, spaces) = open_database(&path).map_err(|error| match error {
+            fjall::Error::Locked => DataDirError::InUse(path.clone()),
+            fjall::Error::Io(source) => io(source),
+            other => damaged(other.to_string()),
+        })?;
         let meta = spaces.get(Space::Meta);
         let read = |key: &[u8]| {
             meta.get(key)
@@ -272,13 +261,20 @@ impl DataDir {
             }
         };
         let (submit, submissions) = mpsc::channel();
-        let failed = Arc::new(AtomicBool::new(false));
+        let refusing = Arc::new(Mutex::new(None));
+        let reserve = Arc::new(AtomicU64::new(DISK_RESERVE));
         let later = Arc::new(Mutex::new(Vec::new()));
+        let shared_spaces = Arc::new(RwLock::new(Some(spaces.clone())));
         let writer = Writer {
+            path: path.clone(),
             later: later.clone(),
-            db,
-            spaces: spaces.clone(),
-            failed: failed.clone(),
+            db: Some(db),
+            spaces: Some(spaces),
+            shared_spaces: shared_spaces.clone(),
+            refusing: refusing.clone(),
+            reserve: reserve.clone(),
+            poisoned: false,
+            recovered_at: Instant::now(),
             commit,
             synced: commit,
             watermark_path,
@@ -292,10 +288,11 @@ impl DataDir {
         Ok(DataDir {
             shared: Arc::new(Shared {
                 path,
-                spaces,
+                spaces: shared_spaces,
                 submit: Some(submit),
                 later,
-                failed,
+                refusing,
+                reserve,
                 writer: Some(writer),
             }),
         })
@@ -305,12 +302,37 @@ impl DataDir {
         &self.shared.path
     }
 
+    /// Keeps `bytes` free on the disk: writes are refused once less is free ([`DISK_RESERVE`]
+    /// by default).
+    pub fn keep_free(&self, bytes: u64) {
+        self.shared.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Why the directory refuses writes, while it does.
+    pub fn refusing(&self) -> Option<String> {
+        let refusing = self
+            .shared
+            .refusing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refusing.as_deref().map(str::to_owned)
+    }
+
+    /// One keyspace, for a read.
+    fn keyspace(&self, space: Space) -> Result<Keyspace, DiskError> {
+        let spaces = self.shared.spaces.read().unwrap_or_else(|e| e.into_inner());
+        let spaces = spaces
+            .as_ref()
+            .ok_or_else(|| DiskError("the data directory is reopening".into()))?;
+        Ok(spaces.get(space).clone())
+    }
+
     /// Queues `ops` for the next group commit; the result says when they are where `wait`
     /// asks. Submissions are committed in the order they were made.
     pub(crate) fn submit(&self, ops: Vec<Op>, wait: Wait) -> Pending {
-        if self.shared.failed.load(Ordering::Relaxed) {
+        if let Some(reason) = self.refusing() {
             let (done, pending) = oneshot::channel();
-            let _ = done.send(Err(DiskError("an earlier write failed".into())));
+            let _ = done.send(Err(DiskError(reason.into())));
             return Pending(Some(pending));
         }
         let (done, pending) = oneshot::channel();
@@ -349,9 +371,7 @@ impl DataDir {
     }
 
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
-        self.shared
-            .spaces
-            .get(space)
+        self.keyspace(space)?
             .get(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(read_error)
@@ -385,7 +405,7 @@ impl DataDir {
         from: &[u8],
         mut take: impl FnMut(&[u8]) -> bool,
     ) -> Result<(Vec<Item>, bool), DiskError> {
-        let keyspace = self.shared.spaces.get(space);
+        let keyspace = self.keyspace(space)?;
         let mut items = Vec::new();
         // Bounded above as well as below: an open range would walk every deleted key after the
         // prefix (each unparked message leaves one until compaction) before finding its end.
@@ -443,6 +463,46 @@ fn batch_scheduling() {
     }
 }
 
+/// The database of the directory at `path`, and its keyspaces.
+fn open_database(path: &Path) -> Result<(Database, Spaces), fjall::Error> {
+    let db = Database::builder(path.join("db"))
+        .cache_size(32 << 20)
+        .max_journaling_size(64 << 20)
+        .journal_compression(fjall::CompressionType::None)
+        .manual_journal_persist(true)
+        .open()?;
+    let spaces = (Space::ALL.iter())
+        .map(|space| {
+            db.keyspace(space.name(), || {
+                KeyspaceCreateOptions::default().max_memtable_size(8 << 20)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((db, Spaces(spaces)))
+}
+
+/// How often a refusing writer checks whether the disk takes writes again.
+const RECOVERY_EVERY: Duration = Duration::from_millis(500);
+
+/// The free space a data directory keeps on its disk by default: writes stop short of it, so
+/// that the database never meets a full disk in the middle of a write (or of flushing its
+/// memory tables, which takes a few times their 8 MB).
+pub const DISK_RESERVE: u64 = 64 << 20;
+
+/// Bytes free for an unprivileged writer on the disk holding `path`.
+fn free_space(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is NUL-terminated and `stats` is a valid place for the answer.
+    if unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs succeeded, so it filled `stats` in.
+    let stats = unsafe { stats.assume_init() };
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
 fn write_watermark(path: &Path, commit: u64) -> std::io::Result<()> {
     use std::io::Write as _;
     let temporary = path.with_extension("new");
@@ -457,10 +517,18 @@ fn write_watermark(path: &Path, commit: u64) -> std::io::Result<()> {
 }
 
 struct Writer {
+    path: PathBuf,
     later: Arc<Mutex<Vec<Op>>>,
-    db: Database,
-    spaces: Spaces,
-    failed: Arc<AtomicBool>,
+    /// The database and its keyspaces; `None` while being reopened.
+    db: Option<Database>,
+    spaces: Option<Spaces>,
+    /// The readers' handles, dropped and replaced with the writer's own when it reopens.
+    shared_spaces: Arc<RwLock<Option<Spaces>>>,
+    refusing: Arc<Mutex<Option<Arc<str>>>>,
+    reserve: Arc<AtomicU64>,
+    /// Whether the database failed a write, after which it refuses every write until reopened.
+    poisoned: bool,
+    recovered_at: Instant,
     /// The last commit written, and the last one synced.
     commit: u64,
     synced: u64,
@@ -482,6 +550,9 @@ impl Writer {
                 },
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
+            if self.refusal().is_some() && self.recovered_at.elapsed() >= RECOVERY_EVERY {
+                self.recover();
+            }
             let later = std::mem::take(&mut *self.later.lock().unwrap_or_else(|e| e.into_inner()));
             let idle = first.ops.is_empty() && first.done.is_none();
             if idle && later.is_empty() {
@@ -502,15 +573,19 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = if self.failed.load(Ordering::Relaxed) {
-                Err(DiskError("an earlier write failed".into()))
-            } else {
-                self.commit_group(&mut group)
+            let result = match self.refusal() {
+                Some(reason) => Err(DiskError(reason)),
+                None => match self.short_of_space() {
+                    Some(full) => {
+                        self.refuse(&full);
+                        Err(full)
+                    }
+                    None => self.commit_group(&mut group).inspect_err(|e| {
+                        self.poisoned = true;
+                        self.refuse(e);
+                    }),
+                },
             };
-            if let Err(error) = &result {
-                tracing::error!(%error, "the data directory refuses writes from now on");
-                self.failed.store(true, Ordering::Relaxed);
-            }
             for submission in group {
                 if let Some(done) = submission.done {
                     let _ = done.send(result.clone());
@@ -521,7 +596,7 @@ impl Writer {
             }
         }
         let later = std::mem::take(&mut *self.later.lock().unwrap_or_else(|e| e.into_inner()));
-        if !later.is_empty() && !self.failed.load(Ordering::Relaxed) {
+        if !later.is_empty() && self.refusal().is_none() {
             let _ = self.commit_group(&mut [Submission {
                 ops: later,
                 wait: Wait::Written,
@@ -531,45 +606,157 @@ impl Writer {
         self.sync_idle();
     }
 
+    fn refusal(&self) -> Option<Arc<str>> {
+        self.refusing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Refuses writes from now on, for `error`'s reason, until [`Writer::recover`] succeeds:
+    /// the database refuses them itself after a failed write.
+    fn refuse(&mut self, error: &DiskError) {
+        tracing::error!(%error, "the data directory refuses writes until the disk takes them again");
+        *self.refusing.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.0.clone());
+        self.recovered_at = Instant::now();
+    }
+
+    /// Why no write should be made now: less free space than the reserve.
+    fn short_of_space(&self) -> Option<DiskError> {
+        let reserve = self.reserve.load(Ordering::Relaxed);
+        let free = free_space(&self.path).ok()?;
+        (free < reserve).then(|| {
+            DiskError(
+                format!(
+                    "the disk holding the data directory is full: {:.1} MB free, {:.1} MB kept \
+                     in reserve; writes resume once there is room",
+                    free as f64 / 1e6,
+                    reserve as f64 / 1e6
+                )
+                .into(),
+            )
+        })
+    }
+
+    /// Accepts writes again once there is room on the disk. A database that failed a write is
+    /// reopened first, and accepted only if it holds exactly the commits acknowledged: a write
+    /// that failed left nothing behind, so what the process holds in memory still matches the
+    /// disk. If a failed write did reach the disk after all, the directory goes on refusing: a
+    /// restart reads it afresh.
+    fn recover(&mut self) {
+        self.recovered_at = Instant::now();
+        if self.short_of_space().is_some() {
+            return;
+        }
+        if !self.poisoned {
+            *self.refusing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tracing::info!("the data directory takes writes again");
+            return;
+        }
+        let probe = self.path.join("space-probe");
+        let room = std::fs::write(&probe, vec![0u8; 1 << 20])
+            .and_then(|()| std::fs::File::open(&probe)?.sync_all());
+        let _ = std::fs::remove_file(&probe);
+        if room.is_err() {
+            return;
+        }
+        // Every handle must go before the database can be opened again.
+        *self
+            .shared_spaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.spaces = None;
+        self.db = None;
+        let (db, spaces) = match open_database(&self.path) {
+            Ok(opened) => opened,
+            Err(error) => {
+                tracing::warn!(%error, "the data directory could not be reopened yet");
+                return;
+            }
+        };
+        let on_disk = (spaces.get(Space::Meta).get(COMMIT_KEY).ok().flatten())
+            .and_then(|v| v.to_vec().try_into().ok().map(u64::from_be_bytes));
+        *self
+            .shared_spaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(spaces.clone());
+        self.spaces = Some(spaces);
+        self.db = Some(db);
+        let mut refusing = self.refusing.lock().unwrap_or_else(|e| e.into_inner());
+        if on_disk != Some(self.commit) {
+            *refusing = Some(
+                "a write that failed reached the disk after all; restart rockets-local to read \
+                 the data directory afresh"
+                    .into(),
+            );
+            tracing::error!(
+                on_disk,
+                written = self.commit,
+                "the data directory needs a restart"
+            );
+            return;
+        }
+        *refusing = None;
+        self.poisoned = false;
+        tracing::info!("the data directory takes writes again");
+    }
+
     /// Syncs what was written without a sync, and records the last synced commit.
     fn sync_idle(&mut self) {
-        if self.synced < self.commit && !self.failed.load(Ordering::Relaxed) {
-            match self.db.persist(PersistMode::SyncData) {
+        if self.synced < self.commit && self.refusal().is_none() {
+            let synced = self.database().persist(PersistMode::SyncData);
+            match synced {
                 Ok(()) => self.synced = self.commit,
                 Err(error) => {
-                    tracing::error!(%error, "the data directory refuses writes from now on");
-                    self.failed.store(true, Ordering::Relaxed);
+                    self.poisoned = true;
+                    self.refuse(&DiskError(error.to_string().into()));
                 }
             }
         }
         self.keep_watermark();
     }
 
+    fn database(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("open unless reopening, and nothing writes while it reopens")
+    }
+
     fn commit_group(&mut self, group: &mut [Submission]) -> Result<(), DiskError> {
-        let mut batch = self.db.batch();
+        let spaces = self.spaces.as_ref().expect("open unless reopening");
+        let mut batch = self.database().batch();
         for submission in group.iter_mut() {
             for op in submission.ops.drain(..) {
                 match op {
-                    Op::Put(space, key, value) => batch.insert(self.spaces.get(space), key, value),
-                    Op::Delete(space, key) => batch.remove(self.spaces.get(space), key),
+                    Op::Put(space, key, value) => batch.insert(spaces.get(space), key, value),
+                    Op::Delete(space, key) => batch.remove(spaces.get(space), key),
                 }
             }
         }
         let sync = group.iter().any(|s| s.wait == Wait::Synced);
         let commit = self.commit + 1;
         batch.insert(
-            self.spaces.get(Space::Meta),
+            spaces.get(Space::Meta),
             COMMIT_KEY,
             commit.to_be_bytes().to_vec(),
         );
-        let failed = |e: fjall::Error| DiskError(e.to_string().into());
+        let failed = |e: fjall::Error| {
+            DiskError(match e {
+                fjall::Error::Io(io) => {
+                    format!("a write to the data directory failed: {io}").into()
+                }
+                other => other.to_string().into(),
+            })
+        };
         batch.commit().map_err(failed)?;
         // A group nobody waits to see synced stays in the journal's buffer until the next sync
         // (or the quarter-second timer) flushes it: a crash before then loses a suffix of the
         // journal that acknowledged nothing, and what it undid (a store commit and the delete of
         // its records, say) is lost together.
         if sync {
-            self.db.persist(PersistMode::SyncData).map_err(failed)?;
+            self.database()
+                .persist(PersistMode::SyncData)
+                .map_err(failed)?;
         }
         self.commit = commit;
         if sync {
@@ -579,7 +766,7 @@ impl Writer {
     }
 
     fn keep_watermark(&mut self) {
-        if self.watermarked == self.synced || self.failed.load(Ordering::Relaxed) {
+        if self.watermarked == self.synced || self.refusal().is_some() {
             return;
         }
         match write_watermark(&self.watermark_path, self.synced) {

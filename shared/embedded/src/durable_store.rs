@@ -349,6 +349,10 @@ impl ChannelStore for DurableStore {
 }
 
 impl RocketReader for DurableStore {
+    fn refusing_writes(&self) -> Option<String> {
+        self.dir.refusing()
+    }
+
     async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
         Ok(self.read().rockets.get(channel).map(|c| c.rocket.clone()))
     }

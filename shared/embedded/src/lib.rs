@@ -14,7 +14,7 @@ mod index;
 mod queue;
 mod store;
 
-pub use disk::{DataDir, DataDirError, DiskError};
+pub use disk::{DISK_RESERVE, DataDir, DataDirError, DiskError};
 pub use durable_store::DurableStore;
 pub use queue::{DeadLetters, EmbeddedQueue, QueueConfig, QueueDepth, ReceivedMessage};
 pub use store::EmbeddedStore;
