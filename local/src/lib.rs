@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use rockets::config::{self, ConfigError};
 use rockets::http::{ApiError, Function, Route, api_gateway_request};
@@ -614,26 +614,9 @@ impl<Q: MessageQueue, R: RocketReader + ChannelStore> Api<Q, R> {
             Ok(route) => route,
             Err(error) => return early(error),
         };
-        let limited = Limited::new(body, GATEWAY_BODY_LIMIT).collect();
-        let read = tokio::time::timeout(self.body_read_timeout, limited).await;
-        let body = match read {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(error)) if error.is::<LengthLimitError>() => {
-                return early(ApiError::PayloadTooLarge {
-                    limit: GATEWAY_BODY_LIMIT,
-                });
-            }
-            Ok(Err(error)) => {
-                return early(ApiError::Invalid(ValidationError::Malformed {
-                    field: "body",
-                    detail: format!("the request body could not be read: {error}"),
-                }));
-            }
-            Err(_) => {
-                return early(ApiError::BodyTimeout {
-                    seconds: self.body_read_timeout.as_secs(),
-                });
-            }
+        let body = match read_body(body, self.body_read_timeout).await {
+            Ok(body) => body,
+            Err(error) => return early(error),
         };
         let answer = if route.function() == Function::Ingest {
             ingest::accept_body(&*self.backends.queue, &body).await
@@ -650,6 +633,46 @@ impl<Q: MessageQueue, R: RocketReader + ChannelStore> Api<Q, R> {
             }
         };
         to_hyper(answer.unwrap_or_else(ApiError::into_response))
+    }
+}
+
+/// Bytes a second a body must keep arriving at, after a second's grace: a client that sends a
+/// byte every few seconds cannot hold a connection for the whole body timeout, which a flood
+/// of them would turn into every connection the server has.
+const BODY_RATE_FLOOR: f64 = 1024.0;
+
+/// A request's whole body, within API Gateway's size limit, arriving at no less than
+/// [`BODY_RATE_FLOOR`] and within `timeout` in all.
+async fn read_body(mut body: Incoming, timeout: Duration) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+    let started = tokio::time::Instant::now();
+    let mut collected = Vec::new();
+    loop {
+        let earned = Duration::from_secs_f64(1.0 + collected.len() as f64 / BODY_RATE_FLOOR);
+        let deadline = started + earned.min(timeout);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => return Ok(Bytes::from(collected)),
+            Ok(Some(Err(error))) => {
+                return Err(ApiError::Invalid(ValidationError::Malformed {
+                    field: "body",
+                    detail: format!("the request body could not be read: {error}"),
+                }));
+            }
+            Err(_) => {
+                return Err(ApiError::BodyTimeout {
+                    seconds: started.elapsed().as_secs().max(1),
+                });
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > GATEWAY_BODY_LIMIT {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: GATEWAY_BODY_LIMIT,
+                });
+            }
+            collected.extend_from_slice(&data);
+        }
     }
 }
 

@@ -70,6 +70,107 @@ fn the_challenge_program_way_of_connecting_is_served_to_the_end_with_1024_open_f
     );
 }
 
+/// The slow-body flood: 1,200 connections that send their headers, then a body byte every five
+/// seconds (and reconnect when closed), against the server at an open-file limit of 1,024,
+/// while other clients post ten times a second on connections they keep, giving up on an
+/// answer after two seconds. The body rate floor closes each slow body within about a second,
+/// so at least 99% of the other requests are answered (without it, the flood holds most of the
+/// connections for 30 s each, and the others' idle connections are closed to make room).
+#[test]
+fn a_slow_body_flood_cannot_starve_other_clients() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let server = ServerProcess::start(1024, &[]);
+    raise_open_files();
+    let addr = server.addr();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let slow = |stop: std::sync::Arc<AtomicBool>| {
+        move || {
+            let open = || -> Option<std::net::TcpStream> {
+                let mut stream = std::net::TcpStream::connect(addr).ok()?;
+                let head = "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n{";
+                stream.write_all(head.as_bytes()).ok()?;
+                Some(stream)
+            };
+            let mut streams: Vec<Option<std::net::TcpStream>> = (0..100).map(|_| open()).collect();
+            while !stop.load(Relaxed) {
+                for stream in streams.iter_mut() {
+                    let alive = stream.as_mut().is_some_and(|s| s.write_all(b" ").is_ok());
+                    if !alive {
+                        *stream = open();
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+    };
+    let attackers: Vec<_> = (0..12)
+        .map(|_| std::thread::spawn(slow(stop.clone())))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let (answered, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let message = Plan::generate(3, 10, 1, 0).flights[0][0].to_json();
+    let request = format!(
+        "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{message}",
+        message.len()
+    );
+    // Clients that keep their connection between requests and do not retry: a connection
+    // closed under them is a failed request.
+    let ask =
+        |stream: &mut Option<std::io::BufReader<std::net::TcpStream>>| -> std::io::Result<bool> {
+            use std::io::BufRead as _;
+            if stream.is_none() {
+                let timeout = Duration::from_secs(2);
+                let connected = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+                connected.set_read_timeout(Some(timeout))?;
+                *stream = Some(std::io::BufReader::new(connected));
+            }
+            let reader = stream.as_mut().expect("connected");
+            reader.get_mut().write_all(request.as_bytes())?;
+            let (mut status, mut line, mut length) = (String::new(), String::new(), 0);
+            reader.read_line(&mut status)?;
+            while reader.read_line(&mut line)? > 2 {
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body)?;
+            Ok(status.starts_with("HTTP/1.1 202"))
+        };
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let mut stream = None;
+                let until = std::time::Instant::now() + Duration::from_secs(12);
+                while std::time::Instant::now() < until {
+                    match ask(&mut stream) {
+                        Ok(true) => answered.fetch_add(1, Relaxed),
+                        _ => {
+                            stream = None;
+                            failed.fetch_add(1, Relaxed)
+                        }
+                    };
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    stop.store(true, Relaxed);
+    let (answered, failed) = (answered.into_inner(), failed.into_inner());
+    eprintln!("during the flood: {answered} answered, {failed} failed");
+    assert!(answered > 100, "{answered} answered");
+    assert!(
+        failed * 100 <= answered + failed,
+        "{failed} of {} failed",
+        answered + failed
+    );
+    for attacker in attackers {
+        attacker.join().unwrap();
+    }
+}
+
 #[test]
 fn a_second_signal_exits_at_once() {
     let mut server = ServerProcess::start(1024, &[]);
