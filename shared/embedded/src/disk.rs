@@ -265,6 +265,7 @@ impl DataDir {
         let reserve = Arc::new(AtomicU64::new(DISK_RESERVE));
         let later = Arc::new(Mutex::new(Vec::new()));
         let shared_spaces = Arc::new(RwLock::new(Some(spaces.clone())));
+        let watermark = Watermark::open(&watermark_path).map_err(io)?;
         let writer = Writer {
             path: path.clone(),
             later: later.clone(),
@@ -277,7 +278,7 @@ impl DataDir {
             recovered_at: Instant::now(),
             commit,
             synced: commit,
-            watermark_path,
+            watermark,
             watermarked: commit,
             watermark_at: Instant::now(),
         };
@@ -503,6 +504,27 @@ fn free_space(path: &Path) -> std::io::Result<u64> {
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
+/// The record of the last commit acknowledged (`acknowledged`): rewritten in place, a fixed
+/// width within one disk sector, and synced before the commit's waiters are answered, so that
+/// it never trails an acknowledgement.
+struct Watermark(std::fs::File);
+
+impl Watermark {
+    fn open(path: &Path) -> std::io::Result<Watermark> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(Watermark)
+    }
+
+    fn record(&self, commit: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        self.0
+            .write_all_at(format!("{commit:020}\n").as_bytes(), 0)?;
+        self.0.sync_data()
+    }
+}
+
 fn write_watermark(path: &Path, commit: u64) -> std::io::Result<()> {
     use std::io::Write as _;
     let temporary = path.with_extension("new");
@@ -532,7 +554,7 @@ struct Writer {
     /// The last commit written, and the last one synced.
     commit: u64,
     synced: u64,
-    watermark_path: PathBuf,
+    watermark: Watermark,
     watermarked: u64,
     watermark_at: Instant,
 }
@@ -757,11 +779,16 @@ impl Writer {
             self.database()
                 .persist(PersistMode::SyncData)
                 .map_err(failed)?;
-        }
-        self.commit = commit;
-        if sync {
+            // Before anyone is answered: a restart must find this commit, or refuse to start.
+            // (Until it is recorded the commit does not count as made, so a failure here leaves
+            // the directory refusing until a restart, which reads it afresh.)
+            self.watermark.record(commit).map_err(|e| {
+                DiskError(format!("recording the acknowledged commit failed: {e}").into())
+            })?;
+            self.watermarked = commit;
             self.synced = commit;
         }
+        self.commit = commit;
         Ok(())
     }
 
@@ -769,7 +796,7 @@ impl Writer {
         if self.watermarked == self.synced || self.refusal().is_some() {
             return;
         }
-        match write_watermark(&self.watermark_path, self.synced) {
+        match self.watermark.record(self.synced) {
             Ok(()) => {
                 self.watermarked = self.synced;
                 self.watermark_at = Instant::now();
@@ -867,6 +894,68 @@ pub(crate) mod tests {
         assert!(matches!(error, DataDirError::Damaged { .. }), "{error}");
         assert!(error.to_string().contains("was acknowledged"), "{error}");
         std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    /// As if the process were killed the moment a commit was acknowledged, and that commit's
+    /// bytes then lost: a copy of the directory taken right after each acknowledgement, its
+    /// journal's last bytes zeroed, is refused, never opened without the commit.
+    #[tokio::test]
+    async fn a_commit_lost_right_after_its_acknowledgement_is_refused() {
+        let path = scratch("acknowledged");
+        let dir = DataDir::open(&path).unwrap();
+        for n in 0..12u64 {
+            dir.submit(
+                vec![Op::Put(
+                    Space::History,
+                    n.to_be_bytes().to_vec(),
+                    vec![b'x'; 200],
+                )],
+                Wait::Synced,
+            )
+            .done()
+            .await
+            .unwrap();
+            let copy = scratch(&format!("acknowledged-{n}"));
+            for file in walk(&path) {
+                let to = copy.join(file.strip_prefix(&path).unwrap());
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&file, &to).unwrap();
+            }
+            let (journal, used) = journal(&copy);
+            let mut bytes = std::fs::read(&journal).unwrap();
+            bytes[used.saturating_sub(64)..used].fill(0);
+            std::fs::write(&journal, bytes).unwrap();
+            let opened = DataDir::open(&copy);
+            if let Ok(d) = &opened {
+                eprintln!(
+                    "n={n} opened: ack={:?} used={used}",
+                    std::fs::read_to_string(copy.join("acknowledged"))
+                );
+                drop(d);
+            }
+            let error = opened.err().expect("refused");
+            assert!(
+                error.to_string().contains("was acknowledged"),
+                "{n}: {error}"
+            );
+            std::fs::remove_dir_all(&copy).unwrap();
+        }
+        drop(dir);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    /// Every file under `path`.
+    fn walk(path: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path).unwrap() {
+            let entry = entry.unwrap().path();
+            if entry.is_dir() {
+                files.extend(walk(&entry));
+            } else {
+                files.push(entry);
+            }
+        }
+        files
     }
 
     #[tokio::test]
