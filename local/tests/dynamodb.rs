@@ -106,6 +106,7 @@ async fn listing(endpoint: &str) {
             stalled,
             limit: 5,
             after: None,
+            prefix: None,
         };
         let mut wanted: Vec<&Rocket> = expected
             .iter()

@@ -12,6 +12,7 @@
 //! - [`config`], [`telemetry`]: environment configuration and logging setup.
 //! - [`metrics`]: CloudWatch Embedded Metric Format documents.
 //! - [`backoff`]: jittered exponential waits between retries.
+//! - [`story`]: a rocket's state as of any of its messages.
 
 pub use rockets_domain::{listing, message, ordering, rocket};
 
@@ -20,4 +21,5 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod ports;
+pub mod story;
 pub mod telemetry;

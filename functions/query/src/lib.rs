@@ -38,6 +38,9 @@ const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 struct RocketList {
     rockets: Vec<Rocket>,
     next_cursor: Option<String>,
+    /// The store's totals, where it counts them in the same read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    totals: Option<rockets::listing::Totals>,
 }
 
 /// `GET /rockets/{channel}/events`.
@@ -88,13 +91,31 @@ pub async fn handle<R: RocketReader>(
             let list = RocketList {
                 next_cursor: page.next.map(|position| query.cursor(&position)),
                 rockets: page.rockets,
+                totals: page.totals,
             };
             Ok(json_response(StatusCode::OK, &list))
         }
-        Route::GetRocket(channel) => match reader.rocket(&channel).await? {
-            Some(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
-            None => Err(not_found(&channel)),
-        },
+        Route::GetRocket(channel) => {
+            let rocket = match param("asOf") {
+                None => reader.rocket(&channel).await?,
+                Some(raw) => {
+                    let n = raw.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        ValidationError::Invalid {
+                            field: "asOf",
+                            reason: "must be a whole number from 1 up".into(),
+                        }
+                    })?;
+                    rockets::story::state_as_of(reader, &channel, n).await?
+                }
+            };
+            match rocket {
+                Some(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
+                None if param("asOf").is_some() => Err(ApiError::NotFound(format!(
+                    "no rocket on channel {channel} with that many messages applied"
+                ))),
+                None => Err(not_found(&channel)),
+            }
+        }
         Route::GetHistory(channel) => {
             let after = match param("after") {
                 None => 0,

@@ -190,7 +190,11 @@ async fn an_empty_store_lists_nothing() {
     let store = EmbeddedStore::new();
     assert_eq!(
         get(&store, "/rockets").await,
-        (200, json!({"rockets": [], "nextCursor": null}))
+        (
+            200,
+            json!({"rockets": [], "nextCursor": null, "totals":
+                {"rockets": 0, "pending": 0, "launched": 0, "exploded": 0, "stalled": 0}})
+        )
     );
 }
 
@@ -507,4 +511,83 @@ async fn a_stalled_rocket_says_what_it_waits_for_and_the_check_counts_it() {
     assert_eq!(found, query::Stalls::default());
     let metrics = query::stall_metrics(&found).to_json(0);
     assert_eq!(metrics["OldestStallAge"], json!(0.0));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// `GET /rockets/{channel}?asOf=N` is the fold of the first N messages of the history,
+    /// for any flight and any N; past the last message, a 404.
+    #[test]
+    fn the_state_as_of_any_message_is_the_fold_of_the_history_up_to_it(
+        seed: u64,
+        length in 1u64..80,
+        pick in 0.0f64..1.0,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let store = EmbeddedStore::new();
+            let c = channel("story");
+            let messages = flight(&c, length, &mut Rng::new(seed));
+            let mut timeline = Timeline::empty(c.clone(), Utc::now());
+            for m in &messages {
+                timeline.receive(m.clone());
+            }
+            store.commit(0, &timeline.into_change().unwrap()).await.unwrap();
+            let n = 1 + ((length - 1) as f64 * pick) as u64;
+            let (status, body) = get(&store, &format!("/rockets/story?asOf={n}")).await;
+            proptest::prop_assert_eq!(status, 200);
+            let then: rockets::rocket::Rocket = serde_json::from_value(body).unwrap();
+            let folded = rockets::rocket::Rocket::fold(c.clone(), &messages[..n as usize], Utc::now());
+            proptest::prop_assert!(then.same_state(&folded), "{:?} != {:?}", then, folded);
+            let (status, _) = get(&store, &format!("/rockets/story?asOf={}", length + 1)).await;
+            proptest::prop_assert_eq!(status, 404);
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn as_of_names_the_parameter_when_it_is_not_a_message_number() {
+    let store = fleet(3, 5).await;
+    for bad in ["0", "-1", "1.5", "x", "99999999999999999999999"] {
+        let (status, body) = get(&store, &format!("/rockets/rocket-x?asOf={bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["field"], "asOf", "{bad}");
+    }
+    let (status, _) = get(&store, "/rockets/nobody?asOf=1").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn channels_are_found_by_their_beginning_and_the_totals_add_up() {
+    let store = fleet(40, 8).await;
+    let all = walk(&store, "sortBy=channel", 7).await;
+    let found = walk(&store, "channelPrefix=rocket-1", 3).await;
+    let wanted: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["channel"].as_str().unwrap().starts_with("rocket-1"))
+        .collect();
+    assert!(!wanted.is_empty());
+    assert_eq!(found.iter().collect::<Vec<_>>(), wanted);
+    let (_, page) = get(&store, "/rockets?limit=1").await;
+    let totals = &page["totals"];
+    assert_eq!(totals["rockets"], all.len());
+    let stalled = all
+        .iter()
+        .filter(|r| r["pendingMessages"].as_u64() > Some(0))
+        .count();
+    assert_eq!(totals["stalled"], stalled);
+    for bad in [
+        "channelPrefix=rocket&sortBy=speed",
+        "channelPrefix=rocket&stalled=true",
+        "channelPrefix=",
+    ] {
+        let (status, body) = get(&store, &format!("/rockets?{bad}")).await;
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("channelPrefix")),
+            "{bad}: {body}"
+        );
+    }
 }

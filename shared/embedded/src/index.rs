@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey};
+use rockets::listing::{ListQuery, Order, Position, RocketPage, SortKey, Totals};
 use rockets::message::Channel;
 use rockets::rocket::{Rocket, Status};
 
@@ -56,8 +56,71 @@ impl SortedIndex {
         }
     }
 
+    /// Up to `limit + 1` positions of channels starting with `prefix`, after the query's
+    /// cursor, in channel order: a range of the channel sets.
+    fn prefixed(&self, query: &ListQuery, prefix: &str) -> Vec<Position> {
+        let statuses: &[Status] = match &query.status {
+            Some(status) => std::slice::from_ref(status),
+            None => &Status::ALL,
+        };
+        let mut found: Vec<Position> = Vec::new();
+        for status in statuses {
+            let set = &self.sets[SortKey::Channel.index()][status.index()];
+            let start = (query.after.as_ref())
+                .filter(|_| query.order == Order::Asc)
+                .map_or(Bound::Unbounded, Bound::Excluded);
+            let matching = set
+                .range((start, Bound::Unbounded))
+                .skip_while(|p| p.channel.as_str() < prefix)
+                .take_while(|p| p.channel.as_str().starts_with(prefix))
+                .filter(|p| {
+                    query.order == Order::Asc || query.after.as_ref().is_none_or(|a| *p < a)
+                });
+            match query.order {
+                Order::Asc => found.extend(matching.take(query.limit + 1).cloned()),
+                Order::Desc => found.extend(matching.cloned()),
+            }
+        }
+        found.sort_unstable();
+        if query.order == Order::Desc {
+            found.reverse();
+        }
+        found.truncate(query.limit + 1);
+        found
+    }
+
+    /// How many rockets the sets hold, by status, and how many are stalled.
+    fn totals(&self) -> Totals {
+        let count =
+            |key: SortKey, status: Status| self.sets[key.index()][status.index()].len() as u64;
+        let floor = ListQuery {
+            stalled: true,
+            ..ListQuery::default()
+        }
+        .floor()
+        .expect("stalled has a floor");
+        let stalled: usize = (Status::ALL.iter())
+            .map(|s| {
+                self.sets[SortKey::PendingMessages.index()][s.index()]
+                    .range(&floor..)
+                    .count()
+            })
+            .sum();
+        let [pending, launched, exploded] = Status::ALL.map(|s| count(SortKey::Channel, s));
+        Totals {
+            rockets: pending + launched + exploded,
+            pending,
+            launched,
+            exploded,
+            stalled: stalled as u64,
+        }
+    }
+
     /// Up to `limit + 1` positions after the query's cursor, in the query's order.
     fn page(&self, query: &ListQuery) -> Vec<Position> {
+        if let Some(prefix) = &query.prefix {
+            return self.prefixed(query, prefix);
+        }
         let want = query.limit + 1;
         let statuses: &[Status] = match &query.status {
             Some(status) => std::slice::from_ref(status),
@@ -121,7 +184,11 @@ impl SortedIndex {
             positions.last().cloned().expect("limit is at least 1")
         });
         let rockets = positions.iter().map(|p| rocket(&p.channel)).collect();
-        RocketPage { rockets, next }
+        RocketPage {
+            rockets,
+            next,
+            totals: Some(self.totals()),
+        }
     }
 }
 

@@ -113,6 +113,30 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
             .same_state(&snapshot.rocket)
     );
 
+    // The state as of each message, folded from the history.
+    for n in 1..=3 {
+        let then = rockets::story::state_as_of(store, &c, n)
+            .await
+            .unwrap()
+            .unwrap();
+        let folded = rockets::rocket::Rocket::fold(c.clone(), &m[..n as usize], Utc::now());
+        assert!(then.same_state(&folded), "as of {n}: {then:?}");
+        assert_eq!(then.updated_at, m[n as usize - 1].time.to_utc());
+    }
+    for past in [0, 4] {
+        assert_eq!(
+            rockets::story::state_as_of(store, &c, past).await.unwrap(),
+            None
+        );
+    }
+    let unknown = channel(&unique_name("never"));
+    assert_eq!(
+        rockets::story::state_as_of(store, &unknown, 1)
+            .await
+            .unwrap(),
+        None
+    );
+
     // History, in pages, and lookups by number.
     assert_eq!(store.history(&c, 0, 2).await.unwrap().unwrap(), m[..2]);
     assert_eq!(store.history(&c, 2, 10).await.unwrap().unwrap(), m[2..3]);
@@ -148,6 +172,7 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
 
     parked_view(store).await;
     parked_expiry(store).await;
+    prefixed_listing(store).await;
     long_escaped_text(store).await;
     listing(store).await;
 }
@@ -185,6 +210,53 @@ async fn parked_view<S: ChannelStore>(store: &S) {
         without_times(whole.parked),
         ParkedView::all(m[2..].to_vec())
     );
+}
+
+/// Channels found by their beginning, a page at a time, both ways; and the store's totals,
+/// which add up.
+async fn prefixed_listing<S: ChannelStore + RocketReader>(store: &S) {
+    let stem = unique_name("prefix");
+    let names = [format!("{stem}a"), format!("{stem}ab"), format!("{stem}b")];
+    for name in &names {
+        let c = channel(name);
+        let (t, version) = open(store, &c).await;
+        let first = flight(&c, 1, &mut Rng::new(3));
+        store
+            .commit(version, &change(t, &[&first[0]]))
+            .await
+            .unwrap();
+    }
+    for (order, wanted) in [
+        (Order::Asc, [&names[0], &names[1]]),
+        (Order::Desc, [&names[1], &names[0]]),
+    ] {
+        let mut query = ListQuery {
+            order,
+            limit: 1,
+            prefix: Some(format!("{stem}a").into()),
+            ..ListQuery::default()
+        };
+        let mut walked = Vec::new();
+        loop {
+            let page = store.rockets(&query).await.unwrap();
+            if let Some(totals) = page.totals {
+                assert_eq!(
+                    totals.rockets,
+                    totals.pending + totals.launched + totals.exploded
+                );
+                assert!(
+                    totals.rockets >= 3 && totals.stalled <= totals.rockets,
+                    "{totals:?}"
+                );
+            }
+            walked.extend(page.rockets.into_iter().map(|r| r.channel.to_string()));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(walked, wanted.map(String::clone), "{order:?}");
+    }
 }
 
 /// A store says when each parked message parked and lists them all; expired ones stop counting,
@@ -279,6 +351,7 @@ async fn long_escaped_text<S: ChannelStore + RocketReader>(store: &S) {
             stalled: false,
             limit: 1000,
             after: None,
+            prefix: None,
         };
         let page = store.rockets(&query).await.unwrap();
         assert!(page.rockets.iter().any(|r| r.channel == c), "{sort_by:?}");
@@ -369,6 +442,7 @@ async fn listing<S: ChannelStore + RocketReader>(store: &S) {
             stalled,
             limit: 2,
             after: None,
+            prefix: None,
         };
         let mut walked = Vec::new();
         for _ in 0..20 {

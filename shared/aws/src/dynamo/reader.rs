@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 
 use super::{DynamoStore, EVENT, LISTING, PK, SK, STATE, envelope, key, rocket, s, sort_key};
 use crate::store_error;
-use rockets::listing::{ListQuery, RocketPage};
+use rockets::listing::{ListQuery, RocketPage, Totals};
 use rockets::message::{Channel, Envelope, MessageNumber};
 use rockets::ports::{RocketReader, StoreError};
 use rockets::rocket::Rocket;
@@ -76,13 +76,15 @@ impl DynamoStore {
         }
     }
 
-    /// The first `limit + 1` rockets `query` lists from one segment of the listing index.
+    /// The first `limit + 1` rockets `query` lists from one segment of the listing index, and
+    /// the segment's totals.
     async fn best_of_segment(
         &self,
         query: &ListQuery,
         segment: i32,
-    ) -> Result<Vec<Rocket>, StoreError> {
+    ) -> Result<(Vec<Rocket>, Totals), StoreError> {
         let mut best = Vec::new();
+        let mut totals = Totals::default();
         let mut start = None;
         loop {
             let output = self
@@ -97,16 +99,12 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|e| store_error("scan the listing", e))?;
-            let read = output.items().iter().map(rocket);
-            best = query.best(
-                best.into_iter()
-                    .map(Ok)
-                    .chain(read)
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
+            let read = (output.items().iter().map(rocket)).collect::<Result<Vec<_>, _>>()?;
+            read.iter().for_each(|rocket| totals.count(rocket));
+            best = query.best(best.into_iter().chain(read));
             start = output.last_evaluated_key;
             if start.is_none() {
-                return Ok(best);
+                return Ok((best, totals));
             }
         }
     }
@@ -123,11 +121,16 @@ impl RocketReader for DynamoStore {
 
     async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
         let segments = (0..LISTING_SEGMENTS).map(|segment| self.best_of_segment(query, segment));
-        let mut best = Vec::new();
+        let (mut best, mut totals) = (Vec::new(), Totals::default());
         for segment in join_all(segments).await {
-            best.extend(segment?);
+            let (rockets, counted) = segment?;
+            best.extend(rockets);
+            totals += counted;
         }
-        Ok(query.page_of(best))
+        Ok(RocketPage {
+            totals: Some(totals),
+            ..query.page_of(best)
+        })
     }
 
     async fn history(

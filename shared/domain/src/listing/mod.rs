@@ -197,6 +197,9 @@ pub struct ListQuery {
     pub limit: usize,
     /// Start strictly after this position (from the cursor).
     pub after: Option<Position>,
+    /// Only rockets whose channel starts with this (`channelPrefix`); the order is then by
+    /// channel, so the prefix is a range of the order.
+    pub prefix: Option<Arc<str>>,
 }
 
 impl Default for ListQuery {
@@ -208,15 +211,51 @@ impl Default for ListQuery {
             stalled: false,
             limit: DEFAULT_LIMIT,
             after: None,
+            prefix: None,
         }
     }
 }
 
-/// One page of rockets and where the next one starts.
+/// One page of rockets and where the next one starts, and the store's totals when it counts
+/// them in the same read.
 #[derive(Clone, PartialEq, Debug)]
 pub struct RocketPage {
     pub rockets: Vec<Rocket>,
     pub next: Option<Position>,
+    pub totals: Option<Totals>,
+}
+
+/// How many rockets the store holds, by status, and how many are stalled behind a gap.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+pub struct Totals {
+    pub rockets: u64,
+    pub pending: u64,
+    pub launched: u64,
+    pub exploded: u64,
+    pub stalled: u64,
+}
+
+impl Totals {
+    /// Counts one more rocket.
+    pub fn count(&mut self, rocket: &Rocket) {
+        self.rockets += 1;
+        *match rocket.status {
+            Status::Pending => &mut self.pending,
+            Status::Launched => &mut self.launched,
+            Status::Exploded => &mut self.exploded,
+        } += 1;
+        self.stalled += u64::from(rocket.pending_messages > 0);
+    }
+}
+
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, other: Totals) {
+        self.rockets += other.rockets;
+        self.pending += other.pending;
+        self.launched += other.launched;
+        self.exploded += other.exploded;
+        self.stalled += other.stalled;
+    }
 }
 
 /// What the cursor carries: the position, and the query it belongs to.
@@ -232,6 +271,8 @@ struct CursorBody {
     stalled: bool,
     #[serde(rename = "p")]
     after: Position,
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    prefix: Option<Arc<str>>,
 }
 
 impl ListQuery {
@@ -278,6 +319,18 @@ impl ListQuery {
                 }
             }
         }
+        if let Some(raw) = param("channelPrefix") {
+            let invalid = |reason: &str| ValidationError::invalid("channelPrefix", reason);
+            Channel::parse(raw).map_err(|reason| invalid(&reason))?;
+            if query.stalled || param("sortBy").is_some_and(|_| query.sort_by != SortKey::Channel) {
+                return Err(invalid(
+                    "lists rockets by channel: use it without sortBy and stalled, or with \
+                     sortBy=channel",
+                ));
+            }
+            query.sort_by = SortKey::Channel;
+            query.prefix = Some(raw.into());
+        }
         if let Some(raw) = param("limit") {
             query.limit = parse_limit(raw, "limit", MAX_LIMIT)?;
         }
@@ -295,6 +348,7 @@ impl ListQuery {
             status: self.status,
             stalled: self.stalled,
             after: position.clone(),
+            prefix: self.prefix.clone(),
         };
         let body = serde_json::to_vec(&body).expect("cursor serialises");
         format!("{CURSOR_VERSION}{}", URL_SAFE_NO_PAD.encode(&body))
@@ -308,12 +362,22 @@ impl ListQuery {
         let body = raw.strip_prefix(CURSOR_VERSION).ok_or_else(not_ours)?;
         let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| not_ours())?;
         let body: CursorBody = serde_json::from_slice(&body).map_err(|_| not_ours())?;
-        if (body.sort_by, body.order, body.status, body.stalled)
-            != (self.sort_by, self.order, self.status, self.stalled)
-        {
+        if (
+            body.sort_by,
+            body.order,
+            body.status,
+            body.stalled,
+            &body.prefix,
+        ) != (
+            self.sort_by,
+            self.order,
+            self.status,
+            self.stalled,
+            &self.prefix,
+        ) {
             return Err(ValidationError::invalid(
                 "cursor",
-                "belongs to a different sortBy, order, status or stalled",
+                "belongs to a different sortBy, order, status, stalled or channelPrefix",
             ));
         }
         if !self.sort_by.can_hold(&body.after.value) {
@@ -325,6 +389,7 @@ impl ListQuery {
     /// Whether a rocket at `position` in this query's order is listed after its cursor.
     fn lists(&self, rocket: &Rocket, position: &Position) -> bool {
         self.status.is_none_or(|status| rocket.status == status)
+            && (self.prefix.as_deref()).is_none_or(|p| rocket.channel.as_str().starts_with(p))
             && self.floor().is_none_or(|floor| *position >= floor)
             && self.after.as_ref().is_none_or(|after| match self.order {
                 Order::Asc => position > after,
@@ -362,7 +427,11 @@ impl ListQuery {
             self.sort_by
                 .position(rockets.last().expect("limit is at least 1"))
         });
-        RocketPage { rockets, next }
+        RocketPage {
+            rockets,
+            next,
+            totals: None,
+        }
     }
 
     /// The lowest position this query lists, when it lists only part of its order: for
@@ -583,6 +652,7 @@ mod tests {
                 stalled,
                 limit,
                 after: None,
+                prefix: None,
             };
             let mut wanted: Vec<&Rocket> = rockets
                 .iter()

@@ -1,0 +1,51 @@
+//! A rocket's story: its state as of any message, folded from its history.
+
+use crate::message::Channel;
+use crate::ports::{RocketReader, StoreError};
+use crate::rocket::Rocket;
+
+/// History read per page while folding, so that memory stays bounded however far back.
+const PAGE: usize = 1000;
+
+/// The rocket of `channel` as the in-order fold of its first `n` messages, read from its
+/// history a page at a time (at most the `n` messages it folds); `None` for a channel never
+/// seen, or `n` past the messages it has applied. It waits for nothing and was last changed
+/// when message `n` was sent.
+pub async fn state_as_of<R: RocketReader>(
+    reader: &R,
+    channel: &Channel,
+    n: u64,
+) -> Result<Option<Rocket>, StoreError> {
+    let Some(now) = reader.rocket(channel).await? else {
+        return Ok(None);
+    };
+    if n == 0 || n > now.last_message_number {
+        return Ok(None);
+    }
+    let mut rocket = Rocket::new(channel.clone(), now.updated_at);
+    while rocket.last_message_number < n {
+        let after = rocket.last_message_number;
+        let wanted = usize::try_from(n - after).unwrap_or(PAGE).min(PAGE);
+        let page = reader.history(channel, after, wanted).await?;
+        let page = page.unwrap_or_default();
+        if page.is_empty() {
+            return Err(StoreError::Failed(
+                format!("the history of {channel} ends at message {after}, before {n}").into(),
+            ));
+        }
+        for message in &page {
+            if message.number.get() != rocket.next_number() {
+                return Err(StoreError::Failed(
+                    format!(
+                        "the history of {channel} skips from {after} to {}",
+                        message.number
+                    )
+                    .into(),
+                ));
+            }
+            rocket.apply(message);
+            rocket.updated_at = message.time.to_utc();
+        }
+    }
+    Ok(Some(rocket))
+}
