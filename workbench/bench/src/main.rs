@@ -11,6 +11,7 @@ mod parked;
 mod partitions;
 mod pipeline;
 mod stats;
+mod story;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,8 +21,8 @@ use chrono::Utc;
 
 pub(crate) struct Options {
     quick: bool,
-    /// Run only these sections (core, listing, pipeline, launch, cost, parked, coldstart); all
-    /// when empty.
+    /// Run only these sections (core, listing, story, pipeline, durable, launch, cost, parked,
+    /// partitions, coldstart); all when empty.
     only: Vec<String>,
     out: PathBuf,
     lambda_dir: PathBuf,
@@ -119,7 +120,7 @@ fn main() {
     );
 
     let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
-    let sections: [(&str, &str, &dyn Fn() -> String); 9] = [
+    let sections: [(&str, &str, &dyn Fn() -> String); 10] = [
         ("core", "The core: validating and folding", &|| {
             folding::report(options.quick)
         }),
@@ -131,6 +132,9 @@ fn main() {
             "Pipeline throughput and latency (local server, embedded backends)",
             &|| pipeline::report(&options),
         ),
+        ("story", "A rocket's state as of a message", &|| {
+            story::report(options.quick)
+        }),
         ("durable", "The data directory at size", &|| {
             durable::report(options.quick)
         }),
