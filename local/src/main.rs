@@ -95,14 +95,19 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run() -> Result<(), Error> {
-    let mut config = LocalConfig::from_env()?;
-    if let Some(files) = rockets_local::limits::raise_open_files() {
-        tracing::debug!(open_files = files, "open-file limit");
-    }
-    let (mut aws, mut bootstrap, mut bootstrap_only) = (false, false, false);
-    let (mut event_source, mut invoke, mut function) = (false, None, "ApplyFunction".to_string());
-    let mut parked: Option<(String, String)> = None;
+/// What the command line asks for.
+enum Command {
+    Help,
+    Bootstrap,
+    Parked { action: String, channel: String },
+    EventSource { invoke: String, function: String },
+    Serve { bootstrap: bool },
+}
+
+/// The command and the backend (`--aws`), with `config` changed as the flags say.
+fn parse_args(config: &mut LocalConfig) -> Result<(Command, bool), Error> {
+    let (mut aws, mut bootstrap, mut event_source, mut command) = (false, false, false, None);
+    let (mut invoke, mut function) = (None, "ApplyFunction".to_string());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -119,59 +124,69 @@ async fn run() -> Result<(), Error> {
             "--in-memory" => config.storage = Storage::Memory,
             "--aws" => aws = true,
             "--bootstrap" => bootstrap = true,
-            "bootstrap" => bootstrap_only = true,
+            "bootstrap" => command = Some(Command::Bootstrap),
             "event-source" => event_source = true,
             "parked" => {
                 let action = args.next().ok_or("parked needs list or purge")?;
                 let channel = args.next().ok_or("parked needs a channel")?;
-                parked = Some((action, channel));
+                command = Some(Command::Parked { action, channel });
             }
             "--invoke" => invoke = Some(args.next().ok_or("--invoke needs a URL")?),
             "--function" => function = args.next().ok_or("--function needs a name")?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
+            "-h" | "--help" => return Ok((Command::Help, aws)),
             other => return Err(format!("unexpected argument {other}").into()),
         }
     }
-    if bootstrap_only {
-        let (table, queues) = create_resources(&config).await?;
-        println!(
-            "TABLE_NAME={table}\nQUEUE_URL={}\nDEAD_LETTER_QUEUE_URL={}",
-            queues.url, queues.dead_letter_url
-        );
-        return Ok(());
+    let command = match command {
+        _ if event_source => Command::EventSource {
+            invoke: invoke.ok_or("event-source needs --invoke URL")?,
+            function,
+        },
+        Some(command) => command,
+        None => Command::Serve { bootstrap },
+    };
+    Ok((command, aws))
+}
+
+async fn run() -> Result<(), Error> {
+    let mut config = LocalConfig::from_env()?;
+    if let Some(files) = rockets_local::limits::raise_open_files() {
+        tracing::debug!(open_files = files, "open-file limit");
     }
-    if let Some((action, channel)) = parked {
-        let channel = rockets::message::Channel::parse(&channel)
-            .map_err(|e| format!("channel {channel:?} {e}"))?;
-        return if aws {
-            let store = DynamoStore::from_env(&sdk_config().await)?;
-            parked_messages(&store, &action, &channel).await
-        } else {
-            let Storage::Dir(dir) = &config.storage else {
-                return Err("parked needs a data directory or --aws".into());
-            };
-            let store =
-                rockets_embedded::DurableStore::open(&rockets_embedded::DataDir::open(dir)?)?;
-            parked_messages(&store, &action, &channel).await
-        };
+    match parse_args(&mut config)? {
+        (Command::Help, _) => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        (Command::Bootstrap, _) => {
+            let (table, queues) = create_resources(&config).await?;
+            println!(
+                "TABLE_NAME={table}\nQUEUE_URL={}\nDEAD_LETTER_QUEUE_URL={}",
+                queues.url, queues.dead_letter_url
+            );
+            Ok(())
+        }
+        (Command::Parked { action, channel }, aws) => parked(&config, aws, &action, &channel).await,
+        (Command::EventSource { invoke, function }, _) => {
+            let invoker = Invoker::new(&invoke, &function, config.queue.visibility_timeout)?;
+            let queue = SqsQueue::from_env(&sdk_config().await)?;
+            println!(
+                "rockets-local event source: {} -> {function} at {invoke}",
+                queue.url()
+            );
+            Ok(rockets_local::run_event_source(&config, queue, invoker).await?)
+        }
+        (Command::Serve { bootstrap }, aws) => serve(&config, aws, bootstrap).await,
     }
-    if event_source {
-        let invoke = invoke.ok_or("event-source needs --invoke URL")?;
-        let invoker = Invoker::new(&invoke, &function, config.queue.visibility_timeout)?;
-        let queue = SqsQueue::from_env(&sdk_config().await)?;
-        println!(
-            "rockets-local event source: {} -> {function} at {invoke}",
-            queue.url()
-        );
-        return Ok(rockets_local::run_event_source(&config, queue, invoker).await?);
-    }
+}
+
+/// Serves the pipeline on AWS backends (`aws`, creating them first with `bootstrap`) or on
+/// embedded ones, until a signal stops it.
+async fn serve(config: &LocalConfig, aws: bool, bootstrap: bool) -> Result<(), Error> {
     let server = if aws {
         let sdk = sdk_config().await;
         let (queue, store) = if bootstrap {
-            let (table, queues) = create_resources(&config).await?;
+            let (table, queues) = create_resources(config).await?;
             (
                 SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queues.url),
                 DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
@@ -184,14 +199,14 @@ async fn run() -> Result<(), Error> {
             Ok(named) => RedriveTarget::known(queue.clone(), named),
             Err(_) => queue.redrive_target(),
         };
-        start_aws(&config, queue, dead_letters, store)
+        start_aws(config, queue, dead_letters, store)
             .await
             .map_err(|source| StartError::Listen {
                 listen: config.listen,
                 source,
             })?
     } else {
-        start_embedded(&config).await?
+        start_embedded(config).await?
     };
     let urls: Vec<String> = server
         .addrs()
@@ -200,6 +215,21 @@ async fn run() -> Result<(), Error> {
         .collect();
     println!("rockets-local listening on {}", urls.join(" "));
     Ok(server.wait().await?)
+}
+
+/// `parked list|purge CHANNEL`, in the table (`aws`) or the data directory.
+async fn parked(config: &LocalConfig, aws: bool, action: &str, channel: &str) -> Result<(), Error> {
+    let channel = rockets::message::Channel::parse(channel)
+        .map_err(|e| format!("channel {channel:?} {e}"))?;
+    if aws {
+        let store = DynamoStore::from_env(&sdk_config().await)?;
+        return parked_messages(&store, action, &channel).await;
+    }
+    let Storage::Dir(dir) = &config.storage else {
+        return Err("parked needs a data directory or --aws".into());
+    };
+    let store = rockets_embedded::DurableStore::open(&rockets_embedded::DataDir::open(dir)?)?;
+    parked_messages(&store, action, &channel).await
 }
 
 /// `parked list` prints a channel's parked messages; `parked purge` expires them all.

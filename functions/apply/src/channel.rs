@@ -42,13 +42,32 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
     messages: &[Envelope],
 ) -> Result<Applied, ChannelError> {
     let started = Instant::now();
+    let mut applied = receive(store, settings, channel, messages).await?;
+    if let Some(version) = applied.unfinished_at.take() {
+        let budget = settings.drain_budget.saturating_sub(started.elapsed());
+        applied.unfinished_at = drain(
+            store,
+            settings,
+            channel,
+            version,
+            budget,
+            &mut applied.summary,
+        )
+        .await?;
+    }
+    Ok(applied)
+}
+
+/// The batch's own commit: its messages received by the channel's timeline, committed against
+/// the version loaded. `unfinished_at` is the version it committed when a drain may go on.
+async fn receive<S: ChannelStore>(
+    store: &S,
+    settings: &Settings,
+    channel: &Channel,
+    messages: &[Envelope],
+) -> Result<Applied, ChannelError> {
     let probe: Vec<MessageNumber> = messages.iter().map(|m| m.number).collect();
-    let mut attempt = 0;
-    let (mut summary, refused, mut drain_more, mut version) = loop {
-        attempt += 1;
-        if attempt > MAX_COMMIT_ATTEMPTS {
-            return Err(ChannelError::Contended);
-        }
+    for attempt in 1..=MAX_COMMIT_ATTEMPTS {
         let (mut timeline, version) = open(store, settings, channel, &probe).await?;
         let outcomes: Vec<Received> = messages
             .iter()
@@ -59,42 +78,53 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
             None => CommitOutcome::Committed,
             Some(change) => store.commit(version, change).await?,
         };
-        match outcome {
-            CommitOutcome::Committed => {
-                let mut summary = summarise(store, channel, messages, &outcomes).await;
-                summary.commit_retries = (attempt - 1) as usize;
-                if let Some(change) = &change {
-                    // What the commit applied beyond the batch's own messages was drained, also
-                    // what a load found next in line before any message was received.
-                    let own = outcomes
-                        .iter()
-                        .filter(|o| matches!(o, Received::Applied { .. }))
-                        .count();
-                    summary.applied = change.applied.len();
-                    summary.drained = change.applied.len() - own;
-                    summary.expired = change.expired.len();
-                }
-                let refused = (outcomes.iter().enumerate())
-                    .filter(|(_, o)| **o == Received::OverParkLimit)
-                    .map(|(i, _)| i)
-                    .collect();
-                let drain_more = change.as_ref().is_some_and(|c| c.drain_more);
-                break (summary, refused, drain_more, version + 1);
-            }
-            CommitOutcome::VersionMismatch => {
-                tracing::debug!(%channel, attempt, "commit lost to a concurrent applier; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-            }
+        if outcome == CommitOutcome::VersionMismatch {
+            tracing::debug!(%channel, attempt, "commit lost to a concurrent applier; retrying");
+            tokio::time::sleep(backoff(attempt)).await;
+            continue;
         }
-    };
+        let mut summary = summarise(store, channel, messages, &outcomes).await;
+        summary.commit_retries = (attempt - 1) as usize;
+        if let Some(change) = &change {
+            // What the commit applied beyond the batch's own messages was drained, also what a
+            // load found next in line before any message was received.
+            let own = outcomes
+                .iter()
+                .filter(|o| matches!(o, Received::Applied { .. }))
+                .count();
+            summary.applied = change.applied.len();
+            summary.drained = change.applied.len() - own;
+            summary.expired = change.expired.len();
+        }
+        let refused = (outcomes.iter().enumerate())
+            .filter(|(_, o)| **o == Received::OverParkLimit)
+            .map(|(i, _)| i)
+            .collect();
+        let drain_more = change.as_ref().is_some_and(|c| c.drain_more);
+        return Ok(Applied {
+            summary,
+            refused,
+            unfinished_at: drain_more.then_some(version + 1),
+        });
+    }
+    Err(ChannelError::Contended)
+}
+
+/// Further drain rounds from `version`, each a load and a commit, while more may be parked and
+/// `budget` lasts; the version to go on from when the budget ran out first.
+async fn drain<S: ChannelStore>(
+    store: &S,
+    settings: &Settings,
+    channel: &Channel,
+    mut version: u64,
+    budget: std::time::Duration,
+    summary: &mut crate::BatchSummary,
+) -> Result<Option<u64>, ChannelError> {
+    let started = Instant::now();
     let mut attempt = 0;
-    while drain_more {
-        if started.elapsed() >= settings.drain_budget {
-            return Ok(Applied {
-                summary,
-                refused,
-                unfinished_at: Some(version),
-            });
+    loop {
+        if started.elapsed() >= budget {
+            return Ok(Some(version));
         }
         attempt += 1;
         if attempt > MAX_COMMIT_ATTEMPTS {
@@ -102,14 +132,16 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
         }
         let (timeline, loaded) = open(store, settings, channel, &[]).await?;
         let Some(change) = timeline.into_change() else {
-            break;
+            return Ok(None);
         };
         match store.commit(loaded, &change).await? {
             CommitOutcome::Committed => {
                 summary.applied += change.applied.len();
                 summary.drained += change.applied.len();
                 summary.expired += change.expired.len();
-                drain_more = change.drain_more;
+                if !change.drain_more {
+                    return Ok(None);
+                }
                 version = loaded + 1;
                 attempt = 0;
             }
@@ -121,11 +153,6 @@ pub(crate) async fn apply_messages<S: ChannelStore>(
             }
         }
     }
-    Ok(Applied {
-        summary,
-        refused,
-        unfinished_at: None,
-    })
 }
 
 /// The channel's timeline and version, as far as one load reads it.

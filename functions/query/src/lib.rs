@@ -81,72 +81,86 @@ pub async fn handle<R: RocketReader>(
             Some(DASHBOARD_CSP),
         )),
         Route::ApiDocument => Ok(document("application/yaml", OPENAPI_YAML, None)),
-        Route::ListRockets => {
-            let query = ListQuery::from_params(param)?;
-            let mut page = reader.rockets(&query).await?;
-            if within_budget(&mut page.rockets) {
-                let last = page.rockets.last().expect("a cut page keeps one rocket");
-                page.next = Some(query.sort_by.position(last));
-            }
-            let list = RocketList {
-                next_cursor: page.next.map(|position| query.cursor(&position)),
-                rockets: page.rockets,
-                totals: page.totals,
-            };
-            Ok(json_response(StatusCode::OK, &list))
-        }
-        Route::GetRocket(channel) => {
-            let rocket = match param("asOf") {
-                None => reader.rocket(&channel).await?,
-                Some(raw) => {
-                    let n = raw.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        ValidationError::Invalid {
-                            field: "asOf",
-                            reason: "must be a whole number from 1 up".into(),
-                        }
-                    })?;
-                    rockets::story::state_as_of(reader, &channel, n).await?
-                }
-            };
-            match rocket {
-                Some(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
-                None if param("asOf").is_some() => Err(ApiError::NotFound(format!(
-                    "no rocket on channel {channel} with that many messages applied"
-                ))),
-                None => Err(not_found(&channel)),
-            }
-        }
+        Route::ListRockets => list(reader, ListQuery::from_params(param)?).await,
+        Route::GetRocket(channel) => rocket(reader, channel, param("asOf")).await,
         Route::GetHistory(channel) => {
-            let after = match param("after") {
-                None => 0,
-                Some(raw) => raw.parse::<u64>().map_err(|_| ValidationError::Invalid {
-                    field: "after",
-                    reason: "must be a non-negative integer".into(),
-                })?,
-            };
-            let limit = param("limit").map_or(Ok(DEFAULT_LIMIT), |raw| {
-                parse_limit(raw, "limit", MAX_LIMIT)
-            })?;
-            let mut events = reader
-                .history(&channel, after, limit)
-                .await?
-                .ok_or_else(|| not_found(&channel))?;
-            let cut = within_budget(&mut events);
-            let next_after = (cut || events.len() == limit)
-                .then(|| events.last().map(|m| m.number))
-                .flatten();
-            let history = History {
-                channel,
-                events,
-                next_after,
-            };
-            Ok(json_response(StatusCode::OK, &history))
+            history(reader, channel, param("after"), param("limit")).await
         }
         Route::PostMessage => Err(ApiError::NotFound(format!(
             "no route for {}",
             api_path(&request)
         ))),
     }
+}
+
+/// `GET /rockets`: a page, cut to the response budget if it must be.
+async fn list<R: RocketReader>(reader: &R, query: ListQuery) -> Result<Response<Body>, ApiError> {
+    let mut page = reader.rockets(&query).await?;
+    if within_budget(&mut page.rockets) {
+        let last = page.rockets.last().expect("a cut page keeps one rocket");
+        page.next = Some(query.sort_by.position(last));
+    }
+    let list = RocketList {
+        next_cursor: page.next.map(|position| query.cursor(&position)),
+        rockets: page.rockets,
+        totals: page.totals,
+    };
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+/// `GET /rockets/{channel}`, now or as of message `as_of`.
+async fn rocket<R: RocketReader>(
+    reader: &R,
+    channel: Channel,
+    as_of: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let Some(raw) = as_of else {
+        let rocket = reader.rocket(&channel).await?;
+        let rocket = rocket.ok_or_else(|| not_found(&channel))?;
+        return Ok(json_response(StatusCode::OK, &rocket));
+    };
+    let n =
+        (raw.parse::<u64>().ok().filter(|n| *n >= 1)).ok_or_else(|| ValidationError::Invalid {
+            field: "asOf",
+            reason: "must be a whole number from 1 up".into(),
+        })?;
+    match rockets::story::state_as_of(reader, &channel, n).await? {
+        Some(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
+        None => Err(ApiError::NotFound(format!(
+            "no rocket on channel {channel} with {n} messages applied"
+        ))),
+    }
+}
+
+/// `GET /rockets/{channel}/events`: applied messages after `after`, a page at a time.
+async fn history<R: RocketReader>(
+    reader: &R,
+    channel: Channel,
+    after: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let after = match after {
+        None => 0,
+        Some(raw) => raw.parse::<u64>().map_err(|_| ValidationError::Invalid {
+            field: "after",
+            reason: "must be a non-negative integer".into(),
+        })?,
+    };
+    let limit = limit.map_or(Ok(DEFAULT_LIMIT), |raw| {
+        parse_limit(raw, "limit", MAX_LIMIT)
+    })?;
+    let mut events =
+        (reader.history(&channel, after, limit).await?).ok_or_else(|| not_found(&channel))?;
+    let cut = within_budget(&mut events);
+    let next_after = (cut || events.len() == limit)
+        .then(|| events.last().map(|m| m.number))
+        .flatten();
+    let history = History {
+        channel,
+        events,
+        next_after,
+    };
+    Ok(json_response(StatusCode::OK, &history))
 }
 
 fn document(content_type: &str, text: &'static str, policy: Option<&str>) -> Response<Body> {

@@ -217,49 +217,12 @@ impl DataDir {
             fjall::Error::Io(source) => io(source),
             other => damaged(other.to_string()),
         })?;
-        let meta = spaces.get(Space::Meta);
-        let read = |key: &[u8]| {
-            meta.get(key)
-                .map(|v| v.map(|v| v.to_vec()))
-                .map_err(|e| damaged(e.to_string()))
-        };
         let watermark_path = path.join(WATERMARK_FILE);
-        let commit = match read(FORMAT_KEY)? {
-            Some(format) if format == FORMAT => {
-                let commit = read(COMMIT_KEY)?
-                    .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-                    .ok_or_else(|| damaged("its commit counter is missing".into()))?;
-                let acknowledged = std::fs::read_to_string(&watermark_path)
-                    .map_err(|e| damaged(format!("{WATERMARK_FILE}: {e}")))?;
-                let acknowledged: u64 = acknowledged
-                    .trim()
-                    .parse()
-                    .map_err(|_| damaged(format!("{WATERMARK_FILE} is not a number")))?;
-                if commit < acknowledged {
-                    return Err(damaged(format!(
-                        "its last commit is {commit}, but commit {acknowledged} was acknowledged"
-                    )));
-                }
-                commit
-            }
-            Some(_) => return Err(damaged("it is not a rockets-local data directory".into())),
-            None => {
-                let empty = Space::ALL
-                    .iter()
-                    .all(|space| spaces.get(*space).first_key_value().is_none());
-                if !empty {
-                    return Err(damaged("its format record is missing".into()));
-                }
-                let mut batch = db.batch();
-                batch.insert(meta, FORMAT_KEY, FORMAT);
-                batch.insert(meta, COMMIT_KEY, 0u64.to_be_bytes().to_vec());
-                batch.commit().map_err(|e| damaged(e.to_string()))?;
-                db.persist(PersistMode::SyncAll)
-                    .map_err(|e| damaged(e.to_string()))?;
-                write_watermark(&watermark_path, 0).map_err(io)?;
-                0
-            }
-        };
+        let commit =
+            last_commit(&db, &spaces, &watermark_path).map_err(|unusable| match unusable {
+                Unusable::Damaged(detail) => damaged(detail),
+                Unusable::Io(source) => io(source),
+            })?;
         let (submit, submissions) = mpsc::channel();
         let refusing = Arc::new(Mutex::new(None));
         let reserve = Arc::new(AtomicU64::new(DISK_RESERVE));
@@ -460,6 +423,58 @@ fn batch_scheduling() {
         let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
         if result != 0 {
             tracing::debug!("the writer keeps the default scheduling policy");
+        }
+    }
+}
+
+/// Why a directory cannot be used: what is damaged, or the I/O error that stopped the check.
+enum Unusable {
+    Damaged(String),
+    Io(std::io::Error),
+}
+
+/// The last commit a directory's database holds, checked against the last one acknowledged
+/// (`acknowledged`, at `watermark_path`); a new directory is given its format record first.
+fn last_commit(db: &Database, spaces: &Spaces, watermark_path: &Path) -> Result<u64, Unusable> {
+    let meta = spaces.get(Space::Meta);
+    let read = |key: &[u8]| {
+        (meta.get(key).map(|v| v.map(|v| v.to_vec()))).map_err(|e| Unusable::Damaged(e.to_string()))
+    };
+    match read(FORMAT_KEY)? {
+        Some(format) if format == FORMAT => {
+            let commit = read(COMMIT_KEY)?
+                .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+                .ok_or_else(|| Unusable::Damaged("its commit counter is missing".into()))?;
+            let acknowledged = std::fs::read_to_string(watermark_path)
+                .map_err(|e| Unusable::Damaged(format!("{WATERMARK_FILE}: {e}")))?;
+            let acknowledged: u64 = (acknowledged.trim().parse())
+                .map_err(|_| Unusable::Damaged(format!("{WATERMARK_FILE} is not a number")))?;
+            if commit < acknowledged {
+                return Err(Unusable::Damaged(format!(
+                    "its last commit is {commit}, but commit {acknowledged} was acknowledged"
+                )));
+            }
+            Ok(commit)
+        }
+        Some(_) => Err(Unusable::Damaged(
+            "it is not a rockets-local data directory".into(),
+        )),
+        None => {
+            let empty =
+                (Space::ALL.iter()).all(|space| spaces.get(*space).first_key_value().is_none());
+            if !empty {
+                return Err(Unusable::Damaged("its format record is missing".into()));
+            }
+            let mut batch = db.batch();
+            batch.insert(meta, FORMAT_KEY, FORMAT);
+            batch.insert(meta, COMMIT_KEY, 0u64.to_be_bytes().to_vec());
+            batch
+                .commit()
+                .map_err(|e| Unusable::Damaged(e.to_string()))?;
+            db.persist(PersistMode::SyncAll)
+                .map_err(|e| Unusable::Damaged(e.to_string()))?;
+            write_watermark(watermark_path, 0).map_err(Unusable::Io)?;
+            Ok(0)
         }
     }
 }
