@@ -192,46 +192,57 @@ async fn recorded_actions(endpoint: &str) -> HashMap<&'static str, BTreeSet<Stri
             .interceptor(recorder.clone())
             .build(),
     );
-    let store = DynamoStore::new(dynamodb, table);
+    let store_client = dynamodb.clone();
+    let store = DynamoStore::new(dynamodb, table.clone());
     let queue_url = queues.url.clone();
     let dead_letters = SqsQueue::new(sqs.clone(), queues.dead_letter_url);
     let queue = SqsQueue::new(sqs, queues.url);
     let c = channel(&unique_name("template"));
-    let m = flight(&c, 4, &mut Rng::new(1));
+    let m = flight(&c, 5, &mut Rng::new(1));
     let mut actions = HashMap::new();
 
-    let post = api_gateway_request(
+    // As deployed with auth on: the sender the authorizer vouched for claims the channel.
+    let owners = rockets_aws::DynamoOwners::new(store_client.clone(), table.clone());
+    let mut event = serde_json::to_value(rockets::http::api_gateway_event(
         Method::POST,
         "/messages",
         None,
         HeaderMap::new(),
         m[0].to_json().into_bytes(),
-    )
-    .expect("a convertible request");
-    assert_eq!(
-        rockets::http::respond(
-            |route, request| ingest::handle(&queue, &rockets::ports::OpenChannels, route, request),
-            post
-        )
-        .await
-        .status(),
-        202
-    );
+    ))
+    .unwrap();
+    event["requestContext"]["authorizer"] =
+        serde_json::json!({"jwt": {"claims": {"sub": "sender"}}});
+    let handler = |route, request| ingest::handle(&queue, &owners, route, request);
+    let served = rockets::http::serve_event(&handler, serde_json::from_value(event).unwrap()).await;
+    assert_eq!(served.response.status_code, 202);
     actions.insert("ingest", recorder.take());
 
-    // A gap, one message past the park limit, the gap's filling, and a resend: every path
-    // of the apply side.
+    // A gap (4 parks, within the limit; 5 lies past it), the gap's filling, and a resend;
+    // then a parked message that expires: every path of the apply side.
     let settings = apply::Settings {
-        park_limit: 1,
+        park_limit: 3,
         ..apply::Settings::default()
     };
-    for batch in [vec![&m[2], &m[3]], vec![&m[0], &m[1]], vec![&m[0]]] {
+    let expired = apply::Settings {
+        parked_retention: Duration::ZERO,
+        ..settings
+    };
+    let later = channel(&unique_name("template"));
+    let l = flight(&later, 3, &mut Rng::new(2));
+    for (batch, settings) in [
+        (vec![&m[3], &m[4]], &settings),
+        (vec![&m[0], &m[1], &m[2]], &settings),
+        (vec![&m[0]], &settings),
+        (vec![&l[2]], &settings),
+        (vec![&l[0]], &expired),
+    ] {
         let mut event = SqsEvent::default();
         event.records = batch
             .iter()
             .map(|e| sqs_record(&unique_name("record"), e))
             .collect();
-        let response = apply::handle(&store, &queue, &dead_letters, &settings, event)
+        let response = apply::handle(&store, &queue, &dead_letters, settings, event)
             .await
             .unwrap();
         assert!(response.batch_item_failures.is_empty());
@@ -301,6 +312,7 @@ async fn every_action_the_code_calls_is_granted_and_nothing_more() {
         include_str!("../../shared/aws/src/dynamo/mod.rs"),
         include_str!("../../shared/aws/src/dynamo/channel.rs"),
         include_str!("../../shared/aws/src/dynamo/reader.rs"),
+        include_str!("../../shared/aws/src/dynamo/owners.rs"),
     ]
     .into_iter()
     .flat_map(|source| operations_in(source, "dynamodb"))
