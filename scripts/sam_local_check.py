@@ -1,7 +1,7 @@
 """The end-to-end check behind scripts/check-sam-local: through `sam local start-api` on
 LocalStack, a shuffled, duplicated stream for several rockets converges to the in-order fold,
 an invalid message gets its 400, and a message sent to the dead-letter queue (past a park
-limit of 5) and redriven with StartMessageMoveTask is applied exactly once. Every process it
+limit of 6) and redriven with StartMessageMoveTask is applied exactly once. Every process it
 starts is stopped by its PID."""
 
 import json
@@ -129,7 +129,7 @@ def main():
         "IngestFunction": {"QUEUE_URL": in_containers["QUEUE_URL"]},
         "ApplyFunction": {"TABLE_NAME": NAME, "QUEUE_URL": in_containers["QUEUE_URL"],
                           "DEAD_LETTER_QUEUE_URL": in_containers["DEAD_LETTER_QUEUE_URL"],
-                          "PARK_LIMIT": "5"},
+                          "PARK_LIMIT": "6"},
         "QueryFunction": {"TABLE_NAME": NAME},
     }
     env_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
@@ -185,8 +185,8 @@ def main():
               f"{len(expected)} rockets converge to the in-order fold{'' if not waiting else f': {waiting}'}")
         failures += bool(waiting)
 
-        # Past the park limit of 5, message 7 goes to the dead-letter queue; once 1 fills the
-        # gap, a redrive applies it exactly once.
+        # With nothing applied, a park limit of 6 admits messages 1 to 6: message 7 goes to the
+        # dead-letter queue; once 1 fills the gap, a redrive applies it exactly once.
         channel = f"{NAME}-redriven"
         messages = flight(channel, 7, rng)
         for body in messages[1:]:
