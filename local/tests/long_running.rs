@@ -6,7 +6,7 @@
 //! - a commit that wrote history and lost its state write, its records dead-lettered, a
 //!   different message parked under the same number, the redrive: the channel drains and stays
 //!   usable;
-//! - thousands of messages parked behind a gap, `maxReceiveCount` 2, a drain that needs several
+//! - 10,000 messages parked behind a gap (2,000 on LocalStack's slower table), `maxReceiveCount` 2, a drain that needs several
 //!   continuations: the rocket completes and the dead-letter queue stays empty;
 //! - a table outage: no valid message reaches the dead-letter queue, for twelve hours on the
 //!   paused clock, and on LocalStack's SQS with its visibility timeout scaled down.
@@ -353,7 +353,7 @@ async fn a_long_drain_goes_on_in_continuations_on_dynamodb_local() {
         visibility_timeout: Duration::from_secs(2),
         max_receive_count: 2,
     };
-    long_drain(stack(&dynamodb, &localstack, settings).await, 3_000).await;
+    long_drain(stack(&dynamodb, &localstack, settings).await, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
