@@ -6,8 +6,9 @@
 //! - a commit that wrote history and lost its state write, its records dead-lettered, a
 //!   different message parked under the same number, the redrive: the channel drains and stays
 //!   usable;
-//! - 10,000 messages parked behind a gap (2,000 on LocalStack's slower table), `maxReceiveCount` 2, a drain that needs several
-//!   continuations: the rocket completes and the dead-letter queue stays empty;
+//! - 10,000 messages parked behind a gap (2,000 on LocalStack's slower table),
+//!   `maxReceiveCount` 2, a drain that needs many continuations: the rocket completes and the
+//!   dead-letter queue stays empty;
 //! - a table outage: no valid message reaches the dead-letter queue, for twelve hours on the
 //!   paused clock, and on LocalStack's SQS with its visibility timeout scaled down.
 
