@@ -325,34 +325,13 @@ impl ChannelStore for DynamoStore {
             return Ok(ParkedView::none());
         };
         let next = MessageNumber::new(snapshot.rocket.next_number()).expect("at least 1");
-        let bounds = [(":a", sort_key(EVENT, next)), (":b", format!("{EVENT}~"))];
+        let (from, to) = (sort_key(EVENT, next), format!("{EVENT}~"));
+        let items = (self.query_range(channel, &from, &to, true, "list parked")).await?;
         let mut times = HashMap::new();
-        let mut all = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :a AND :b")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(channel.as_str()))
-                .expression_attribute_values(":a", s(&bounds[0].1))
-                .expression_attribute_values(":b", s(&bounds[1].1))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| store_error("list parked", e))?;
-            for item in output.items() {
-                all.push(parked_message(item, &mut times)?);
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(ParkedView::all(all).parked_at(|n| times.get(&n).copied()));
-            }
-        }
+        let all = (items.iter())
+            .map(|item| parked_message(item, &mut times))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ParkedView::all(all).parked_at(|n| times.get(&n).copied()))
     }
 
     async fn applied(

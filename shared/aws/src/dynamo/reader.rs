@@ -42,7 +42,7 @@ impl DynamoStore {
 
     /// Every item of a channel whose sort key lies from `from` to `to`, following DynamoDB's
     /// pages.
-    async fn query_range(
+    pub(super) async fn query_range(
         &self,
         channel: &Channel,
         from: &str,
