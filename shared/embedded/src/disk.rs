@@ -10,11 +10,11 @@
 //! write, and a group of such writes is committed without an fsync of its own: the next sync,
 //! or the writer's quarter-second timer, makes it durable.
 //!
-//! Every commit also writes its sequence number; every quarter second the writer records the
-//! last synced one in `acknowledged`, beside the database. At open, a database whose last commit
-//! is older than that file says has lost writes that were acknowledged (a journal cut short, a
-//! file restored from an older copy), and opening fails instead of serving less than it
-//! promised.
+//! Every commit also writes its sequence number, and the writer records the last synced one in
+//! `acknowledged`, beside the database: before it answers a synced group, and within a quarter
+//! second for groups nobody waits on. At open, a database whose last commit is older than that
+//! file says has lost writes that were acknowledged (a journal cut short, a file restored from
+//! an older copy), and opening fails instead of serving less than it promised.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
