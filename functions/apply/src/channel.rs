@@ -88,12 +88,8 @@ async fn receive<S: ChannelStore>(
         if let Some(change) = &change {
             // What the commit applied beyond the batch's own messages was drained, also what a
             // load found next in line before any message was received.
-            let own = outcomes
-                .iter()
-                .filter(|o| matches!(o, Received::Applied { .. }))
-                .count();
+            summary.drained = change.applied.len() - summary.applied;
             summary.applied = change.applied.len();
-            summary.drained = change.applied.len() - own;
             summary.expired = change.expired.len();
         }
         let refused = (outcomes.iter().enumerate())
@@ -117,8 +113,8 @@ async fn drain<S: ChannelStore>(
     settings: &Settings,
     channel: &Channel,
     mut version: u64,
-    budget: std::time::Duration,
-    summary: &mut crate::BatchSummary,
+    budget: Duration,
+    summary: &mut BatchSummary,
 ) -> Result<Option<u64>, ChannelError> {
     let started = Instant::now();
     let mut attempt = 0;
@@ -178,7 +174,8 @@ async fn open<S: ChannelStore>(
     Ok((timeline, version))
 }
 
-/// Counts the outcomes, telling resends of earlier-applied messages from conflicts.
+/// Counts the outcomes, telling resends of earlier-applied messages from conflicts; `applied`
+/// counts the batch's own messages only (the commit's change says what it drained).
 async fn summarise<S: ChannelStore>(
     store: &S,
     channel: &Channel,
@@ -189,10 +186,7 @@ async fn summarise<S: ChannelStore>(
     let mut earlier = Vec::new();
     for (message, outcome) in messages.iter().zip(outcomes) {
         match outcome {
-            Received::Applied { unparked } => {
-                summary.applied += 1 + unparked;
-                summary.drained += unparked;
-            }
+            Received::Applied { .. } => summary.applied += 1,
             Received::Parked => summary.parked += 1,
             Received::OverParkLimit => summary.refused += 1,
             Received::Duplicate => summary.duplicates += 1,

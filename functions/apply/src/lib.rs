@@ -29,8 +29,11 @@ use tracing::Instrument as _;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures_util::future::join_all;
 use rockets::config::ConfigError;
-use rockets::message::Envelope;
-use rockets::ports::{ChannelStore, Delivery, MessageQueue, QueueRecord, SourceQueue, StoreError};
+use rockets::message::{Channel, Envelope};
+use rockets::ordering::Timeline;
+use rockets::ports::{
+    ChannelStore, CommitOutcome, Delivery, MessageQueue, QueueRecord, SourceQueue, StoreError,
+};
 
 pub use channel::MAX_COMMIT_ATTEMPTS;
 use channel::{ChannelError, apply_messages};
@@ -157,9 +160,8 @@ impl Default for Settings {
 /// the store has never seen.
 pub async fn purge_parked<S: ChannelStore>(
     store: &S,
-    channel: &rockets::message::Channel,
+    channel: &Channel,
 ) -> Result<Option<usize>, StoreError> {
-    let mut purged = 0;
     let mut attempts = 0;
     loop {
         let Some(snapshot) = store.load(channel, 0, &[]).await? else {
@@ -168,15 +170,14 @@ pub async fn purge_parked<S: ChannelStore>(
         let now = chrono::Utc::now();
         // All of them, each as old as can be; read after the load, so never older than it.
         let view = (store.parked(channel).await?).parked_at(|_| Some(chrono::DateTime::UNIX_EPOCH));
-        let mut timeline = rockets::ordering::Timeline::load(snapshot.rocket, view, now);
+        let mut timeline = Timeline::load(snapshot.rocket, view, now);
         let expired = timeline.expire_parked(now);
         let Some(change) = timeline.into_change() else {
-            return Ok(Some(purged));
+            return Ok(Some(0));
         };
         match store.commit(snapshot.version, &change).await? {
-            rockets::ports::CommitOutcome::Committed if expired == 0 => return Ok(Some(purged)),
-            rockets::ports::CommitOutcome::Committed => purged += expired,
-            rockets::ports::CommitOutcome::VersionMismatch => {
+            CommitOutcome::Committed => return Ok(Some(expired)),
+            CommitOutcome::VersionMismatch => {
                 attempts += 1;
                 if attempts > MAX_COMMIT_ATTEMPTS {
                     return Err(StoreError::Unavailable(
@@ -479,29 +480,32 @@ where
                     }
                 }
                 // Sent in queue order; one that cannot be sent comes back with what follows it.
-                for (sent, &at) in applied.refused.iter().enumerate() {
-                    let message = &envelopes[at];
-                    if let Err(error) = dead_letters.send(message).await {
-                        tracing::error!(%channel, number = %message.number, %error, "over the park limit, and the dead-letter queue did not take it; SQS will redeliver");
-                        outcome.summary.refused -= applied.refused.len() - sent;
-                        first_failed = first_failed.min(indices[at]);
-                        break;
-                    }
+                let refused = (applied.refused.iter())
+                    .map(|&at| (&envelopes[at], indices[at]))
+                    .collect();
+                let (sent, unsent) =
+                    dead_letter(dead_letters, refused, "over the park limit").await;
+                for &at in &applied.refused[..sent] {
                     tracing::warn!(
                         %channel,
-                        number = %message.number,
+                        number = %envelopes[at].number,
                         park_limit = settings.park_limit,
                         "over the park limit: sent to the dead-letter queue"
                     );
+                }
+                if let Some(index) = unsent {
+                    outcome.summary.refused -= applied.refused.len() - sent;
+                    first_failed = first_failed.min(index);
                 }
             }
             Err(ChannelError::Store(StoreError::Failed(cause)))
                 if records[0].receive_count().unwrap_or(1) >= settings.permanent_receives =>
             {
                 tracing::error!(%channel, error = %cause, records = readable, "the store refused the channel's records for good; they go to the dead-letter queue");
-                first_failed = dead_letter(dead_letters, &envelopes, &indices, readable).await;
-                outcome.summary.store_failed =
-                    indices.iter().filter(|&&at| at < first_failed).count();
+                let all = envelopes.iter().zip(indices.iter().copied()).collect();
+                let (sent, unsent) = dead_letter(dead_letters, all, "refused by the store").await;
+                first_failed = unsent.unwrap_or(readable);
+                outcome.summary.store_failed = sent;
             }
             Err(error) => {
                 tracing::error!(%channel, %error, records = records.len(), "channel not applied; SQS will redeliver");
@@ -516,21 +520,23 @@ where
     outcome
 }
 
-/// Sends the messages to the dead-letter queue, in queue order; the index of the first record
-/// that did not go (`readable` if all did), which comes back with every record after it.
+/// Sends messages to the dead-letter queue in queue order, each with the index of its record,
+/// stopping at the first the queue does not take: how many went, and the record index of the
+/// one that did not (it comes back with every record of its channel after it).
 async fn dead_letter<D: MessageQueue>(
     dead_letters: &D,
-    messages: &[Envelope],
-    indices: &[usize],
-    readable: usize,
-) -> usize {
-    for (message, &at) in messages.iter().zip(indices) {
+    messages: Vec<(&Envelope, usize)>,
+    why: &str,
+) -> (usize, Option<usize>) {
+    let mut sent = 0;
+    for (message, at) in messages {
         if let Err(error) = dead_letters.send(message).await {
-            tracing::error!(channel = %message.channel, number = %message.number, %error, "the dead-letter queue did not take it; SQS will redeliver");
-            return at;
+            tracing::error!(channel = %message.channel, number = %message.number, why, %error, "the dead-letter queue did not take it; SQS will redeliver");
+            return (sent, Some(at));
         }
+        sent += 1;
     }
-    readable
+    (sent, None)
 }
 
 /// The messages' numbers, as a span shows them: written only if the span is.
