@@ -240,7 +240,10 @@ async fn parked_messages<S: rockets::ports::ChannelStore>(
 ) -> Result<(), Error> {
     match action {
         "list" => {
-            let view = store.parked(channel).await?;
+            let view = match store.load(channel, 0, &[]).await? {
+                Some(snapshot) => store.parked(&snapshot.rocket).await?,
+                None => rockets::ordering::ParkedView::none(),
+            };
             println!("{:#}", rockets_local::operations::parked_json(&view));
         }
         "purge" => match apply::purge_parked(store, channel).await? {

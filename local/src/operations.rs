@@ -105,10 +105,8 @@ async fn parked<S: ChannelStore>(
     let unknown = || ApiError::NotFound(format!("no rocket on channel {channel}"));
     match *method {
         Method::GET => {
-            let view = store.parked(&channel).await?;
-            if store.load(&channel, 0, &[]).await?.is_none() {
-                return Err(unknown());
-            }
+            let snapshot = store.load(&channel, 0, &[]).await?.ok_or_else(unknown)?;
+            let view = store.parked(&snapshot.rocket).await?;
             Ok(json_response(StatusCode::OK, &parked_json(&view)))
         }
         Method::DELETE => {

@@ -385,15 +385,15 @@ pub trait ChannelStore: Send + Sync {
         numbers: &[MessageNumber],
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
 
-    /// Every parked message of the channel, in order, and when each parked where the store
-    /// knows: for operators, to list and purge, so it reads as much as is parked. By default,
-    /// what a load with an unbounded window reads.
+    /// Every message parked ahead of `rocket` (as a load just read it), in order, and when each
+    /// parked where the store knows: for operators, to list and purge, so it reads as much as
+    /// is parked. By default, what a load with an unbounded window reads.
     fn parked(
         &self,
-        channel: &Channel,
+        rocket: &Rocket,
     ) -> impl Future<Output = Result<ParkedView, StoreError>> + Send {
         async move {
-            let snapshot = self.load(channel, usize::MAX, &[]).await?;
+            let snapshot = self.load(&rocket.channel, usize::MAX, &[]).await?;
             Ok(snapshot.map_or_else(ParkedView::none, |s| s.parked))
         }
     }

@@ -169,7 +169,8 @@ pub async fn purge_parked<S: ChannelStore>(
         };
         let now = chrono::Utc::now();
         // All of them, each as old as can be; read after the load, so never older than it.
-        let view = (store.parked(channel).await?).parked_at(|_| Some(chrono::DateTime::UNIX_EPOCH));
+        let view = (store.parked(&snapshot.rocket).await?)
+            .parked_at(|_| Some(chrono::DateTime::UNIX_EPOCH));
         let mut timeline = Timeline::load(snapshot.rocket, view, now);
         let expired = timeline.expire_parked(now);
         let Some(change) = timeline.into_change() else {

@@ -305,11 +305,8 @@ impl ChannelStore for DurableStore {
         Ok(CommitOutcome::Committed)
     }
 
-    async fn parked(&self, channel: &Channel) -> Result<ParkedView, StoreError> {
-        let Some(next) = (self.read().rockets.get(channel)).map(|c| c.rocket.next_number()) else {
-            return Ok(ParkedView::none());
-        };
-        let name = channel.as_str();
+    async fn parked(&self, rocket: &Rocket) -> Result<ParkedView, StoreError> {
+        let (name, next) = (rocket.channel.as_str(), rocket.next_number());
         let (items, _) = self
             .dir
             .scan_while(

@@ -113,11 +113,11 @@ impl ChannelStore for EmbeddedStore {
         Ok(self.commit_now(expected_version, change))
     }
 
-    async fn parked(&self, channel: &Channel) -> Result<ParkedView, StoreError> {
+    async fn parked(&self, rocket: &Rocket) -> Result<ParkedView, StoreError> {
         Ok(self
             .read()
             .channels
-            .get(channel)
+            .get(&rocket.channel)
             .map_or_else(ParkedView::none, |s| {
                 ParkedView::all(s.parked.values().cloned().collect())
                     .parked_at(|n| s.parked_at.get(&n).copied())

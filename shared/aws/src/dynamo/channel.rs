@@ -320,13 +320,10 @@ impl ChannelStore for DynamoStore {
         Ok(CommitOutcome::Committed)
     }
 
-    async fn parked(&self, channel: &Channel) -> Result<ParkedView, StoreError> {
-        let Some(snapshot) = self.load(channel, 0, &[]).await? else {
-            return Ok(ParkedView::none());
-        };
-        let next = MessageNumber::new(snapshot.rocket.next_number()).expect("at least 1");
+    async fn parked(&self, rocket: &Rocket) -> Result<ParkedView, StoreError> {
+        let next = MessageNumber::new(rocket.next_number()).expect("at least 1");
         let (from, to) = (sort_key(EVENT, next), format!("{EVENT}~"));
-        let items = (self.query_range(channel, &from, &to, true, "list parked")).await?;
+        let items = (self.query_range(&rocket.channel, &from, &to, true, "list parked")).await?;
         let mut times = HashMap::new();
         let all = (items.iter())
             .map(|item| parked_message(item, &mut times))
