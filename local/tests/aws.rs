@@ -590,6 +590,20 @@ async fn message_items_expire_after_the_retention_and_the_state_does_not() {
         "3 parked on arrival"
     );
     assert_eq!(seen.len(), 3, "1, 3 and the state: {seen:?}");
+
+    // Once TTL has taken message 1, the state as of it is gone: a 404 saying why, not a 500.
+    dynamodb
+        .delete_item()
+        .table_name(aws.table.clone())
+        .key("pk", AttributeValue::S(c.to_string()))
+        .key("sk", AttributeValue::S("event#00000000000000000001".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rockets::story::state_as_of(&store, &c, 1).await.unwrap(),
+        rockets::story::AsOf::Forgotten(1)
+    );
 }
 
 /// Applies a batch as Lambda's handler does, with the default settings, a dead-letter queue and

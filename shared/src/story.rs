@@ -7,20 +7,31 @@ use crate::rocket::Rocket;
 /// History read per page while folding, so that memory stays bounded however far back.
 const PAGE: usize = 1000;
 
+/// A rocket's state as of a message, or why there is none.
+#[derive(Clone, PartialEq, Debug)]
+pub enum AsOf {
+    /// The fold of the messages up to it.
+    State(Rocket),
+    /// The channel was never seen, or has not applied that many messages.
+    NotApplied,
+    /// The history no longer holds this message, which the state is folded from: a stack
+    /// that keeps history for `HistoryRetentionDays` forgets it.
+    Forgotten(u64),
+}
+
 /// The rocket of `channel` as the in-order fold of its first `n` messages, read from its
-/// history a page at a time (at most the `n` messages it folds); `None` for a channel never
-/// seen, or `n` past the messages it has applied. It waits for nothing and was last changed
-/// when message `n` was sent.
+/// history a page at a time (at most the `n` messages it folds). It waits for nothing and was
+/// last changed when message `n` was sent.
 pub async fn state_as_of<R: RocketReader>(
     reader: &R,
     channel: &Channel,
     n: u64,
-) -> Result<Option<Rocket>, StoreError> {
+) -> Result<AsOf, StoreError> {
     let Some(now) = reader.rocket(channel).await? else {
-        return Ok(None);
+        return Ok(AsOf::NotApplied);
     };
     if n == 0 || n > now.last_message_number {
-        return Ok(None);
+        return Ok(AsOf::NotApplied);
     }
     let mut rocket = Rocket::new(channel.clone(), now.updated_at);
     while rocket.last_message_number < n {
@@ -29,23 +40,15 @@ pub async fn state_as_of<R: RocketReader>(
         let page = reader.history(channel, after, wanted).await?;
         let page = page.unwrap_or_default();
         if page.is_empty() {
-            return Err(StoreError::Failed(
-                format!("the history of {channel} ends at message {after}, before {n}").into(),
-            ));
+            return Ok(AsOf::Forgotten(rocket.next_number()));
         }
         for message in &page {
             if message.number.get() != rocket.next_number() {
-                return Err(StoreError::Failed(
-                    format!(
-                        "the history of {channel} skips from {after} to {}",
-                        message.number
-                    )
-                    .into(),
-                ));
+                return Ok(AsOf::Forgotten(rocket.next_number()));
             }
             rocket.apply(message);
             rocket.updated_at = message.time.to_utc();
         }
     }
-    Ok(Some(rocket))
+    Ok(AsOf::State(rocket))
 }

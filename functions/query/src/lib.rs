@@ -12,6 +12,7 @@ use rockets::message::{Channel, ValidationError};
 use rockets::message::{Envelope, MessageNumber};
 use rockets::ports::RocketReader;
 use rockets::rocket::Rocket;
+use rockets::story::AsOf;
 use serde::Serialize;
 use serde_json::json;
 
@@ -125,9 +126,13 @@ async fn rocket<R: RocketReader>(
             reason: "must be a whole number from 1 up".into(),
         })?;
     match rockets::story::state_as_of(reader, &channel, n).await? {
-        Some(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
-        None => Err(ApiError::NotFound(format!(
+        AsOf::State(rocket) => Ok(json_response(StatusCode::OK, &rocket)),
+        AsOf::NotApplied => Err(ApiError::NotFound(format!(
             "no rocket on channel {channel} with {n} messages applied"
+        ))),
+        AsOf::Forgotten(k) => Err(ApiError::NotFound(format!(
+            "the history of channel {channel} no longer holds message {k} (it is kept for the \
+             stack's HistoryRetentionDays), so the state as of message {n} cannot be folded"
         ))),
     }
 }

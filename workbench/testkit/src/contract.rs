@@ -121,10 +121,10 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
 
     // The state as of each message, folded from the history.
     for n in 1..=3 {
-        let then = rockets::story::state_as_of(store, &c, n)
-            .await
-            .unwrap()
-            .unwrap();
+        let then = rockets::story::state_as_of(store, &c, n).await.unwrap();
+        let rockets::story::AsOf::State(then) = then else {
+            panic!("as of {n}: {then:?}");
+        };
         let folded = rockets::rocket::Rocket::fold(c.clone(), &m[..n as usize], Utc::now());
         assert!(then.same_state(&folded), "as of {n}: {then:?}");
         assert_eq!(then.updated_at, m[n as usize - 1].time.to_utc());
@@ -132,7 +132,7 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
     for past in [0, 4] {
         assert_eq!(
             rockets::story::state_as_of(store, &c, past).await.unwrap(),
-            None
+            rockets::story::AsOf::NotApplied
         );
     }
     let unknown = channel(&unique_name("never"));
@@ -140,7 +140,7 @@ pub async fn store<S: ChannelStore + RocketReader>(store: &S) {
         rockets::story::state_as_of(store, &unknown, 1)
             .await
             .unwrap(),
-        None
+        rockets::story::AsOf::NotApplied
     );
 
     // History, in pages, and lookups by number.
