@@ -8,17 +8,14 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use rockets::listing::{ListQuery, RocketPage};
-use rockets::message::{Channel, Envelope, MessageNumber};
-use rockets::ordering::ChannelChange;
-use rockets::ports::{
-    ChannelSnapshot, ChannelStore, CommitOutcome, QueuedMessage, RocketReader, StoreError,
-};
-use rockets::rocket::Rocket;
-use rockets_embedded::{EmbeddedStore, QueueDepth};
+use rockets::message::{Envelope, MessageNumber};
+use rockets::ports::QueuedMessage;
+use rockets_embedded::QueueDepth;
 use rockets_local::LocalServer;
 use rockets_testkit::{HttpClient, Rng, channel, flight};
-use support::{TestApp, assert_converges, post_all, post_concurrently_and_converge, traffic};
+use support::{
+    OutageStore, TestApp, assert_converges, post_all, post_concurrently_and_converge, traffic,
+};
 
 async fn start(visibility: Duration, max_receive_count: u32) -> LocalServer {
     TestApp::new()
@@ -83,78 +80,11 @@ async fn a_poison_message_blocks_its_channel_only_until_it_reaches_the_dead_lett
     assert!(queue.dead_letters()[0].contains("not what apply expects"));
 }
 
-/// The embedded store, unavailable to the apply side until `up_at`.
-struct OutageStore {
-    inner: EmbeddedStore,
-    up_at: Instant,
-}
-
-impl OutageStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if Instant::now() < self.up_at {
-            return Err(StoreError::Unavailable("outage".into()));
-        }
-        Ok(())
-    }
-}
-
-impl ChannelStore for OutageStore {
-    async fn load(
-        &self,
-        channel: &Channel,
-        window: usize,
-        probe: &[MessageNumber],
-    ) -> Result<Option<ChannelSnapshot>, StoreError> {
-        self.check()?;
-        self.inner.load(channel, window, probe).await
-    }
-
-    async fn commit(
-        &self,
-        version: u64,
-        change: &ChannelChange,
-    ) -> Result<CommitOutcome, StoreError> {
-        self.check()?;
-        self.inner.commit(version, change).await
-    }
-
-    async fn applied(
-        &self,
-        channel: &Channel,
-        numbers: &[MessageNumber],
-    ) -> Result<Vec<Envelope>, StoreError> {
-        self.check()?;
-        self.inner.applied(channel, numbers).await
-    }
-}
-
-impl RocketReader for OutageStore {
-    async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
-        self.inner.rocket(channel).await
-    }
-
-    async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
-        self.inner.rockets(query).await
-    }
-
-    async fn history(
-        &self,
-        channel: &Channel,
-        after: u64,
-        limit: usize,
-    ) -> Result<Option<Vec<Envelope>>, StoreError> {
-        self.inner.history(channel, after, limit).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
     // Four receives 100 ms apart would dead-letter every message within half a second; backing
     // off (100 ms, 400 ms, 1.6 s before the fourth) outlasts an outage of a second and a half.
-    let store = Arc::new(OutageStore {
-        inner: EmbeddedStore::new(),
-        up_at: Instant::now() + Duration::from_millis(1_500),
-    });
+    let store = Arc::new(OutageStore::lasting(Duration::from_millis(1_500)));
     let (server, queue) = TestApp::new()
         .queue(Duration::from_millis(100), 4)
         .spawn_with_store(store.clone())
@@ -168,7 +98,7 @@ async fn a_store_outage_longer_than_the_receives_allow_dead_letters_nothing() {
     .unwrap();
     assert_eq!(queue.depth().dead, 0, "{:?}", queue.dead_letters());
     assert!(
-        Instant::now() >= store.up_at,
+        tokio::time::Instant::now() >= store.ends,
         "applied only once the store was back"
     );
 }

@@ -15,23 +15,22 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
-use rockets::message::{Channel, Envelope, Event, MessageNumber};
-use rockets::ordering::{ChannelChange, ParkedView, Timeline};
+use rockets::message::{Channel, Envelope, Event};
+use rockets::ordering::{ParkedView, Timeline};
 use rockets::ports::{
     ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, QueuedMessage, RocketReader,
-    StoreError,
 };
 use rockets::rocket::Rocket;
 use rockets_aws::provision::{QueueSettings, Queues, ensure_queues, ensure_table};
 use rockets_aws::{DynamoStore, MessageItem, RedriveTarget, SqsQueue, emulator_config};
-use rockets_embedded::{DeadLetters, EmbeddedQueue, EmbeddedStore, QueueConfig};
+use rockets_embedded::{DeadLetters, EmbeddedQueue, QueueConfig};
 use rockets_local::{Backends, LocalConfig, LocalServer};
 use rockets_testkit::{emulator, message, unique_name};
+use support::OutageStore;
 
 /// A table on `store_endpoint` and a queue pair on `queue_endpoint`, with the queue's
 /// visibility timeout and `maxReceiveCount`.
@@ -369,76 +368,6 @@ async fn a_long_drain_goes_on_in_continuations_on_localstack() {
     long_drain(stack(&localstack, &localstack, settings).await, 2_000).await;
 }
 
-/// A store that is unavailable until `outage_ends` on tokio's clock, as a table in an outage
-/// answers (throttled, unreachable, failing).
-struct Outage {
-    inner: EmbeddedStore,
-    ends: tokio::time::Instant,
-    refused: AtomicBool,
-}
-
-impl Outage {
-    fn check(&self) -> Result<(), StoreError> {
-        if tokio::time::Instant::now() < self.ends {
-            self.refused.store(true, Ordering::Relaxed);
-            return Err(StoreError::Unavailable("the table is in an outage".into()));
-        }
-        Ok(())
-    }
-}
-
-impl ChannelStore for Outage {
-    async fn load(
-        &self,
-        channel: &Channel,
-        window: usize,
-        probe: &[MessageNumber],
-    ) -> Result<Option<ChannelSnapshot>, StoreError> {
-        self.check()?;
-        self.inner.load(channel, window, probe).await
-    }
-
-    async fn commit(
-        &self,
-        version: u64,
-        change: &ChannelChange,
-    ) -> Result<CommitOutcome, StoreError> {
-        self.check()?;
-        self.inner.commit(version, change).await
-    }
-
-    async fn applied(
-        &self,
-        channel: &Channel,
-        numbers: &[MessageNumber],
-    ) -> Result<Vec<Envelope>, StoreError> {
-        self.check()?;
-        self.inner.applied(channel, numbers).await
-    }
-}
-
-impl RocketReader for Outage {
-    async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
-        self.inner.rocket(channel).await
-    }
-
-    async fn rockets(
-        &self,
-        query: &rockets::listing::ListQuery,
-    ) -> Result<rockets::listing::RocketPage, StoreError> {
-        self.inner.rockets(query).await
-    }
-
-    async fn history(
-        &self,
-        channel: &Channel,
-        after: u64,
-        limit: usize,
-    ) -> Result<Option<Vec<Envelope>>, StoreError> {
-        self.inner.history(channel, after, limit).await
-    }
-}
-
 /// Twelve hours of a table that does not answer, on tokio's paused clock, with the template's
 /// queue (a 60 s visibility timeout, sixteen receives): every message waits it out in the
 /// queue, and is applied within the hour after the table answers again.
@@ -446,11 +375,7 @@ impl RocketReader for Outage {
 async fn a_twelve_hour_table_outage_dead_letters_no_valid_message() {
     let queue = Arc::new(EmbeddedQueue::new(QueueConfig::default()));
     let twelve_hours = Duration::from_secs(12 * 60 * 60);
-    let store = Arc::new(Outage {
-        inner: EmbeddedStore::new(),
-        ends: tokio::time::Instant::now() + twelve_hours,
-        refused: AtomicBool::new(false),
-    });
+    let store = Arc::new(OutageStore::lasting(twelve_hours));
     let config = LocalConfig {
         pollers: 2,
         ..LocalConfig::ephemeral()
@@ -478,10 +403,10 @@ async fn a_twelve_hour_table_outage_dead_letters_no_valid_message() {
         }
     }
     tokio::time::sleep(twelve_hours + Duration::from_secs(61 * 60)).await;
-    assert!(store.refused.load(Ordering::Relaxed), "the outage was met");
+    assert!(store.was_met(), "the outage was met");
     assert_eq!(queue.depth().dead, 0, "no valid message dead-lettered");
     for c in &channels {
-        let rocket = store.inner.rocket(c).await.unwrap().expect("applied");
+        let rocket = store.rocket(c).await.unwrap().expect("applied");
         assert_eq!(rocket.last_message_number, 4, "{rocket:?}");
     }
     drop(server);
@@ -502,11 +427,7 @@ async fn a_table_outage_dead_letters_no_valid_message_on_localstack() {
     };
     let stack = stack(&localstack, &localstack, queue_settings).await;
     let outage = Duration::from_secs(10);
-    let store = Outage {
-        inner: EmbeddedStore::new(),
-        ends: tokio::time::Instant::now() + outage,
-        refused: AtomicBool::new(false),
-    };
+    let store = OutageStore::lasting(outage);
     let config = LocalConfig {
         pollers: 2,
         queue: QueueConfig {
@@ -548,10 +469,7 @@ async fn a_table_outage_dead_letters_no_valid_message_on_localstack() {
     )
     .await;
     assert_eq!(rocket.pending_messages, 0);
-    assert!(
-        backends.store.refused.load(Ordering::Relaxed),
-        "the outage was met"
-    );
+    assert!(backends.store.was_met(), "the outage was met");
     drop(server);
     assert_eq!(
         stack.depth(&stack.queues.dead_letter_url).await,

@@ -8,8 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rockets::message::Envelope;
-use rockets::ports::{ChannelStore, MessageQueue, RocketReader};
+use rockets::listing::{ListQuery, RocketPage};
+use rockets::message::{Channel, Envelope, MessageNumber};
+use rockets::ordering::ChannelChange;
+use rockets::ports::{
+    ChannelSnapshot, ChannelStore, CommitOutcome, MessageQueue, RocketReader, StoreError,
+};
 use rockets::rocket::Rocket;
 use rockets_aws::{DynamoStore, SqsQueue};
 use rockets_embedded::{DeadLetters, EmbeddedQueue, QueueConfig};
@@ -219,4 +223,85 @@ pub fn post_concurrently_and_converge(
         poster.join().expect("poster thread");
     }
     assert_converges(addr, flights);
+}
+
+/// The embedded store, unavailable to the apply side until `ends` on tokio's clock (the real
+/// one, or a paused one), as a table in an outage answers (throttled, unreachable, failing).
+pub struct OutageStore {
+    inner: rockets_embedded::EmbeddedStore,
+    pub ends: tokio::time::Instant,
+    met: std::sync::atomic::AtomicBool,
+}
+
+impl OutageStore {
+    /// An outage from now on, `lasting` this long.
+    pub fn lasting(lasting: Duration) -> Self {
+        OutageStore {
+            inner: rockets_embedded::EmbeddedStore::new(),
+            ends: tokio::time::Instant::now() + lasting,
+            met: Default::default(),
+        }
+    }
+
+    /// Whether anything asked the store during the outage.
+    pub fn was_met(&self) -> bool {
+        self.met.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if tokio::time::Instant::now() < self.ends {
+            self.met.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(StoreError::Unavailable("the table is in an outage".into()));
+        }
+        Ok(())
+    }
+}
+
+impl ChannelStore for OutageStore {
+    async fn load(
+        &self,
+        channel: &Channel,
+        window: usize,
+        probe: &[MessageNumber],
+    ) -> Result<Option<ChannelSnapshot>, StoreError> {
+        self.check()?;
+        self.inner.load(channel, window, probe).await
+    }
+
+    async fn commit(
+        &self,
+        version: u64,
+        change: &ChannelChange,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.check()?;
+        self.inner.commit(version, change).await
+    }
+
+    async fn applied(
+        &self,
+        channel: &Channel,
+        numbers: &[MessageNumber],
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.check()?;
+        self.inner.applied(channel, numbers).await
+    }
+}
+
+impl RocketReader for OutageStore {
+    async fn rocket(&self, channel: &Channel) -> Result<Option<Rocket>, StoreError> {
+        self.inner.rocket(channel).await
+    }
+
+    async fn rockets(&self, query: &ListQuery) -> Result<RocketPage, StoreError> {
+        self.inner.rockets(query).await
+    }
+
+    async fn history(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Envelope>>, StoreError> {
+        self.inner.history(channel, after, limit).await
+    }
 }
