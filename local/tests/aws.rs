@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use rockets::message::{Envelope, Event};
 use rockets::ordering::ParkedView;
@@ -97,27 +96,7 @@ impl Aws {
     }
 
     async fn depth(&self, url: &str) -> (u64, u64) {
-        let attributes = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap_or_default();
-        let count = |name| {
-            attributes
-                .get(&name)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (
-            count(QueueAttributeName::ApproximateNumberOfMessages),
-            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
+        support::sqs_depth(&self.sqs, url).await
     }
 
     async fn rocket(&self, c: &rockets::message::Channel) -> Rocket {

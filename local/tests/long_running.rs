@@ -17,7 +17,6 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use rockets::message::{Channel, Envelope, Event};
 use rockets::ordering::{ParkedView, Timeline};
@@ -85,21 +84,8 @@ impl Stack {
 
     /// Messages visible and in flight in the queue at `url`.
     async fn depth(&self, url: &str) -> u64 {
-        let attributes = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap_or_default();
-        attributes
-            .values()
-            .map(|v| v.parse::<u64>().unwrap_or(0))
-            .sum()
+        let (visible, in_flight) = support::sqs_depth(&self.sqs, url).await;
+        visible + in_flight
     }
 
     /// Moves every dead letter back to the messages queue, as a redrive does: the same body,

@@ -305,3 +305,30 @@ impl RocketReader for OutageStore {
         self.inner.history(channel, after, limit).await
     }
 }
+
+/// The messages visible and in flight in the SQS queue at `url`, as its attributes count them.
+pub async fn sqs_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName::{
+        ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible,
+    };
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(ApproximateNumberOfMessages)
+        .attribute_names(ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let count = |name| {
+        attributes
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        count(ApproximateNumberOfMessages),
+        count(ApproximateNumberOfMessagesNotVisible),
+    )
+}
